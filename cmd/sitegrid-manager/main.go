@@ -1,0 +1,47 @@
+// Command sitegrid-manager runs sitegrid's cloud-side controllers.
+package main
+
+import (
+	"flag"
+	"os"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/sitegrid/sitegrid/internal/manager"
+)
+
+func main() {
+	var opts manager.Options
+	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; \"0\" disables it.")
+	flag.BoolVar(&opts.SecureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, allowing only callers the apiserver authorizes to get /metrics.")
+	flag.StringVar(&opts.MetricsCertDir, "metrics-cert-dir", "", "Folder with tls.crt and tls.key for metrics; empty generates a self-signed certificate.")
+	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.BoolVar(&opts.LeaderElect, "leader-elect", true, "Elect one active replica through a Lease.")
+	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease (default: $POD_NAMESPACE).")
+	flag.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "How long controllers may take to stop after a signal.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		log.Error(err, "no kubeconfig or in-cluster configuration")
+		os.Exit(1)
+	}
+	mgr, err := manager.New(cfg, opts)
+	if err != nil {
+		log.Error(err, "build manager")
+		os.Exit(1)
+	}
+	// The first SIGINT or SIGTERM stops the manager gracefully; a second one
+	// exits at once.
+	log.Info("starting sitegrid-manager", "leaderElection", opts.LeaderElect)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "manager stopped with an error")
+		os.Exit(1)
+	}
+}

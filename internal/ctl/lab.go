@@ -1,0 +1,126 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sitegrid/sitegrid/internal/lab"
+)
+
+func newLabCommand() *cobra.Command {
+	var workdir string
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Run sitegrid on this machine: a real control plane with simulated edge sites",
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			abs, err := filepath.Abs(workdir)
+			if err != nil {
+				return err
+			}
+			workdir = abs
+			return nil
+		},
+	}
+	cmd.PersistentFlags().StringVar(&workdir, "workdir", lab.DefaultWorkdir(), "Folder holding the lab's state, logs and kubeconfigs.")
+	cmd.AddCommand(
+		newLabUpCommand(&workdir),
+		&cobra.Command{
+			Use: "down", Short: "Stop every process of the lab and remove its state", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return lab.Down(workdir, cmd.OutOrStdout()) },
+		},
+		&cobra.Command{
+			Use: "status", Short: "Show the lab's processes, sites and nodes", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return lab.Status(cmd.Context(), workdir, cmd.OutOrStdout())
+			},
+		},
+		&cobra.Command{
+			Use: "kubeconfig", Short: "Print the path of the lab's admin kubeconfig", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				s, err := lab.Running(workdir)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), s.Kubeconfig)
+				return nil
+			},
+		},
+		newLabAddNodeCommand(&workdir),
+		&cobra.Command{
+			Use: "remove-node NAME", Short: "Remove a simulated node from the lab", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.RemoveNode(cmd.Context(), workdir, args[0], cmd.OutOrStdout())
+			},
+		},
+	)
+	return cmd
+}
+
+func newLabUpCommand(workdir *string) *cobra.Command {
+	opts := lab.UpOptions{}
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start the lab (in the foreground; Ctrl-C stops it)",
+		Long: `Start a real control plane (etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler), sitegrid-manager and kwok, then create simulated edge sites:
+--sites sites of --nodes-per-site nodes each, every node labelled with its site.
+The binaries are built from source on first use.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Workdir = *workdir
+			opts.Out = cmd.OutOrStdout()
+			if detach {
+				// The detached copy runs the same command in the foreground.
+				args := []string{"lab", "up", "--workdir", opts.Workdir,
+					"--sites", strconv.Itoa(opts.Sites), "--nodes-per-site", strconv.Itoa(opts.NodesPerSite),
+					"--apiserver-port", strconv.Itoa(opts.APIServerPort)}
+				return lab.Detach(cmd.Context(), opts.Workdir, args, cmd.OutOrStdout())
+			}
+			// The first signal stops the lab cleanly; a second one exits at once
+			// (the lab's processes die with this one).
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sigs)
+			go func() {
+				<-sigs
+				cancel()
+				<-sigs
+				os.Exit(130)
+			}()
+			return lab.Up(ctx, opts)
+		},
+	}
+	cmd.Flags().IntVar(&opts.Sites, "sites", 3, "Number of simulated edge sites.")
+	cmd.Flags().IntVar(&opts.NodesPerSite, "nodes-per-site", 2, "Simulated nodes in each site.")
+	cmd.Flags().IntVar(&opts.APIServerPort, "apiserver-port", lab.DefaultAPIServerPort, "Port of the lab's kube-apiserver on 127.0.0.1.")
+	cmd.Flags().BoolVar(&detach, "detach", false, "Return once the lab is ready and leave it running in the background.")
+	return cmd
+}
+
+func newLabAddNodeCommand(workdir *string) *cobra.Command {
+	var labels string
+	cmd := &cobra.Command{
+		Use:   "add-node NAME",
+		Short: "Add a simulated node to the lab",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.ParseLabels(labels)
+			if err != nil {
+				return err
+			}
+			return lab.AddNode(cmd.Context(), *workdir, args[0], l, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&labels, "labels", "", "Node labels, k=v,k2=v2 (sitegrid.io/site=site-N puts it in a lab site).")
+	return cmd
+}

@@ -1,0 +1,321 @@
+// Package kubebin finds or builds the Kubernetes, etcd and kwok binaries that
+// the test harness and the lab run. They are built from Go source through the
+// Go module proxy, from the tools modules under hack/tools, into a folder
+// named after the pins, so a pin change builds a new set and fresh clones on
+// the same machine reuse the old one.
+package kubebin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/mod/modfile"
+)
+
+// Binary names in a Set.
+const (
+	KubeAPIServer         = "kube-apiserver"
+	KubeControllerManager = "kube-controller-manager"
+	KubeScheduler         = "kube-scheduler"
+	KubeProxy             = "kube-proxy"
+	Kubectl               = "kubectl"
+	Etcd                  = "etcd"
+	Kwok                  = "kwok"
+	Kwokctl               = "kwokctl"
+	// KwokStages prints kwok's default stages (hack/tools/kwok/kwok-stages).
+	KwokStages = "kwok-stages"
+)
+
+// Environment variables that change where binaries come from.
+const (
+	// EnvDir names a folder holding every binary already; nothing is built.
+	EnvDir = "SITEGRID_KUBE_BIN"
+	// EnvCache overrides the cache root (default: the user cache folder).
+	EnvCache = "SITEGRID_KUBE_BIN_CACHE"
+)
+
+// A step builds the tools of one module under hack/tools.
+type step struct {
+	module string // folder under hack/tools
+	pin    string // module path whose version names the set
+	label  string // short name used in the folder name
+	// mainPkg, when set, is the one main package built, as names[0]; go build
+	// would name etcd's go.etcd.io/etcd/server/v3 "v3". Otherwise every
+	// `tool` of the module and every package in extra is built under its own
+	// name.
+	mainPkg string
+	extra   []string
+	names   []string
+}
+
+var steps = []step{
+	{module: "kube", pin: "k8s.io/kubernetes", label: "kube",
+		names: []string{KubeAPIServer, KubeControllerManager, KubeScheduler, KubeProxy, Kubectl}},
+	{module: "etcd", pin: "go.etcd.io/etcd/server/v3", label: "etcd",
+		mainPkg: "go.etcd.io/etcd/server/v3", names: []string{Etcd}},
+	{module: "kwok", pin: "sigs.k8s.io/kwok", label: "kwok",
+		extra: []string{"./" + KwokStages}, names: []string{Kwok, Kwokctl, KwokStages}},
+}
+
+// Set is a folder holding every binary.
+type Set struct {
+	Dir string
+}
+
+// Path returns the path of the named binary.
+func (s Set) Path(name string) string { return filepath.Join(s.Dir, name) }
+
+// Check reports the first missing binary.
+func (s Set) Check() error {
+	for _, st := range steps {
+		for _, n := range st.names {
+			if fi, err := os.Stat(s.Path(n)); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+				return fmt.Errorf("binary %s missing in %s", n, s.Dir)
+			}
+		}
+	}
+	return nil
+}
+
+// Options says where to look and where to report progress.
+type Options struct {
+	// RepoRoot is the sitegrid checkout; empty means search upwards from the
+	// working directory.
+	RepoRoot string
+	// CacheRoot holds the built sets; empty means $SITEGRID_KUBE_BIN_CACHE or
+	// the user cache folder.
+	CacheRoot string
+	// Progress receives one line per step; nil discards it.
+	Progress io.Writer
+}
+
+// Pins names the pinned versions and the hash of the tools modules.
+type Pins struct {
+	Versions map[string]string // label -> version
+	Hash     string
+}
+
+// FolderName is the folder a set of these pins is built into.
+func (p Pins) FolderName() string {
+	parts := make([]string, 0, len(steps)+2)
+	for _, st := range steps {
+		parts = append(parts, st.label+"-"+p.Versions[st.label])
+	}
+	parts = append(parts, runtime.Version(), p.Hash)
+	return strings.Join(parts, "_")
+}
+
+// ReadPins reads the pins from the tools modules of a checkout.
+func ReadPins(repoRoot string) (Pins, error) {
+	p := Pins{Versions: map[string]string{}}
+	h := sha256.New()
+	for _, st := range steps {
+		dir := filepath.Join(repoRoot, "hack", "tools", st.module)
+		modData, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err != nil {
+			return p, err
+		}
+		sumData, err := os.ReadFile(filepath.Join(dir, "go.sum"))
+		if err != nil {
+			return p, err
+		}
+		mf, err := modfile.Parse(filepath.Join(dir, "go.mod"), modData, nil)
+		if err != nil {
+			return p, err
+		}
+		for _, r := range mf.Require {
+			if r.Mod.Path == st.pin {
+				p.Versions[st.label] = r.Mod.Version
+			}
+		}
+		if p.Versions[st.label] == "" {
+			return p, fmt.Errorf("%s/go.mod does not require %s", dir, st.pin)
+		}
+		h.Write(modData)
+		h.Write(sumData)
+	}
+	p.Hash = hex.EncodeToString(h.Sum(nil))[:10]
+	return p, nil
+}
+
+// FindRepoRoot walks up from dir to the sitegrid checkout that holds the
+// tools modules.
+func FindRepoRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "hack", "tools", "kube", "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no sitegrid checkout (hack/tools/kube/go.mod) above %s", dir)
+		}
+	}
+}
+
+// CacheRoot returns where built sets are kept.
+func CacheRoot() (string, error) {
+	if d := os.Getenv(EnvCache); d != "" {
+		return d, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "sitegrid", "kube-bin"), nil
+}
+
+// Ensure returns a complete set, building it first if needed.
+func Ensure(ctx context.Context, opts Options) (Set, error) {
+	progress := opts.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	if d := os.Getenv(EnvDir); d != "" {
+		s := Set{Dir: d}
+		if err := s.Check(); err != nil {
+			return s, fmt.Errorf("$%s: %w", EnvDir, err)
+		}
+		return s, nil
+	}
+	root := opts.RepoRoot
+	if root == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return Set{}, err
+		}
+		if root, err = FindRepoRoot(wd); err != nil {
+			return Set{}, fmt.Errorf("%w: run from a sitegrid checkout, or set $%s to a folder holding the binaries", err, EnvDir)
+		}
+	}
+	pins, err := ReadPins(root)
+	if err != nil {
+		return Set{}, err
+	}
+	cache := opts.CacheRoot
+	if cache == "" {
+		if cache, err = CacheRoot(); err != nil {
+			return Set{}, err
+		}
+	}
+	set := Set{Dir: filepath.Join(cache, pins.FolderName())}
+	if set.Check() == nil {
+		return set, nil
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		return set, fmt.Errorf("the Kubernetes binaries are not built (%s) and Go is not installed to build them: install Go %s or newer, or set $%s", set.Dir, strings.TrimPrefix(runtime.Version(), "go"), EnvDir)
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return set, err
+	}
+	// Parallel test packages and labs share the cache: one builds, the others
+	// wait for it and then find the finished set.
+	unlock, err := lockFile(ctx, filepath.Join(cache, ".lock"), progress)
+	if err != nil {
+		return set, err
+	}
+	defer unlock()
+	if set.Check() == nil {
+		return set, nil
+	}
+	return set, build(ctx, root, set, pins, progress)
+}
+
+func build(ctx context.Context, root string, set Set, pins Pins, progress io.Writer) error {
+	tmp := set.Dir + ".partial"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	start := time.Now()
+	fmt.Fprintf(progress, "kube-bin: building %s into %s\n", pins.FolderName(), set.Dir)
+	for i, st := range steps {
+		stepStart := time.Now()
+		fmt.Fprintf(progress, "kube-bin: [%d/%d] %s %s (%s)\n", i+1, len(steps), st.pin, pins.Versions[st.label], strings.Join(st.names, ", "))
+		if err := buildStep(ctx, filepath.Join(root, "hack", "tools", st.module), tmp, st, progress, start); err != nil {
+			return fmt.Errorf("build %s: %w", st.module, err)
+		}
+		fmt.Fprintf(progress, "kube-bin: [%d/%d] done in %s (elapsed %s)\n", i+1, len(steps), since(stepStart), since(start))
+	}
+	if err := os.Rename(tmp, set.Dir); err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "kube-bin: ready in %s\n", since(start))
+	return set.Check()
+}
+
+func buildStep(ctx context.Context, modDir, out string, st step, progress io.Writer, start time.Time) error {
+	args := append([]string{"build", "-trimpath", "-ldflags=-s -w", "-o", out + string(os.PathSeparator), "tool"}, st.extra...)
+	if st.mainPkg != "" {
+		args = []string{"build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(out, st.names[0]), st.mainPkg}
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = modDir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	var outBuf strings.Builder
+	cmd.Stdout = &outBuf
+	cmd.Stderr = &outBuf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("%w\n%s", err, outBuf.String())
+			}
+			return nil
+		case <-tick.C:
+			fmt.Fprintf(progress, "kube-bin:       still compiling %s (elapsed %s)\n", st.module, since(start))
+		}
+	}
+}
+
+func lockFile(ctx context.Context, path string, progress io.Writer) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	waiting := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); _ = f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, err
+		}
+		if !waiting {
+			fmt.Fprintf(progress, "kube-bin: another process is building the binaries; waiting\n")
+			waiting = true
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Second) }

@@ -1,0 +1,350 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/sitegrid/sitegrid/config"
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/kubebin"
+	"github.com/sitegrid/sitegrid/internal/process"
+)
+
+// Limits on the lab's size: every node is a real Node object on one machine.
+const (
+	MaxSites        = 200
+	MaxNodesPerSite = 50
+	// DefaultAPIServerPort is the lab apiserver's port on 127.0.0.1.
+	DefaultAPIServerPort = 6443
+)
+
+// ManagerIdentity is the user the lab's sitegrid-manager authenticates as:
+// the ServiceAccount that config/rbac binds, so the lab runs with the same
+// permissions as an installed manager.
+const ManagerIdentity = "system:serviceaccount:sitegrid-system:sitegrid-manager"
+
+// UpOptions configure a lab.
+type UpOptions struct {
+	Workdir       string
+	Sites         int
+	NodesPerSite  int
+	APIServerPort int
+	// ManagerBinary overrides where sitegrid-manager is found.
+	ManagerBinary string
+	// Out receives progress and the guide.
+	Out io.Writer
+	// Ready, when set, is called once the lab is ready.
+	Ready func(*State)
+}
+
+func (o *UpOptions) validate() error {
+	if o.Sites < 1 || o.Sites > MaxSites {
+		return fmt.Errorf("--sites must be between 1 and %d, not %d", MaxSites, o.Sites)
+	}
+	if o.NodesPerSite < 1 || o.NodesPerSite > MaxNodesPerSite {
+		return fmt.Errorf("--nodes-per-site must be between 1 and %d, not %d", MaxNodesPerSite, o.NodesPerSite)
+	}
+	if o.APIServerPort < 1 || o.APIServerPort > 65535 {
+		return fmt.Errorf("--apiserver-port %d is not a port", o.APIServerPort)
+	}
+	if o.Workdir == "" {
+		return errors.New("no workdir")
+	}
+	return nil
+}
+
+// SiteName names the i-th site (from 0).
+func SiteName(i int) string { return "site-" + strconv.Itoa(i+1) }
+
+// NodeName names the j-th node (from 0) of a site.
+func NodeName(site string, j int) string { return site + "-node-" + strconv.Itoa(j+1) }
+
+// nodeIP gives node j of site i an address of its own site network,
+// 198.18.<i+1>.<j+10>.
+func nodeIP(i, j int) string { return fmt.Sprintf("198.18.%d.%d", i+1, j+10) }
+
+// Up starts a lab and runs it until ctx ends or one of its processes exits;
+// then it stops everything and removes the lab's state.
+func Up(ctx context.Context, opts UpOptions) (err error) {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	out := opts.Out
+	if out == nil {
+		out = io.Discard
+	}
+	if err := os.MkdirAll(opts.Workdir, 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockWorkdir(opts.Workdir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// A lab whose owner was killed leaves state but no processes (they die
+	// with it); clear it.
+	if err := removeState(opts.Workdir); err != nil {
+		return err
+	}
+	// Recorded at once, so `lab down` can stop a lab that is still starting.
+	if err := writeState(opts.Workdir, &State{PID: os.Getpid(), StartedAt: time.Now()}); err != nil {
+		return err
+	}
+
+	steps := newStepper(out, 6)
+	var bin kubebin.Set
+	if err := steps.run("find or build the Kubernetes binaries", func() error {
+		bin, err = kubebin.Ensure(ctx, kubebin.Options{Progress: out})
+		return err
+	}); err != nil {
+		return err
+	}
+	var managerBin string
+	if err := steps.run("find or build sitegrid-manager", func() error {
+		managerBin, err = findManager(ctx, opts)
+		return err
+	}); err != nil {
+		return err
+	}
+
+	var cp *controlplane.ControlPlane
+	defer func() {
+		if cp != nil {
+			fmt.Fprintln(out, "stopping the lab")
+			cp.Stop()
+		}
+		if rmErr := removeState(opts.Workdir); rmErr != nil && err == nil {
+			err = rmErr
+		}
+	}()
+	if err := steps.run("start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok", func() error {
+		cp, err = controlplane.Start(ctx, controlplane.Config{
+			Dir: filepath.Join(opts.Workdir, controlPlaneDir), Bin: bin, APIServerPort: opts.APIServerPort,
+		})
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := steps.run("install sitegrid's CRDs and RBAC", func() error {
+		return InstallManifests(ctx, cp.RESTConfig(), config.Manifests)
+	}); err != nil {
+		return err
+	}
+	var mgr *process.Process
+	defer func() {
+		if mgr != nil {
+			mgr.Stop(40 * time.Second)
+		}
+	}()
+	if err := steps.run("start sitegrid-manager", func() error {
+		mgr, err = startManager(ctx, cp, managerBin)
+		return err
+	}); err != nil {
+		return err
+	}
+	state := &State{PID: os.Getpid(), StartedAt: time.Now(), Endpoint: cp.Endpoint, Kubeconfig: cp.AdminKubeconfig}
+	if err := steps.run(fmt.Sprintf("create %d sites of %d simulated nodes", opts.Sites, opts.NodesPerSite), func() error {
+		state.Sites, err = createSites(ctx, cp, opts.Sites, opts.NodesPerSite)
+		return err
+	}); err != nil {
+		return err
+	}
+	state.Ready = true
+	state.Components = cp.Components()
+	state.Components = append(state.Components, controlplane.Component{Name: "sitegrid-manager", PID: mgr.PID(), Log: mgr.Spec.LogFile})
+	if err := writeState(opts.Workdir, state); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "lab ready in %s\n\n", steps.elapsed())
+	printGuide(out, opts.Workdir, state)
+	if opts.Ready != nil {
+		opts.Ready(state)
+	}
+	return supervise(ctx, cp, mgr)
+}
+
+// supervise waits for a signal or for a process of the lab to exit.
+func supervise(ctx context.Context, cp *controlplane.ControlPlane, mgr *process.Process) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-mgr.Done():
+			_, err := mgr.Exited()
+			return fmt.Errorf("sitegrid-manager exited (%v); see %s", err, mgr.Spec.LogFile)
+		case <-tick.C:
+			if name, exited, err := cp.Exited(); exited {
+				return fmt.Errorf("%s exited (%v); see %s", name, err, filepath.Join(cp.Dir, "logs", name+".log"))
+			}
+		}
+	}
+}
+
+func findManager(ctx context.Context, opts UpOptions) (string, error) {
+	if opts.ManagerBinary != "" {
+		return opts.ManagerBinary, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "sitegrid-manager")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	root, err := kubebin.FindRepoRoot(wd)
+	if err != nil {
+		if p, lookErr := exec.LookPath("sitegrid-manager"); lookErr == nil {
+			return p, nil
+		}
+		return "", fmt.Errorf("sitegrid-manager not found next to sitegridctl or on PATH, and %w: run `make build`", err)
+	}
+	out := filepath.Join(opts.Workdir, binDir, "sitegrid-manager")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/sitegrid-manager")
+	cmd.Dir = root
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build sitegrid-manager: %w\n%s", err, msg)
+	}
+	return out, nil
+}
+
+func startManager(ctx context.Context, cp *controlplane.ControlPlane, path string) (*process.Process, error) {
+	kc, err := cp.WriteKubeconfig("sitegrid-manager", ManagerIdentity, "system:serviceaccounts", "system:serviceaccounts:sitegrid-system")
+	if err != nil {
+		return nil, err
+	}
+	metricsPort, err := controlplane.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	probePort, err := controlplane.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	p, err := process.Start(process.Spec{
+		Name: "sitegrid-manager", Path: path,
+		Args: []string{
+			"--kubeconfig=" + kc,
+			"--leader-elect=true", "--leader-election-namespace=sitegrid-system",
+			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metricsPort),
+			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort),
+		},
+		LogFile: filepath.Join(cp.Dir, "logs", "sitegrid-manager.log"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err = p.WaitReady(wctx, 200*time.Millisecond, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort), nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		p.Stop(10 * time.Second)
+		return nil, err
+	}
+	return p, nil
+}
+
+func createSites(ctx context.Context, cp *controlplane.ControlPlane, sites, perSite int) ([]Site, error) {
+	cs, err := cp.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	var all []string
+	result := make([]Site, 0, sites)
+	for i := 0; i < sites; i++ {
+		site := Site{Name: SiteName(i)}
+		for j := 0; j < perSite; j++ {
+			n := controlplane.Node{Name: NodeName(site.Name, j), Labels: map[string]string{SiteLabel: site.Name}, InternalIP: nodeIP(i, j)}
+			if err := controlplane.CreateNode(ctx, cs, n); err != nil {
+				return nil, err
+			}
+			site.Nodes = append(site.Nodes, n.Name)
+			all = append(all, n.Name)
+		}
+		result = append(result, site)
+	}
+	return result, controlplane.WaitNodesReady(ctx, cs, 2*time.Minute, all...)
+}
+
+// lockWorkdir makes sure one lab at a time uses workdir.
+func lockWorkdir(workdir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(workdir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		msg := fmt.Sprintf("the lab workdir %s is in use by another lab", workdir)
+		if s, serr := ReadState(workdir); serr == nil {
+			msg += fmt.Sprintf(" (pid %d, apiserver %s)", s.PID, s.Endpoint)
+		}
+		return nil, fmt.Errorf("%s: stop it with `sitegridctl lab down --workdir %s`, or use another --workdir", msg, workdir)
+	}
+	return func() { _ = f.Close() }, nil
+}
+
+// removeState deletes what a lab wrote into workdir, and workdir itself when
+// nothing else is left in it.
+func removeState(workdir string) error {
+	for _, name := range []string{stateFile, stateFile + ".tmp", controlPlaneDir, binDir} {
+		if err := os.RemoveAll(filepath.Join(workdir, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type stepper struct {
+	out   io.Writer
+	n, i  int
+	start time.Time
+}
+
+func newStepper(out io.Writer, n int) *stepper { return &stepper{out: out, n: n, start: time.Now()} }
+
+func (s *stepper) run(what string, f func() error) error {
+	s.i++
+	t := time.Now()
+	fmt.Fprintf(s.out, "[%d/%d] %s ...\n", s.i, s.n, what)
+	if err := f(); err != nil {
+		fmt.Fprintf(s.out, "[%d/%d] failed after %s\n", s.i, s.n, round(time.Since(t)))
+		return err
+	}
+	fmt.Fprintf(s.out, "[%d/%d] done in %s\n", s.i, s.n, round(time.Since(t)))
+	return nil
+}
+
+func (s *stepper) elapsed() time.Duration { return round(time.Since(s.start)) }
+
+func round(d time.Duration) time.Duration {
+	if d < 10*time.Second {
+		return d.Round(10 * time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}
+
