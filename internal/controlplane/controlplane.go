@@ -98,7 +98,7 @@ type ControlPlane struct {
 // Start runs every component and returns once the apiserver is ready and the
 // other components report healthy. On failure everything it started is
 // stopped again.
-func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
+func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("controlplane: Dir is required")
 	}
@@ -117,11 +117,10 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 			return nil, err
 		}
 	}
-	cp = &ControlPlane{Dir: cfg.Dir}
+	cp := &ControlPlane{Dir: cfg.Dir}
 	defer func() {
 		if err != nil {
 			cp.Stop()
-			cp = nil
 		}
 	}()
 	p, err := cp.writePKI()

@@ -133,22 +133,10 @@ func ownsWorkdir(pid int, workdir string) bool {
 func waitGone(pid int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if !process.Alive(pid) || zombie(pid) {
+		if !process.Alive(pid) {
 			return true
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	return false
-}
-
-func zombie(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// The state follows the parenthesised command name.
-	if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {
-		return data[i+2] == 'Z'
 	}
 	return false
 }

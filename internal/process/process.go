@@ -9,6 +9,7 @@
 package process
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -157,12 +158,27 @@ func (p *Process) WaitReady(ctx context.Context, interval time.Duration, check f
 	}
 }
 
-// Alive reports whether a process with the given pid exists. It is used for
-// processes started by another invocation, such as a detached lab.
+// Alive reports whether a process with the given pid exists and has not
+// exited (a zombie waiting for its parent to reap it counts as exited). It is
+// used for processes started by another invocation, such as a detached lab.
 func Alive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	return !zombie(pid)
+}
+
+func zombie(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state letter follows the parenthesised command name.
+	if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {
+		return data[i+2] == 'Z'
+	}
+	return false
 }

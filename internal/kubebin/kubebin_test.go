@@ -1,0 +1,86 @@
+package kubebin
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeCheckout writes tools modules pinning the given versions.
+func fakeCheckout(t *testing.T, kube, etcd, kwok string) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, m := range []struct{ dir, pin, version string }{
+		{"kube", "k8s.io/kubernetes", kube},
+		{"etcd", "go.etcd.io/etcd/server/v3", etcd},
+		{"kwok", "sigs.k8s.io/kwok", kwok},
+	} {
+		dir := filepath.Join(root, "hack", "tools", m.dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mod := "module example.com/" + m.dir + "\n\ngo 1.26.0\n\nrequire " + m.pin + " " + m.version + "\n"
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(mod), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "go.sum"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestFolderNameFollowsPins(t *testing.T) {
+	a, err := ReadPins(fakeCheckout(t, "v1.37.1", "v3.6.16", "v0.8.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kube-v1.37.1", "etcd-v3.6.16", "kwok-v0.8.0"} {
+		if !strings.Contains(a.FolderName(), want) {
+			t.Errorf("folder %q lacks %q", a.FolderName(), want)
+		}
+	}
+	b, err := ReadPins(fakeCheckout(t, "v1.37.1", "v3.6.15", "v0.8.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.FolderName() == b.FolderName() {
+		t.Errorf("a changed etcd pin kept the folder name %q", a.FolderName())
+	}
+	same, err := ReadPins(fakeCheckout(t, "v1.37.1", "v3.6.16", "v0.8.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.FolderName() != same.FolderName() {
+		t.Errorf("equal pins gave %q and %q: fresh clones would not share the build", a.FolderName(), same.FolderName())
+	}
+}
+
+func TestReadPinsNamesMissingPin(t *testing.T) {
+	root := fakeCheckout(t, "v1.37.1", "v3.6.16", "v0.8.0")
+	if err := os.WriteFile(filepath.Join(root, "hack", "tools", "kwok", "go.mod"), []byte("module x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadPins(root); err == nil || !strings.Contains(err.Error(), "sigs.k8s.io/kwok") {
+		t.Fatalf("got %v, want an error naming the missing kwok pin", err)
+	}
+}
+
+func TestEnsureWithoutGoSaysHowToFix(t *testing.T) {
+	root := fakeCheckout(t, "v1.37.1", "v3.6.16", "v0.8.0")
+	t.Setenv("PATH", t.TempDir())
+	t.Setenv(EnvDir, "")
+	_, err := Ensure(t.Context(), Options{RepoRoot: root, CacheRoot: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "Go is not installed") || !strings.Contains(err.Error(), EnvDir) {
+		t.Fatalf("got %v, want an error that says Go is missing and how to supply binaries", err)
+	}
+}
+
+func TestEnsureChecksGivenFolder(t *testing.T) {
+	t.Setenv(EnvDir, t.TempDir())
+	_, err := Ensure(t.Context(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("got %v, want an error naming the missing binary", err)
+	}
+}

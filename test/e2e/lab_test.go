@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/kubebin"
+	"github.com/sitegrid/sitegrid/internal/process"
+	"github.com/sitegrid/sitegrid/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	builtDir  string
+	buildErr  error
+)
+
+// sitegridctl builds sitegridctl and sitegrid-manager side by side, as
+// `make build` does, and returns sitegridctl's path.
+func sitegridctl(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		builtDir, buildErr = os.MkdirTemp("", "sitegrid-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager")
+		cmd.Dir = testenv.RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(builtDir, "sitegridctl")
+}
+
+type labRunner struct {
+	t       *testing.T
+	bin     string
+	root    string
+	workdir string
+}
+
+func (l labRunner) run(args ...string) (string, error) {
+	l.t.Helper()
+	cmd := exec.Command(l.bin, append(args, "--workdir", l.workdir)...)
+	cmd.Dir = l.root
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (l labRunner) must(args ...string) string {
+	l.t.Helper()
+	out, err := l.run(args...)
+	if err != nil {
+		l.t.Fatalf("sitegridctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// TestLabLifecycle drives `sitegridctl lab` as a user would: up in the
+// background, kubectl against its kubeconfig, add and remove a node, refuse a
+// second lab in the same workdir, and leave nothing behind after down.
+func TestLabLifecycle(t *testing.T) {
+	testenv.Binaries(t) // built once for every test, with progress
+	lab := labRunner{t: t, bin: sitegridctl(t), root: testenv.RepoRoot(t), workdir: t.TempDir()}
+	port, err := controlplane.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = lab.run("lab", "down") })
+
+	out := lab.must("lab", "up", "--detach", "--sites", "2", "--nodes-per-site", "2", "--apiserver-port", strconv.Itoa(port))
+	for _, want := range []string{"[6/6] done", "site-1-node-1", "site-2-node-2", "sitegridctl lab down"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lab up output lacks %q:\n%s", want, out)
+		}
+	}
+	kubeconfig := strings.TrimSpace(lab.must("lab", "kubeconfig"))
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(testenv.Binaries(t).Path(kubebin.Kubectl), append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	readyPerSite := func() map[string]int {
+		perSite := map[string]int{}
+		lines := kubectl("get", "nodes", "--no-headers", "-L", "sitegrid.io/site")
+		for _, line := range strings.Split(strings.TrimSpace(lines), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 6 && f[1] == "Ready" {
+				perSite[f[len(f)-1]]++
+			}
+		}
+		return perSite
+	}
+	if got := readyPerSite(); got["site-1"] != 2 || got["site-2"] != 2 || len(got) != 2 {
+		t.Fatalf("Ready nodes per site = %v, want 2 in site-1 and 2 in site-2", got)
+	}
+
+	lab.must("lab", "add-node", "site-2-node-3", "--labels", "sitegrid.io/site=site-2")
+	if got := readyPerSite(); got["site-2"] != 3 {
+		t.Fatalf("after add-node, Ready nodes per site = %v, want 3 in site-2", got)
+	}
+	if out, err := lab.run("lab", "add-node", "Bad_Name"); err == nil || !strings.Contains(out, "node name") {
+		t.Errorf("add-node with an invalid name: err=%v, output %q; want a message about the name", err, out)
+	}
+	status := lab.must("lab", "status")
+	for _, want := range []string{"kube-apiserver", "kwok", "sitegrid-manager", "site-2-node-3"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("lab status lacks %q:\n%s", want, status)
+		}
+	}
+	lab.must("lab", "remove-node", "site-2-node-3")
+	if got := readyPerSite(); got["site-2"] != 2 {
+		t.Fatalf("after remove-node, Ready nodes per site = %v, want 2 in site-2", got)
+	}
+
+	// A second lab in the same workdir is refused, and the first keeps running.
+	if out, err := lab.run("lab", "up", "--apiserver-port", strconv.Itoa(port+1)); err == nil || !strings.Contains(out, "in use") {
+		t.Errorf("second lab up in one workdir: err=%v, output:\n%s", err, out)
+	}
+
+	pids := labPIDs(t, lab.workdir)
+	if len(pids) < 6 {
+		t.Fatalf("lab.json lists %d processes, want at least 6", len(pids))
+	}
+	lab.must("lab", "down")
+	for name, pid := range pids {
+		if process.Alive(pid) {
+			t.Errorf("%s (pid %d) still running after lab down", name, pid)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second); err == nil {
+		c.Close()
+		t.Errorf("port %d still listening after lab down", port)
+	}
+	if _, err := os.Stat(filepath.Join(lab.workdir, "lab.json")); !os.IsNotExist(err) {
+		t.Errorf("lab state left behind: %v", err)
+	}
+	if _, err := lab.run("lab", "kubeconfig"); err == nil {
+		t.Error("lab kubeconfig succeeded after lab down")
+	}
+}
+
+// TestLabRefusesTakenPort: a lab that cannot start says why and leaves
+// nothing running.
+func TestLabRefusesTakenPort(t *testing.T) {
+	testenv.Binaries(t)
+	lab := labRunner{t: t, bin: sitegridctl(t), root: testenv.RepoRoot(t), workdir: t.TempDir()}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	out, err := lab.run("lab", "up", "--detach", "--apiserver-port", strconv.Itoa(port))
+	if err == nil {
+		t.Fatalf("lab up on a taken port succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("port %d", port)) || !strings.Contains(out, "in use") {
+		t.Errorf("error does not say the port is in use:\n%s", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if _, err := os.Stat(filepath.Join(lab.workdir, "lab.json")); os.IsNotExist(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(lab.workdir, "controlplane")); !os.IsNotExist(err) {
+		t.Errorf("failed lab left its control plane folder: %v", err)
+	}
+	if out, err := lab.run("lab", "status"); err == nil {
+		t.Errorf("lab status after a failed start succeeded:\n%s", out)
+	}
+}
+
+func labPIDs(t *testing.T, workdir string) map[string]int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(workdir, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		PID        int `json:"pid"`
+		Components []struct {
+			Name string `json:"name"`
+			PID  int    `json:"pid"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		t.Fatal(err)
+	}
+	pids := map[string]int{"lab owner": s.PID}
+	for _, c := range s.Components {
+		pids[c.Name] = c.PID
+	}
+	return pids
+}
