@@ -61,13 +61,6 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// schemeBuilders and setupFuncs are filled by the API groups and controllers
-// the manager runs.
-var (
-	schemeBuilders []func(*runtime.Scheme) error
-	setupFuncs     []func(ctrl.Manager) error
-)
-
 // New builds a manager with every controller registered.
 func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	if opts.LeaderElect && opts.LeaderElectionNamespace == "" {

@@ -94,6 +94,9 @@ func StartEnvtest(t testing.TB) *rest.Config {
 			t.Errorf("stop envtest: %v", err)
 		}
 	})
+	// client-go's default of 5 requests a second would make tests measure
+	// their own rate limiter.
+	cfg.QPS, cfg.Burst = 200, 400
 	return cfg
 }
 
@@ -156,8 +159,13 @@ func Eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Conte
 	t.Helper()
 	var last error
 	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		last = cond(ctx)
-		return last == nil, nil
+		err := cond(ctx)
+		// A check cut short by the deadline says nothing about the condition;
+		// keep the reason the previous check gave.
+		if err == nil || last == nil || ctx.Err() == nil {
+			last = err
+		}
+		return err == nil, nil
 	})
 	if err != nil {
 		t.Fatalf("condition not met within %s: %v", timeout, last)

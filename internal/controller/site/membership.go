@@ -1,0 +1,242 @@
+// Package site holds the controllers of NodeUnit and NodeGroup: who is a
+// member of what, and what sitegrid puts on each member node.
+//
+// Bookkeeping keys (all prefixed; the only bare key is the group label):
+//   - node label <group>=<unit>: the contract ServiceGroup relies on; every
+//     member node of unit U in group G carries it.
+//   - NodeUnit label site.sitegrid.io/auto-group=<group>: the unit was created
+//     by that group's autoFindNodeKeys (the group also owns it, so deleting
+//     the group deletes it).
+//   - field manager "sitegrid-site": the labels, annotations, taints and
+//     cordon sitegrid put on a node, tracked by server-side apply.
+package site
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
+)
+
+const (
+	// FieldManager owns every field sitegrid sets on nodes.
+	FieldManager = "sitegrid-site"
+	// AutoGroupLabel marks a NodeUnit created by autoFindNodeKeys.
+	AutoGroupLabel = "site.sitegrid.io/auto-group"
+)
+
+// selectorMatches reports whether sel selects an object with these labels
+// and annotations. An empty selector selects nothing: a unit or group must
+// say what it wants, so a typo never claims the whole cluster.
+func selectorMatches(sel *sitev1.Selector, objLabels, objAnnotations map[string]string) (bool, error) {
+	if sel == nil || (len(sel.MatchLabels) == 0 && len(sel.MatchExpressions) == 0 && len(sel.Annotations) == 0) {
+		return false, nil
+	}
+	if len(sel.MatchLabels) > 0 || len(sel.MatchExpressions) > 0 {
+		s, err := labelSelector(sel)
+		if err != nil {
+			return false, err
+		}
+		if !s.Matches(labels.Set(objLabels)) {
+			return false, nil
+		}
+	}
+	for k, v := range sel.Annotations {
+		if got, ok := objAnnotations[k]; !ok || got != v {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// labelSelector converts the label part of sel; it fails on bad values.
+func labelSelector(sel *sitev1.Selector) (labels.Selector, error) {
+	s, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: sel.MatchLabels, MatchExpressions: sel.MatchExpressions})
+	if err != nil {
+		return nil, fmt.Errorf("invalid selector: %w", err)
+	}
+	return s, nil
+}
+
+// UnitHasNode reports whether node is a member of unit.
+func UnitHasNode(unit *sitev1.NodeUnit, node *corev1.Node) bool {
+	if slices.Contains(unit.Spec.Nodes, node.Name) {
+		return true
+	}
+	ok, err := selectorMatches(unit.Spec.Selector, node.Labels, node.Annotations)
+	return err == nil && ok
+}
+
+// GroupHasUnit reports whether unit is a member of group.
+func GroupHasUnit(group *sitev1.NodeGroup, unit *sitev1.NodeUnit) bool {
+	if slices.Contains(group.Spec.NodeUnits, unit.Name) || unit.Labels[AutoGroupLabel] == group.Name {
+		return true
+	}
+	ok, err := selectorMatches(group.Spec.Selector, unit.Labels, unit.Annotations)
+	return err == nil && ok
+}
+
+// AutoValues returns the node's values for the group's autoFindNodeKeys, in
+// key order, and whether it carries all of them.
+func AutoValues(group *sitev1.NodeGroup, node *corev1.Node) ([]string, bool) {
+	if len(group.Spec.AutoFindNodeKeys) == 0 {
+		return nil, false
+	}
+	values := make([]string, 0, len(group.Spec.AutoFindNodeKeys))
+	for _, k := range group.Spec.AutoFindNodeKeys {
+		v, ok := node.Labels[k]
+		if !ok {
+			return nil, false
+		}
+		values = append(values, v)
+	}
+	return values, true
+}
+
+var notNameChars = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// AutoUnitName names the unit autoFindNodeKeys creates for one combination of
+// values: "<group>-<value>[-<value>...]". When that is not a valid name of at
+// most 63 characters (the name is also a label value), or when several values
+// one of which holds a '-' make the split ambiguous, the name is lowercased,
+// cleaned, cut and given a hash of the exact values, so distinct combinations
+// of one group never share a name.
+func AutoUnitName(group string, values []string) string {
+	raw := group + "-" + strings.Join(values, "-")
+	name := strings.Trim(notNameChars.ReplaceAllString(strings.ToLower(raw), "-"), "-")
+	ambiguous := len(values) > 1 && slices.ContainsFunc(values, func(v string) bool { return strings.Contains(v, "-") })
+	if name == raw && len(name) <= 63 && !ambiguous {
+		return name
+	}
+	sum := sha256.Sum256([]byte(group + "\x00" + strings.Join(values, "\x00")))
+	suffix := hex.EncodeToString(sum[:])[:8]
+	if len(name) > 54 {
+		name = strings.TrimRight(name[:54], "-")
+	}
+	return name + "-" + suffix
+}
+
+// Snapshot is the set of units and groups the decisions are made from.
+type Snapshot struct {
+	Units  []*sitev1.NodeUnit
+	Groups []*sitev1.NodeGroup
+}
+
+// UnitsOfNode returns the live units that have node as a member, by name.
+func (s Snapshot) UnitsOfNode(node *corev1.Node) []*sitev1.NodeUnit {
+	var out []*sitev1.NodeUnit
+	for _, u := range s.Units {
+		if u.DeletionTimestamp == nil && UnitHasNode(u, node) {
+			out = append(out, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// GroupClaims returns the units of group that claim node, sorted. A unit
+// that autoFindNodeKeys would make for the node counts even before it exists,
+// so a new node gets its group label in one write.
+func (s Snapshot) GroupClaims(group *sitev1.NodeGroup, nodeUnits []*sitev1.NodeUnit, node *corev1.Node) []string {
+	var claims []string
+	for _, u := range nodeUnits {
+		if GroupHasUnit(group, u) {
+			claims = append(claims, u.Name)
+		}
+	}
+	if values, ok := AutoValues(group, node); ok {
+		if name := AutoUnitName(group.Name, values); !slices.Contains(claims, name) {
+			claims = append(claims, name)
+		}
+	}
+	sort.Strings(claims)
+	return claims
+}
+
+// PickUnit chooses the group label value among claims. A node keeps its
+// current value while that unit still claims it, so a second claimant never
+// makes the label flap; otherwise the first name wins.
+func PickUnit(claims []string, current string, hasCurrent bool) string {
+	if hasCurrent && slices.Contains(claims, current) {
+		return current
+	}
+	return claims[0]
+}
+
+// Desired is what sitegrid wants on one node.
+type Desired struct {
+	Labels        map[string]string
+	Annotations   map[string]string
+	Taints        []corev1.Taint
+	Unschedulable bool
+}
+
+// Conflict is a node claimed by more than one unit of a group.
+type Conflict struct {
+	Group, Node string
+	Units       []string
+	Kept        string
+}
+
+// DesiredForNode computes the group labels and the union of the setNode of
+// every unit the node belongs to. Where units disagree on a label,
+// annotation or taint value, the unit first by name wins.
+func (s Snapshot) DesiredForNode(node *corev1.Node) (Desired, []Conflict) {
+	d := Desired{Labels: map[string]string{}, Annotations: map[string]string{}}
+	units := s.UnitsOfNode(node)
+	var conflicts []Conflict
+	for _, g := range s.Groups {
+		if g.DeletionTimestamp != nil {
+			continue
+		}
+		claims := s.GroupClaims(g, units, node)
+		if len(claims) == 0 {
+			continue
+		}
+		current, has := node.Labels[g.Name]
+		pick := PickUnit(claims, current, has)
+		d.Labels[g.Name] = pick
+		if len(claims) > 1 {
+			conflicts = append(conflicts, Conflict{Group: g.Name, Node: node.Name, Units: claims, Kept: pick})
+		}
+	}
+	taintSeen := map[string]bool{}
+	for _, u := range units {
+		for k, v := range u.Spec.SetNode.Labels {
+			if _, ok := d.Labels[k]; !ok {
+				d.Labels[k] = v
+			}
+		}
+		for k, v := range u.Spec.SetNode.Annotations {
+			if _, ok := d.Annotations[k]; !ok {
+				d.Annotations[k] = v
+			}
+		}
+		for _, t := range u.Spec.SetNode.Taints {
+			key := t.Key + "\x00" + string(t.Effect)
+			if !taintSeen[key] {
+				taintSeen[key] = true
+				d.Taints = append(d.Taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect})
+			}
+		}
+		if u.Spec.Unschedulable {
+			d.Unschedulable = true
+		}
+	}
+	sort.Slice(d.Taints, func(i, j int) bool {
+		if d.Taints[i].Key != d.Taints[j].Key {
+			return d.Taints[i].Key < d.Taints[j].Key
+		}
+		return d.Taints[i].Effect < d.Taints[j].Effect
+	})
+	return d, conflicts
+}

@@ -1,0 +1,269 @@
+package site
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
+)
+
+// +kubebuilder:rbac:groups=site.superedge.io,resources=nodegroups,verbs=get;list;watch
+// +kubebuilder:rbac:groups=site.superedge.io,resources=nodegroups/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=site.superedge.io,resources=nodegroups/finalizers,verbs=update
+
+// Condition types and reasons of NodeGroup.
+const (
+	// GroupConflict is True while a node is claimed by two or more units of
+	// the group; the node keeps its current group label meanwhile.
+	GroupConflict = "Conflict"
+	// GroupAutoUnits is False when a unit autoFindNodeKeys needs cannot be
+	// made, for example because a unit of that name belongs to someone else.
+	GroupAutoUnits = "AutoUnitsReady"
+
+	ReasonNodesClaimedTwice = "NodesClaimedTwice"
+	ReasonNoConflict        = "NoConflict"
+	ReasonUnitsInPlace      = "UnitsInPlace"
+	ReasonNameTaken         = "UnitNameTaken"
+)
+
+// NodeGroupReconciler creates and removes the units of autoFindNodeKeys and
+// keeps a group's status: its units and any conflict between them.
+type NodeGroupReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+}
+
+// Reconcile brings one group's automatic units and status up to date.
+func (r *NodeGroupReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	group := &sitev1.NodeGroup{}
+	if err := r.Client.Get(ctx, req.NamespacedName, group); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if group.DeletionTimestamp != nil {
+		return reconcile.Result{}, nil // its automatic units go with it (owner references)
+	}
+	status := group.Status.DeepCopy()
+	if err := r.reconcileAutoUnits(ctx, group, status); err != nil {
+		return reconcile.Result{}, err
+	}
+	conflicts, err := r.memberStatus(ctx, group, status)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	status.ObservedGeneration = group.Generation
+	if equality.Semantic.DeepEqual(status, &group.Status) {
+		return reconcile.Result{}, nil
+	}
+	wasConflict := meta.IsStatusConditionTrue(group.Status.Conditions, GroupConflict)
+	patch := client.MergeFrom(group.DeepCopy())
+	group.Status = *status
+	if err := r.Client.Status().Patch(ctx, group, patch); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if len(conflicts) > 0 && !wasConflict {
+		for _, c := range conflicts[:min(len(conflicts), 10)] {
+			r.Recorder.Eventf(group, nil, corev1.EventTypeWarning, ReasonNodesClaimedTwice, "ClaimNode",
+				"node %s is claimed by units %s of group %s; it keeps %s=%s", c.Node, strings.Join(c.Units, ", "), group.Name, group.Name, c.Kept)
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// reconcileAutoUnits makes one unit per combination of autoFindNodeKeys
+// values among the nodes, and deletes the units no node matches any more.
+func (r *NodeGroupReconciler) reconcileAutoUnits(ctx context.Context, group *sitev1.NodeGroup, status *sitev1.NodeGroupStatus) error {
+	want := map[string][]string{} // unit name -> values
+	if len(group.Spec.AutoFindNodeKeys) > 0 {
+		var nodes corev1.NodeList
+		if err := r.Client.List(ctx, &nodes, client.HasLabels(group.Spec.AutoFindNodeKeys)); err != nil {
+			return err
+		}
+		for i := range nodes.Items {
+			if values, ok := AutoValues(group, &nodes.Items[i]); ok {
+				want[AutoUnitName(group.Name, values)] = values
+			}
+		}
+	}
+	var have sitev1.NodeUnitList
+	if err := r.Client.List(ctx, &have, client.MatchingLabels{AutoGroupLabel: group.Name}); err != nil {
+		return err
+	}
+	for i := range have.Items {
+		u := &have.Items[i]
+		if _, ok := want[u.Name]; ok || !metav1.IsControlledBy(u, group) || u.DeletionTimestamp != nil {
+			continue
+		}
+		if err := r.Client.Delete(ctx, u, client.Preconditions{UID: &u.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete unit %s: %w", u.Name, err)
+		}
+		log.FromContext(ctx).Info("removed automatic unit no node matches", "unit", u.Name, "group", group.Name)
+	}
+	var taken []string
+	names := slices.Sorted(maps.Keys(want))
+	for _, name := range names {
+		existing := &sitev1.NodeUnit{}
+		err := r.Client.Get(ctx, types.NamespacedName{Name: name}, existing)
+		if err == nil {
+			if !metav1.IsControlledBy(existing, group) {
+				taken = append(taken, name)
+				continue
+			}
+			// An automatic unit is the group's own: keep its selector right
+			// when the keys change or someone edits it.
+			want := r.autoUnit(group, name, want[name])
+			if !equality.Semantic.DeepEqual(existing.Spec.Selector, want.Spec.Selector) {
+				patch := client.MergeFrom(existing.DeepCopy())
+				existing.Spec.Selector = want.Spec.Selector
+				if err := r.Client.Patch(ctx, existing, patch); client.IgnoreNotFound(err) != nil {
+					return fmt.Errorf("update unit %s: %w", name, err)
+				}
+			}
+			continue
+		}
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		if err := r.Client.Create(ctx, r.autoUnit(group, name, want[name])); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create unit %s: %w", name, err)
+		}
+		log.FromContext(ctx).Info("created automatic unit", "unit", name, "group", group.Name)
+	}
+	cond := metav1.Condition{Type: GroupAutoUnits, Status: metav1.ConditionTrue, Reason: ReasonUnitsInPlace,
+		Message: fmt.Sprintf("%d automatic units", len(want)), ObservedGeneration: group.Generation}
+	if len(taken) > 0 {
+		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonNameTaken
+		cond.Message = fmt.Sprintf("NodeUnits %s exist and do not belong to this group; rename or delete them", firstNames(taken, 5))
+	}
+	if len(group.Spec.AutoFindNodeKeys) == 0 {
+		meta.RemoveStatusCondition(&status.Conditions, GroupAutoUnits)
+	} else {
+		meta.SetStatusCondition(&status.Conditions, cond)
+	}
+	return nil
+}
+
+func (r *NodeGroupReconciler) autoUnit(group *sitev1.NodeGroup, name string, values []string) *sitev1.NodeUnit {
+	match := map[string]string{}
+	for i, k := range group.Spec.AutoFindNodeKeys {
+		match[k] = values[i]
+	}
+	u := &sitev1.NodeUnit{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{AutoGroupLabel: group.Name}},
+		Spec:       sitev1.NodeUnitSpec{Type: sitev1.EdgeNodeUnit, Selector: &sitev1.Selector{MatchLabels: match}},
+	}
+	// The group owns its automatic units: deleting it deletes them.
+	_ = controllerutil.SetControllerReference(group, u, r.Client.Scheme())
+	return u
+}
+
+// memberStatus fills the member units and the Conflict condition.
+func (r *NodeGroupReconciler) memberStatus(ctx context.Context, group *sitev1.NodeGroup, status *sitev1.NodeGroupStatus) ([]Conflict, error) {
+	var units sitev1.NodeUnitList
+	if err := r.Client.List(ctx, &units); err != nil {
+		return nil, err
+	}
+	claims := map[string][]string{} // node -> units of this group
+	members := []string{}
+	for i := range units.Items {
+		u := &units.Items[i]
+		if u.DeletionTimestamp != nil || !GroupHasUnit(group, u) {
+			continue
+		}
+		members = append(members, u.Name)
+		nodes, err := unitMembers(ctx, r.Client, u)
+		if err != nil {
+			continue // the unit's own status reports a bad selector
+		}
+		for _, n := range nodes {
+			claims[n.Name] = append(claims[n.Name], u.Name)
+		}
+	}
+	sort.Strings(members)
+	status.NodeUnits, status.UnitNumber = members, len(members)
+
+	var conflicts []Conflict
+	for node, us := range claims {
+		if len(us) < 2 {
+			continue
+		}
+		sort.Strings(us)
+		n := &corev1.Node{}
+		kept := us[0]
+		if err := r.Client.Get(ctx, types.NamespacedName{Name: node}, n); err == nil {
+			current, has := n.Labels[group.Name]
+			kept = PickUnit(us, current, has)
+		}
+		conflicts = append(conflicts, Conflict{Group: group.Name, Node: node, Units: us, Kept: kept})
+	}
+	sort.Slice(conflicts, func(i, j int) bool { return conflicts[i].Node < conflicts[j].Node })
+	cond := metav1.Condition{Type: GroupConflict, Status: metav1.ConditionFalse, Reason: ReasonNoConflict,
+		Message: "every node belongs to at most one unit of the group", ObservedGeneration: group.Generation}
+	if len(conflicts) > 0 {
+		var parts []string
+		for _, c := range conflicts[:min(len(conflicts), 5)] {
+			parts = append(parts, fmt.Sprintf("%s (units %s, keeps %s)", c.Node, strings.Join(c.Units, ", "), c.Kept))
+		}
+		more := ""
+		if len(conflicts) > 5 {
+			more = fmt.Sprintf(" and %d more", len(conflicts)-5)
+		}
+		cond.Status, cond.Reason = metav1.ConditionTrue, ReasonNodesClaimedTwice
+		cond.Message = fmt.Sprintf("%d nodes are claimed by more than one unit: %s%s", len(conflicts), strings.Join(parts, "; "), more)
+	}
+	meta.SetStatusCondition(&status.Conditions, cond)
+	return conflicts, nil
+}
+
+// SetupWithManager registers the controller: a group is reconciled when it
+// changes, when a unit changes, and when nodes come, go or are relabelled.
+// Groups are few, so every group is looked at.
+func (r *NodeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	c := mgr.GetClient()
+	all := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		var groups sitev1.NodeGroupList
+		if err := c.List(ctx, &groups); err != nil {
+			log.FromContext(ctx).Error(err, "list groups")
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(groups.Items))
+		for _, g := range groups.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
+		}
+		return reqs
+	})
+	membershipChanged := predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
+				!maps.Equal(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()) ||
+				e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration()
+		},
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("site-nodegroup").
+		For(&sitev1.NodeGroup{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&sitev1.NodeUnit{}).
+		Watches(&sitev1.NodeUnit{}, all, builder.WithPredicates(membershipChanged)).
+		Watches(&corev1.Node{}, all, builder.WithPredicates(membershipChanged)).
+		Complete(r)
+}

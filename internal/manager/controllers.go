@@ -1,0 +1,33 @@
+package manager
+
+import (
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
+	"github.com/sitegrid/sitegrid/internal/controller/site"
+)
+
+// The API groups the manager serves, and its controllers.
+var (
+	schemeBuilders = []func(*runtime.Scheme) error{sitev1.AddToScheme}
+	setupFuncs     = []func(ctrl.Manager) error{setupSite}
+)
+
+func setupSite(mgr ctrl.Manager) error {
+	nodes, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	if err := (&site.NodeReconciler{
+		Client: mgr.GetClient(), Nodes: nodes, Recorder: mgr.GetEventRecorder("sitegrid-site"),
+		MaxConcurrentReconciles: 8,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&site.NodeUnitReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return (&site.NodeGroupReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sitegrid-site")}).SetupWithManager(mgr)
+}
