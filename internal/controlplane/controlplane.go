@@ -91,6 +91,9 @@ type ControlPlane struct {
 
 	ca         *pki.CA
 	adminREST  *rest.Config
+	// kwok settings, kept for StartNodeKwok.
+	kwokBin, kwokStages, kwokKubeconfig string
+	kwokLeaseSeconds                    int
 	components []Component
 	procs      []*process.Process
 }
@@ -431,8 +434,13 @@ func (cp *ControlPlane) startScheduler(ctx context.Context, cfg Config, p pkiPat
 	return cp.waitHealthz(ctx, proc, port)
 }
 
-// KwokNodeAnnotation marks the nodes that kwok keeps Ready.
-const KwokNodeAnnotation = "kwok.x-k8s.io/node"
+// KwokNodeAnnotation marks simulated nodes. Value kwokShared: the shared
+// kwok is their kubelet; kwokOwn: a kwok of their own (StartNodeKwok).
+const (
+	KwokNodeAnnotation = "kwok.x-k8s.io/node"
+	kwokShared         = "fake"
+	kwokOwn            = "own"
+)
 
 func (cp *ControlPlane) startKwok(ctx context.Context, cfg Config, progress io.Writer) error {
 	stages, err := exec.CommandContext(ctx, cfg.Bin.Path(kubebin.KwokStages)).Output()
@@ -443,32 +451,66 @@ func (cp *ControlPlane) startKwok(ctx context.Context, cfg Config, progress io.W
 	if err := os.WriteFile(stagesFile, stages, 0o644); err != nil {
 		return err
 	}
+	cp.kwokStages, cp.kwokLeaseSeconds, cp.kwokBin = stagesFile, cfg.NodeLeaseSeconds, cfg.Bin.Path(kubebin.Kwok)
 	// kwok stands in for every kubelet of the simulated sites at once, so it
 	// cannot be confined by the Node authorizer the way one kubelet is.
 	kc, err := cp.WriteKubeconfig("kwok", "sitegrid-kwok", "system:masters")
 	if err != nil {
 		return err
 	}
+	cp.kwokKubeconfig = kc
+	proc, port, err := cp.startKwokProcess(Kwok, "--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"="+kwokShared, progress)
+	if err != nil {
+		return err
+	}
+	cp.procs = append(cp.procs, proc)
+	cp.components = append(cp.components, Component{Name: Kwok, PID: proc.PID(), Port: port, Log: proc.Spec.LogFile})
+	return cp.waitKwok(ctx, proc, port)
+}
+
+func (cp *ControlPlane) startKwokProcess(name, selectFlag string, progress io.Writer) (*process.Process, int, error) {
 	port, err := FreePort()
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	proc, err := cp.run(process.Spec{Name: Kwok, Path: cfg.Bin.Path(kubebin.Kwok), Args: []string{
-		"--kubeconfig=" + kc,
-		"--config=" + stagesFile,
+	p, err := process.Start(process.Spec{Name: name, Path: cp.kwokBin, LogFile: filepath.Join(cp.Dir, "logs", name+".log"), Args: []string{
+		"--kubeconfig=" + cp.kwokKubeconfig,
+		"--config=" + cp.kwokStages,
 		"--manage-all-nodes=false",
-		"--manage-nodes-with-annotation-selector=" + KwokNodeAnnotation + "=fake",
-		"--node-lease-duration-seconds=" + strconv.Itoa(cfg.NodeLeaseSeconds),
+		selectFlag,
+		"--node-lease-duration-seconds=" + strconv.Itoa(cp.kwokLeaseSeconds),
 		"--cidr=" + DefaultClusterCIDR,
 		"--server-address=127.0.0.1:" + strconv.Itoa(port),
-	}}, port, progress)
+	}})
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
+	fmt.Fprintf(progress, "started %s (pid %d, port %d)\n", name, p.PID(), port)
+	return p, port, nil
+}
+
+func (cp *ControlPlane) waitKwok(ctx context.Context, proc *process.Process, port int) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	return waitReady(ctx, proc, func(ctx context.Context) error {
 		return httpOK(ctx, hc, fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
 	})
+}
+
+// StartNodeKwok runs a kubelet of its own, a kwok managing only this node,
+// for a node created with Node.OwnKubelet. Stopping the returned process is
+// a node outage: its Lease is no longer renewed and the node lifecycle
+// controller marks it NotReady. The caller stops it; so does Stop.
+func (cp *ControlPlane) StartNodeKwok(ctx context.Context, node string) (*process.Process, error) {
+	proc, port, err := cp.startKwokProcess("kwok-"+node, "--manage-single-node="+node, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	cp.procs = append(cp.procs, proc)
+	if err := cp.waitKwok(ctx, proc, port); err != nil {
+		proc.Stop(5 * time.Second)
+		return nil, err
+	}
+	return proc, nil
 }
 
 func (cp *ControlPlane) waitHealthz(ctx context.Context, proc *process.Process, port int) error {

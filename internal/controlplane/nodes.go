@@ -22,6 +22,9 @@ type Node struct {
 	// InternalIP is the node's address; kube-proxy and the endpoint
 	// controllers read it.
 	InternalIP string
+	// OwnKubelet leaves the node to a kwok of its own (StartNodeKwok)
+	// instead of the shared one.
+	OwnKubelet bool
 }
 
 // Validate says what is wrong with n, if anything.
@@ -67,7 +70,7 @@ func CreateNode(ctx context.Context, cs kubernetes.Interface, n Node) error {
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        n.Name,
 			Labels:      labels,
-			Annotations: map[string]string{KwokNodeAnnotation: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+			Annotations: map[string]string{KwokNodeAnnotation: kwokShared, "node.alpha.kubernetes.io/ttl": "0"},
 		},
 		Status: corev1.NodeStatus{
 			Capacity:    capacity,
@@ -78,6 +81,9 @@ func CreateNode(ctx context.Context, cs kubernetes.Interface, n Node) error {
 			},
 			NodeInfo: corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64", KubeletVersion: "kwok"},
 		},
+	}
+	if n.OwnKubelet {
+		node.Annotations[KwokNodeAnnotation] = kwokOwn
 	}
 	created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
@@ -104,7 +110,7 @@ func DeleteNode(ctx context.Context, cs kubernetes.Interface, name string) error
 	if err != nil {
 		return err
 	}
-	if node.Annotations[KwokNodeAnnotation] != "fake" {
+	if _, simulated := node.Annotations[KwokNodeAnnotation]; !simulated {
 		return fmt.Errorf("node %s is not a simulated node; refusing to delete it", name)
 	}
 	return cs.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})

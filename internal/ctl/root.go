@@ -13,6 +13,6 @@ func NewRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newLabCommand())
+	root.AddCommand(newLabCommand(), newSiteCommand())
 	return root
 }

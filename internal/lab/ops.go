@@ -317,13 +317,16 @@ func printGuide(out io.Writer, workdir string, s *State) {
 	}
 	fmt.Fprintf(out, "sitegrid lab is up.\n\n")
 	fmt.Fprintf(out, "  apiserver   %s\n  kubeconfig  %s\n\n", s.Endpoint, s.Kubeconfig)
-	fmt.Fprintf(out, "  sites (node label %s):\n", SiteLabel)
+	fmt.Fprintf(out, "  sites: node label %s; NodeGroup %q makes one NodeUnit per site\n", SiteLabel, s.Group)
+	fmt.Fprintf(out, "  and labels its nodes %s=<unit>:\n", s.Group)
 	for _, site := range s.Sites {
-		fmt.Fprintf(out, "    %-10s %s\n", site.Name, strings.Join(site.Nodes, ", "))
+		fmt.Fprintf(out, "    %-10s unit %-14s %s\n", site.Name, UnitName(site.Name), strings.Join(site.Nodes, ", "))
 	}
 	fmt.Fprintf(out, "\nTry:\n")
 	fmt.Fprintf(out, "  export KUBECONFIG=%s\n", s.Kubeconfig)
-	fmt.Fprintf(out, "  kubectl get nodes -L %s\n", SiteLabel)
+	fmt.Fprintf(out, "  kubectl get nodes -L %s,%s\n", SiteLabel, s.Group)
+	fmt.Fprintf(out, "  kubectl get nodeunits,nodegroups\n")
+	fmt.Fprintf(out, "  sitegridctl site list --kubeconfig %s\n", s.Kubeconfig)
 	fmt.Fprintf(out, "  sitegridctl lab add-node site-1-node-9 --labels %s=site-1%s\n", SiteLabel, flag)
 	fmt.Fprintf(out, "  sitegridctl lab status%s\n", flag)
 	fmt.Fprintf(out, "  sitegridctl lab down%s\n\n", flag)

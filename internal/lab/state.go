@@ -37,6 +37,8 @@ type State struct {
 	Kubeconfig string                   `json:"kubeconfig"`
 	Components []controlplane.Component `json:"components"`
 	Sites      []Site                   `json:"sites"`
+	// Group is the NodeGroup whose units are the sites.
+	Group string `json:"group"`
 }
 
 // Site is one simulated edge site.

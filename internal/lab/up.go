@@ -13,7 +13,14 @@ import (
 	"syscall"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	"github.com/sitegrid/sitegrid/config"
+	sitecontroller "github.com/sitegrid/sitegrid/internal/controller/site"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/process"
@@ -100,7 +107,7 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 		return err
 	}
 
-	steps := newStepper(out, 6)
+	steps := newStepper(out, 7)
 	var bin kubebin.Set
 	if err := steps.run("find or build the Kubernetes binaries", func() error {
 		bin, err = kubebin.Ensure(ctx, kubebin.Options{Progress: out})
@@ -155,6 +162,12 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	if err := steps.run(fmt.Sprintf("create %d sites of %d simulated nodes", opts.Sites, opts.NodesPerSite), func() error {
 		state.Sites, err = createSites(ctx, cp, opts.Sites, opts.NodesPerSite)
 		return err
+	}); err != nil {
+		return err
+	}
+	if err := steps.run(fmt.Sprintf("group the sites: NodeGroup %s with one NodeUnit per site", GroupName), func() error {
+		state.Group = GroupName
+		return groupSites(ctx, cp, state.Sites)
 	}); err != nil {
 		return err
 	}
@@ -289,6 +302,56 @@ func createSites(ctx context.Context, cp *controlplane.ControlPlane, sites, perS
 		result = append(result, site)
 	}
 	return result, controlplane.WaitNodesReady(ctx, cs, 2*time.Minute, all...)
+}
+
+// GroupName is the lab's NodeGroup: one NodeUnit per value of SiteLabel, and
+// every node labelled GroupName=<unit>.
+const GroupName = "lab"
+
+// UnitName is the NodeUnit the lab's group makes for a site.
+func UnitName(site string) string { return site2unit(site) }
+
+func site2unit(site string) string { return sitecontroller.AutoUnitName(GroupName, []string{site}) }
+
+// groupSites creates the lab's NodeGroup and waits until every node carries
+// its unit label.
+func groupSites(ctx context.Context, cp *controlplane.ControlPlane, sites []Site) error {
+	scheme := runtime.NewScheme()
+	if err := sitev1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(cp.RESTConfig(), client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	group := &sitev1.NodeGroup{
+		ObjectMeta: metav1.ObjectMeta{Name: GroupName},
+		Spec:       sitev1.NodeGroupSpec{AutoFindNodeKeys: []string{SiteLabel}},
+	}
+	if err := c.Create(ctx, group); err != nil {
+		return fmt.Errorf("create NodeGroup %s: %w", GroupName, err)
+	}
+	cs, err := cp.Clientset()
+	if err != nil {
+		return err
+	}
+	var missing []string
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		missing = missing[:0]
+		for _, s := range sites {
+			for _, name := range s.Nodes {
+				n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+				if err != nil || n.Labels[GroupName] != UnitName(s.Name) {
+					missing = append(missing, name)
+				}
+			}
+		}
+		return len(missing) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("sitegrid-manager did not label nodes %v with their unit: %w", missing, err)
+	}
+	return nil
 }
 
 // lockWorkdir makes sure one lab at a time uses workdir.
