@@ -21,6 +21,10 @@ func main() {
 	flag.BoolVar(&opts.LeaderElect, "leader-elect", true, "Elect one active replica through a Lease.")
 	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease (default: $POD_NAMESPACE).")
 	flag.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "How long controllers may take to stop after a signal.")
+	var qps float64
+	var burst int
+	flag.Float64Var(&qps, "kube-api-qps", 100, "Requests per second to the apiserver; writes at scale are bound by it (docs/sites.md).")
+	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of requests to the apiserver.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -32,6 +36,7 @@ func main() {
 		log.Error(err, "no kubeconfig or in-cluster configuration")
 		os.Exit(1)
 	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
 	mgr, err := manager.New(cfg, opts)
 	if err != nil {
 		log.Error(err, "build manager")

@@ -69,6 +69,9 @@ type Config struct {
 	APIServerArgs         []string
 	// Progress receives a line per started component; nil discards them.
 	Progress io.Writer
+	// APIServerOnly starts etcd and kube-apiserver only, for benchmarks that
+	// measure a controller alone.
+	APIServerOnly bool
 }
 
 // Component is one running process of the control plane.
@@ -89,13 +92,13 @@ type ControlPlane struct {
 	// CAFile is the cluster CA certificate.
 	CAFile string
 
-	ca         *pki.CA
-	adminREST  *rest.Config
+	ca        *pki.CA
+	adminREST *rest.Config
 	// kwok settings, kept for StartNodeKwok.
 	kwokBin, kwokStages, kwokKubeconfig string
 	kwokLeaseSeconds                    int
-	components []Component
-	procs      []*process.Process
+	components                          []Component
+	procs                               []*process.Process
 }
 
 // Start runs every component and returns once the apiserver is ready and the
@@ -147,6 +150,9 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", cp.components[0].Port)
 	if err := cp.startAPIServer(ctx, cfg, p, apiPort, etcdURL, progress); err != nil {
 		return nil, err
+	}
+	if cfg.APIServerOnly {
+		return cp, nil
 	}
 	if err := cp.startControllerManager(ctx, cfg, p, progress); err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"context"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -16,6 +18,9 @@ var (
 )
 
 func setupSite(mgr ctrl.Manager) error {
+	if err := site.IndexNodeLabels(context.Background(), mgr); err != nil {
+		return err
+	}
 	nodes, err := kubernetes.NewForConfig(mgr.GetConfig())
 	if err != nil {
 		return err

@@ -159,4 +159,3 @@ func startManager(t *testing.T, cp *controlplane.ControlPlane) {
 		}
 	})
 }
-

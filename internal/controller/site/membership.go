@@ -41,7 +41,14 @@ func selectorMatches(sel *sitev1.Selector, objLabels, objAnnotations map[string]
 	if sel == nil || (len(sel.MatchLabels) == 0 && len(sel.MatchExpressions) == 0 && len(sel.Annotations) == 0) {
 		return false, nil
 	}
-	if len(sel.MatchLabels) > 0 || len(sel.MatchExpressions) > 0 {
+	// Fast path for the common selector, matchLabels only: map lookups, no
+	// parsing. (A bad value can never match a node's valid label.)
+	for k, v := range sel.MatchLabels {
+		if got, ok := objLabels[k]; !ok || got != v {
+			return false, nil
+		}
+	}
+	if len(sel.MatchExpressions) > 0 {
 		s, err := labelSelector(sel)
 		if err != nil {
 			return false, err

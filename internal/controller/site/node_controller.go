@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -209,13 +210,15 @@ func (r *NodeReconciler) reportForeign(snap Snapshot, node *corev1.Node, fields 
 // that someone else holds with another value.
 const ReasonFieldHeldByOthers = "FieldHeldByOthers"
 
+// loadSnapshot lists units and groups from the cache without copying them:
+// the snapshot is read-only, and a node reconcile must not copy every unit.
 func loadSnapshot(ctx context.Context, c client.Client) (Snapshot, error) {
 	var units sitev1.NodeUnitList
-	if err := c.List(ctx, &units); err != nil {
+	if err := c.List(ctx, &units, client.UnsafeDisableDeepCopy); err != nil {
 		return Snapshot{}, err
 	}
 	var groups sitev1.NodeGroupList
-	if err := c.List(ctx, &groups); err != nil {
+	if err := c.List(ctx, &groups, client.UnsafeDisableDeepCopy); err != nil {
 		return Snapshot{}, err
 	}
 	s := Snapshot{Units: make([]*sitev1.NodeUnit, len(units.Items)), Groups: make([]*sitev1.NodeGroup, len(groups.Items))}
@@ -317,7 +320,7 @@ func (r *NodeReconciler) nodesOfUnit(c client.Client) handler.EventHandler {
 func (r *NodeReconciler) allNodes(c client.Client) handler.MapFunc {
 	return func(ctx context.Context, _ client.Object) []reconcile.Request {
 		var nodes corev1.NodeList
-		if err := c.List(ctx, &nodes); err != nil {
+		if err := c.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 			log.FromContext(ctx).Error(err, "list nodes")
 			return nil
 		}
@@ -338,7 +341,23 @@ func addAll(q workqueueOfRequests, reqs []reconcile.Request) {
 	}
 }
 
-// unitMembers lists a unit's member nodes from the cache.
+// NodeLabelIndex indexes cached nodes by each "key=value" label they carry,
+// so a unit's members are found without scanning every node.
+const NodeLabelIndex = "site.sitegrid.io/label"
+
+// IndexNodeLabels registers NodeLabelIndex with the manager's cache.
+func IndexNodeLabels(ctx context.Context, mgr ctrl.Manager) error {
+	return mgr.GetFieldIndexer().IndexField(ctx, &corev1.Node{}, NodeLabelIndex, func(o client.Object) []string {
+		pairs := make([]string, 0, len(o.GetLabels()))
+		for k, v := range o.GetLabels() {
+			pairs = append(pairs, k+"="+v)
+		}
+		return pairs
+	})
+}
+
+// unitMembers lists a unit's member nodes from the cache. The nodes are the
+// cache's own objects: read them, never change them.
 func unitMembers(ctx context.Context, c client.Client, u *sitev1.NodeUnit) ([]*corev1.Node, error) {
 	var out []*corev1.Node
 	seen := map[string]bool{}
@@ -346,14 +365,18 @@ func unitMembers(ctx context.Context, c client.Client, u *sitev1.NodeUnit) ([]*c
 	if sel != nil && (len(sel.MatchLabels) > 0 || len(sel.MatchExpressions) > 0 || len(sel.Annotations) > 0) {
 		var opts []client.ListOption
 		if len(sel.MatchLabels) > 0 || len(sel.MatchExpressions) > 0 {
-			ls, err := labelSelector(sel)
-			if err != nil {
+			if _, err := labelSelector(sel); err != nil {
 				return nil, fmt.Errorf("unit %s: %w", u.Name, err)
 			}
-			opts = append(opts, client.MatchingLabelsSelector{Selector: ls})
+		}
+		// Narrow the list through the label index with one of the required
+		// labels; UnitHasNode below checks the whole selector.
+		for _, k := range slices.Sorted(maps.Keys(sel.MatchLabels)) {
+			opts = append(opts, client.MatchingFields{NodeLabelIndex: k + "=" + sel.MatchLabels[k]})
+			break
 		}
 		var nodes corev1.NodeList
-		if err := c.List(ctx, &nodes, opts...); err != nil {
+		if err := c.List(ctx, &nodes, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
 			return nil, err
 		}
 		for i := range nodes.Items {

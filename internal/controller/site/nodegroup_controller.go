@@ -96,7 +96,7 @@ func (r *NodeGroupReconciler) reconcileAutoUnits(ctx context.Context, group *sit
 	want := map[string][]string{} // unit name -> values
 	if len(group.Spec.AutoFindNodeKeys) > 0 {
 		var nodes corev1.NodeList
-		if err := r.Client.List(ctx, &nodes, client.HasLabels(group.Spec.AutoFindNodeKeys)); err != nil {
+		if err := r.Client.List(ctx, &nodes, client.HasLabels(group.Spec.AutoFindNodeKeys), client.UnsafeDisableDeepCopy); err != nil {
 			return err
 		}
 		for i := range nodes.Items {
@@ -180,7 +180,7 @@ func (r *NodeGroupReconciler) autoUnit(group *sitev1.NodeGroup, name string, val
 // memberStatus fills the member units and the Conflict condition.
 func (r *NodeGroupReconciler) memberStatus(ctx context.Context, group *sitev1.NodeGroup, status *sitev1.NodeGroupStatus) ([]Conflict, error) {
 	var units sitev1.NodeUnitList
-	if err := r.Client.List(ctx, &units); err != nil {
+	if err := r.Client.List(ctx, &units, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	claims := map[string][]string{} // node -> units of this group
@@ -242,7 +242,7 @@ func (r *NodeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	c := mgr.GetClient()
 	all := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
 		var groups sitev1.NodeGroupList
-		if err := c.List(ctx, &groups); err != nil {
+		if err := c.List(ctx, &groups, client.UnsafeDisableDeepCopy); err != nil {
 			log.FromContext(ctx).Error(err, "list groups")
 			return nil
 		}

@@ -145,7 +145,7 @@ func (r *NodeUnitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // unitsHaving returns requests for the units that have node as a member.
 func unitsHaving(ctx context.Context, c client.Client, node *corev1.Node) []reconcile.Request {
 	var units sitev1.NodeUnitList
-	if err := c.List(ctx, &units); err != nil {
+	if err := c.List(ctx, &units, client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "list units")
 		return nil
 	}

@@ -1,0 +1,297 @@
+// Command sites measures the NodeUnit and NodeGroup controllers at scale:
+// a real etcd and kube-apiserver, -nodes nodes spread over -units sites, and
+// sitegrid-manager in this process. It reports the time from creating the
+// NodeGroup to every node labelled and every unit in place, the API writes
+// the manager made meanwhile, and the writes it made in a following idle
+// period, which must be zero.
+//
+//	go run ./hack/bench/sites -nodes 5000 -units 500 -idle 1m
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
+	"github.com/sitegrid/sitegrid/config"
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/kubebin"
+	"github.com/sitegrid/sitegrid/internal/lab"
+	"github.com/sitegrid/sitegrid/internal/manager"
+)
+
+const siteKey = "bench.sitegrid.io/site"
+
+var (
+	managerQPS  float32
+	stopProfile = func() {}
+)
+
+func main() {
+	nodes := flag.Int("nodes", 5000, "simulated nodes")
+	units := flag.Int("units", 500, "sites (NodeUnits) the nodes are spread over")
+	idle := flag.Duration("idle", time.Minute, "idle period after convergence in which writes are counted")
+	qps := flag.Float64("qps", 500, "the manager's client QPS (sitegrid-manager --kube-api-qps)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the manager) until convergence")
+	flag.Parse()
+	managerQPS = float32(*qps)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		stopProfile = func() { pprof.StopCPUProfile(); _ = f.Close() }
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *nodes, *units, *idle); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// writeCounter counts the manager's API writes by verb and resource.
+type writeCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+	total  atomic.Int64
+}
+
+func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method != http.MethodGet {
+			// .../<resource> for a create, .../<resource>/<name>[/status]
+			// otherwise.
+			parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+			res := parts[len(parts)-1]
+			switch {
+			case res == "status" && len(parts) >= 3:
+				res = parts[len(parts)-3] + "/status"
+			case req.Method != http.MethodPost && len(parts) >= 2:
+				res = parts[len(parts)-2]
+			}
+			w.mu.Lock()
+			w.counts[req.Method+" "+res]++
+			w.mu.Unlock()
+			w.total.Add(1)
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+func (w *writeCounter) snapshot() (int64, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	keys := make([]string, 0, len(w.counts))
+	for k := range w.counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "    %-40s %d\n", k, w.counts[k])
+	}
+	return w.total.Load(), b.String()
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func run(ctx context.Context, nNodes, nUnits int, idle time.Duration) error {
+	bin, err := kubebin.Ensure(ctx, kubebin.Options{Progress: os.Stderr})
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "sitegrid-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: dir, Bin: bin, APIServerOnly: true})
+	if err != nil {
+		return err
+	}
+	defer cp.Stop()
+	if err := lab.InstallManifests(ctx, cp.RESTConfig(), config.Manifests); err != nil {
+		return err
+	}
+	admin := cp.RESTConfig()
+	admin.QPS, admin.Burst = 2000, 4000
+	cs := kubernetes.NewForConfigOrDie(admin)
+
+	start := time.Now()
+	if err := createNodes(ctx, cs, nNodes, nUnits); err != nil {
+		return err
+	}
+	fmt.Printf("created %d nodes in %s\n", nNodes, time.Since(start).Round(time.Millisecond))
+
+	// Watch the nodes to see when every one carries its group label.
+	labelled := atomic.Int64{}
+	factory := informers.NewSharedInformerFactory(cs, 0)
+	inf := factory.Core().V1().Nodes().Informer()
+	seen := sync.Map{}
+	count := func(obj any) {
+		if n, ok := obj.(*corev1.Node); ok && n.Labels["sites"] != "" {
+			if _, loaded := seen.LoadOrStore(n.Name, true); !loaded {
+				labelled.Add(1)
+			}
+		}
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: count, UpdateFunc: func(_, n any) { count(n) }}); err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+
+	writes := &writeCounter{counts: map[string]int{}}
+	mgrCfg := rest.CopyConfig(admin)
+	mgrCfg.QPS, mgrCfg.Burst = managerQPS, int(2*managerQPS)
+	mgrCfg.WrapTransport = writes.wrap
+	mgr, err := manager.New(mgrCfg, manager.Options{MetricsAddr: "0", ProbeAddr: "0"})
+	if err != nil {
+		return err
+	}
+	mctx, mstop := context.WithCancel(ctx)
+	defer mstop()
+	go func() { _ = mgr.Start(mctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return fmt.Errorf("manager cache did not sync")
+	}
+	var peakHeap atomic.Uint64
+	go sampleHeap(mctx, &peakHeap)
+
+	c, err := client.New(admin, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		return err
+	}
+	group := &sitev1.NodeGroup{ObjectMeta: metav1.ObjectMeta{Name: "sites"}, Spec: sitev1.NodeGroupSpec{AutoFindNodeKeys: []string{siteKey}}}
+	start = time.Now()
+	if err := c.Create(ctx, group); err != nil {
+		return err
+	}
+	for labelled.Load() < int64(nNodes) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	labelsDone := time.Since(start)
+	var unitList sitev1.NodeUnitList
+	for {
+		if err := c.List(ctx, &unitList); err != nil {
+			return err
+		}
+		ready := 0
+		for _, u := range unitList.Items {
+			if u.Status.ReadyRate != "" {
+				ready++
+			}
+		}
+		if ready == nUnits {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	unitsDone := time.Since(start)
+	stopProfile()
+	// Let the last status writes land before counting the idle period.
+	time.Sleep(2 * time.Second)
+	convergeWrites, byKind := writes.snapshot()
+	fmt.Printf("\nnodes %d, units %d, GOMAXPROCS %d, manager QPS %.0f\n", nNodes, nUnits, runtime.GOMAXPROCS(0), managerQPS)
+	fmt.Printf("all %d nodes labelled        %s after the NodeGroup was created\n", nNodes, labelsDone.Round(time.Millisecond))
+	fmt.Printf("all %d units with a status  %s\n", nUnits, unitsDone.Round(time.Millisecond))
+	fmt.Printf("API writes until then        %d (%.2f per node)\n%s", convergeWrites, float64(convergeWrites)/float64(nNodes), byKind)
+
+	time.Sleep(idle)
+	idleTotal, idleKinds := writes.snapshot()
+	fmt.Printf("API writes in the next %s  %d\n", idle, idleTotal-convergeWrites)
+	if idleTotal != convergeWrites {
+		fmt.Print(idleKinds)
+	}
+	fmt.Printf("manager peak Go heap         %d MiB (in-process, sampled)\n", peakHeap.Load()>>20)
+	if idleTotal != convergeWrites {
+		return fmt.Errorf("%d writes while idle, want 0", idleTotal-convergeWrites)
+	}
+	return nil
+}
+
+func createNodes(ctx context.Context, cs kubernetes.Interface, nNodes, nUnits int) error {
+	work := make(chan int)
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+					Name:   fmt.Sprintf("node-%05d", i),
+					Labels: map[string]string{siteKey: fmt.Sprintf("s%03d", i%nUnits), corev1.LabelHostname: fmt.Sprintf("node-%05d", i)},
+				}}
+				if _, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < nNodes; i++ {
+		select {
+		case work <- i:
+		case err := <-errs:
+			close(work)
+			wg.Wait()
+			return err
+		}
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+func sampleHeap(ctx context.Context, peak *atomic.Uint64) {
+	var ms runtime.MemStats
+	for ctx.Err() == nil {
+		runtime.ReadMemStats(&ms)
+		if ms.HeapAlloc > peak.Load() {
+			peak.Store(ms.HeapAlloc)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
