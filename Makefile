@@ -52,9 +52,12 @@ lint: tools ## gofmt, go vet and staticcheck.
 	$(STATICCHECK) ./...
 
 .PHONY: test
-test: verify lint kube-bin ## Run every check and test: what CI runs.
-	$(GO) test $(GO_TEST_FLAGS) ./...
-	hack/check-leaks.sh
+test: ## Run every check and test: what CI runs.
+	@hack/timed.sh verify $(MAKE) --no-print-directory verify
+	@hack/timed.sh lint $(MAKE) --no-print-directory lint
+	@hack/timed.sh kube-bin $(MAKE) --no-print-directory kube-bin
+	@hack/timed.sh go-test $(GO) test $(GO_TEST_FLAGS) ./...
+	@hack/timed.sh leak-check hack/check-leaks.sh
 
 .PHONY: test-unit
 test-unit: ## Unit and envtest integration tests only.
