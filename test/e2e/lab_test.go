@@ -56,7 +56,10 @@ type labRunner struct {
 
 func (l labRunner) run(args ...string) (string, error) {
 	l.t.Helper()
-	cmd := exec.Command(l.bin, append(args, "--workdir", l.workdir)...)
+	if args[0] == "lab" {
+		args = append(args, "--workdir", l.workdir)
+	}
+	cmd := exec.Command(l.bin, args...)
 	cmd.Dir = l.root
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -84,7 +87,7 @@ func TestLabLifecycle(t *testing.T) {
 	t.Cleanup(func() { _, _ = lab.run("lab", "down") })
 
 	out := lab.must("lab", "up", "--detach", "--sites", "2", "--nodes-per-site", "2", "--apiserver-port", strconv.Itoa(port))
-	for _, want := range []string{"[6/6] done", "site-1-node-1", "site-2-node-2", "sitegridctl lab down"} {
+	for _, want := range []string{"[7/7] done", "site-1-node-1", "site-2-node-2", `NodeGroup "lab"`, "unit lab-site-2", "sitegridctl lab down"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("lab up output lacks %q:\n%s", want, out)
 		}
@@ -113,10 +116,31 @@ func TestLabLifecycle(t *testing.T) {
 		t.Fatalf("Ready nodes per site = %v, want 2 in site-1 and 2 in site-2", got)
 	}
 
+	// The sites are NodeUnits of the lab's NodeGroup, and every node carries
+	// its unit label.
+	units := kubectl("get", "nodes", "--no-headers", "-o", "custom-columns=NAME:.metadata.name,UNIT:.metadata.labels.lab")
+	for _, want := range []string{"site-1-node-1   lab-site-1", "site-2-node-2   lab-site-2"} {
+		if !strings.Contains(units, want) {
+			t.Errorf("node unit labels lack %q:\n%s", want, units)
+		}
+	}
+	sites := lab.must("site", "list", "--kubeconfig", kubeconfig)
+	for _, want := range []string{"lab-site-1  edge  2/2", "lab-site-2  edge  2/2", "lab    2      2/2"} {
+		if !strings.Contains(sites, want) {
+			t.Errorf("site list lacks %q:\n%s", want, sites)
+		}
+	}
+
 	lab.must("lab", "add-node", "site-2-node-3", "--labels", "sitegrid.io/site=site-2")
 	if got := readyPerSite(); got["site-2"] != 3 {
 		t.Fatalf("after add-node, Ready nodes per site = %v, want 3 in site-2", got)
 	}
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		if out, _ := lab.run("site", "list", "--kubeconfig", kubeconfig); !strings.Contains(out, "lab-site-2  edge  3/3") {
+			return fmt.Errorf("site list does not count the new node:\n%s", out)
+		}
+		return nil
+	})
 	if out, err := lab.run("lab", "add-node", "Bad_Name"); err == nil || !strings.Contains(out, "node name") {
 		t.Errorf("add-node with an invalid name: err=%v, output %q; want a message about the name", err, out)
 	}
