@@ -35,8 +35,11 @@ generate: tools ## Generate deepcopy functions.
 
 .PHONY: manifests
 manifests: tools ## Generate CRDs and RBAC into config/.
-	$(CONTROLLER_GEN) rbac:roleName=sitegrid-manager crd paths=./api/... paths=./internal/... \
+	$(CONTROLLER_GEN) rbac:roleName=sitegrid-manager crd paths=./api/site/... paths=./internal/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# The grids embed whole Deployment, StatefulSet and Service specs: with
+	@# descriptions their CRDs would pass etcd's 1.5 MB object limit.
+	$(CONTROLLER_GEN) crd:maxDescLen=0,generateEmbeddedObjectMeta=true paths=./api/superedge/... output:crd:artifacts:config=config/crd/bases
 
 .PHONY: verify
 verify: generate manifests ## Fail when generated files are stale.

@@ -21,6 +21,7 @@ func main() {
 	flag.BoolVar(&opts.LeaderElect, "leader-elect", true, "Elect one active replica through a Lease.")
 	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease (default: $POD_NAMESPACE).")
 	flag.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "How long controllers may take to stop after a signal.")
+	flag.DurationVar(&opts.UnitGracePeriod, "unit-grace-period", 5*time.Minute, "How long a grid's copy outlives the last node of its unit.")
 	var qps float64
 	var burst int
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Requests per second to the apiserver; writes at scale are bound by it (docs/sites.md).")

@@ -49,6 +49,9 @@ type Options struct {
 	LeaderElectionNamespace string
 	// ShutdownTimeout bounds how long controllers may take to stop.
 	ShutdownTimeout time.Duration
+	// UnitGracePeriod is how long a grid's copy outlives the last node of its
+	// unit, so a label flap never wipes a site's workload. Default 5 minutes.
+	UnitGracePeriod time.Duration
 }
 
 // Scheme knows every type the manager reads or writes.
@@ -65,6 +68,9 @@ func Scheme() *runtime.Scheme {
 func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	if opts.LeaderElect && opts.LeaderElectionNamespace == "" {
 		return nil, errors.New("leader election needs a namespace: set --leader-election-namespace or run in a pod")
+	}
+	if opts.UnitGracePeriod == 0 {
+		opts.UnitGracePeriod = 5 * time.Minute
 	}
 	shutdown := opts.ShutdownTimeout
 	if shutdown == 0 {
@@ -105,7 +111,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	for _, setup := range setupFuncs {
-		if err := setup(mgr); err != nil {
+		if err := setup(mgr, opts); err != nil {
 			return nil, err
 		}
 	}

@@ -273,7 +273,7 @@ func managersEqual(a, b []metav1.ManagedFieldsEntry) bool {
 	}
 	for i := range a {
 		if a[i].Manager != b[i].Manager || a[i].Operation != b[i].Operation || a[i].Subresource != b[i].Subresource ||
-			(a[i].FieldsV1 == nil) != (b[i].FieldsV1 == nil) || (a[i].FieldsV1 != nil && string(a[i].FieldsV1.Raw) != string(b[i].FieldsV1.Raw)) {
+			(a[i].FieldsV1 == nil) != (b[i].FieldsV1 == nil) || (a[i].FieldsV1 != nil && a[i].FieldsV1.GetRawString() != b[i].FieldsV1.GetRawString()) {
 			return false
 		}
 	}
