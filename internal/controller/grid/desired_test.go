@@ -99,7 +99,7 @@ func TestApplyOverrides(t *testing.T) {
 	}
 
 	for name, bad := range map[string]gridv1.Override{
-		"unknown container": {Units: []string{"a"}, Images: []gridv1.ContainerImage{{Container: "nope", Image: "x"}}},
+		"unknown container":         {Units: []string{"a"}, Images: []gridv1.ContainerImage{{Container: "nope", Image: "x"}}},
 		"patch that does not apply": {Units: []string{"a"}, Patches: []gridv1.JSONPatch{{Op: "replace", Path: "/template/spec/volumes/7/name", Value: raw(`"x"`)}}},
 		"patch to an unknown field": {Units: []string{"a"}, Patches: []gridv1.JSONPatch{{Op: "add", Path: "/bogus", Value: raw(`1`)}}},
 	} {
