@@ -13,6 +13,6 @@ func NewRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newLabCommand(), newSiteCommand())
+	root.AddCommand(newLabCommand(), newSiteCommand(), newGridCommand())
 	return root
 }

@@ -7,12 +7,14 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
+	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
 	"github.com/sitegrid/sitegrid/internal/controller/site"
 )
 
@@ -26,6 +28,12 @@ func kubeClient(kubeconfig string) (client.Client, error) {
 	}
 	scheme := runtime.NewScheme()
 	if err := sitev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := gridv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := appsv1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
 	return client.New(cfg, client.Options{Scheme: scheme})
