@@ -3,6 +3,13 @@ package manager
 import (
 	"context"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -43,11 +50,26 @@ func setupSite(mgr ctrl.Manager, _ Options) error {
 func setupGrids(mgr ctrl.Manager, opts Options) error {
 	recorder := mgr.GetEventRecorder("sitegrid-grid")
 	clk := clock.RealClock{}
-	if err := grid.NewDeploymentGridReconciler(mgr.GetClient(), recorder, clk, opts.UnitGracePeriod).SetupWithManager(mgr); err != nil {
+	if err := grid.NewDeploymentGridReconciler(mgr.GetClient(), mgr.GetAPIReader(), recorder, clk, opts.UnitGracePeriod).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := grid.NewStatefulSetGridReconciler(mgr.GetClient(), recorder, clk, opts.UnitGracePeriod).SetupWithManager(mgr); err != nil {
+	if err := grid.NewStatefulSetGridReconciler(mgr.GetClient(), mgr.GetAPIReader(), recorder, clk, opts.UnitGracePeriod).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	return (&grid.ServiceGridReconciler{Client: mgr.GetClient(), Recorder: recorder}).SetupWithManager(mgr)
+	return (&grid.ServiceGridReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder}).SetupWithManager(mgr)
+}
+
+// cacheOptions limits the cached Deployments, StatefulSets and Services to
+// the children of grids: a cluster's other workloads cost the manager no
+// memory and no watch traffic.
+func cacheOptions() cache.Options {
+	children := labels.SelectorFromSet(nil)
+	if req, err := labels.NewRequirement(gridv1.LabelGridSelector, selection.Exists, nil); err == nil {
+		children = children.Add(*req)
+	}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&appsv1.Deployment{}:  {Label: children},
+		&appsv1.StatefulSet{}: {Label: children},
+		&corev1.Service{}:     {Label: children},
+	}}
 }

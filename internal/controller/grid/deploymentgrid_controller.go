@@ -33,9 +33,10 @@ var deploymentKind = workloadKind[*gridv1.DeploymentGrid, *appsv1.Deployment, ap
 	maxNameLen: 253,
 	newGrid:    func() *gridv1.DeploymentGrid { return &gridv1.DeploymentGrid{} },
 	newChild:   func() *appsv1.Deployment { return &appsv1.Deployment{} },
+	// The children are the cache's own objects: copied before any change.
 	listChildren: func(ctx context.Context, c client.Client, ns, grid string) ([]*appsv1.Deployment, error) {
 		var list appsv1.DeploymentList
-		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{gridv1.LabelGridSelector: grid}); err != nil {
+		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{gridv1.LabelGridSelector: grid}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
 		out := make([]*appsv1.Deployment, len(list.Items))
@@ -85,9 +86,9 @@ type DeploymentGridReconciler struct {
 
 // NewDeploymentGridReconciler builds the reconciler; grace is how long a
 // unit's Deployment outlives the last node of the unit.
-func NewDeploymentGridReconciler(c client.Client, recorder events.EventRecorder, clk clock.PassiveClock, grace time.Duration) *DeploymentGridReconciler {
+func NewDeploymentGridReconciler(c client.Client, apiReader client.Reader, recorder events.EventRecorder, clk clock.PassiveClock, grace time.Duration) *DeploymentGridReconciler {
 	return &DeploymentGridReconciler{workloadGridReconciler[*gridv1.DeploymentGrid, *appsv1.Deployment, appsv1.DeploymentSpec]{
-		client: c, recorder: recorder, clock: clk, grace: grace, k: deploymentKind}}
+		client: c, apiReader: apiReader, recorder: recorder, clock: clk, grace: grace, k: deploymentKind}}
 }
 
 // SetupWithManager registers the controller.

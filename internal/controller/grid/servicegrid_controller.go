@@ -31,8 +31,11 @@ import (
 // ServiceGridReconciler keeps the Service <name>-svc of a ServiceGrid, with
 // the topology annotation the edge hub reads to keep traffic in the unit.
 type ServiceGridReconciler struct {
-	Client   client.Client
-	Recorder events.EventRecorder
+	Client client.Client
+	// APIReader reads from the apiserver: the cache holds only Services
+	// with the grid label.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
 }
 
 // ServiceName is the Service a ServiceGrid yields.
@@ -55,6 +58,10 @@ func (r *ServiceGridReconciler) Reconcile(ctx context.Context, req reconcile.Req
 	conflict := ""
 	existing := &corev1.Service{}
 	err = r.Client.Get(ctx, types.NamespacedName{Namespace: sg.Namespace, Name: desired.Name}, existing)
+	if apierrors.IsNotFound(err) {
+		// Not in the cache; someone else's Service of that name would not be.
+		err = r.APIReader.Get(ctx, types.NamespacedName{Namespace: sg.Namespace, Name: desired.Name}, existing)
+	}
 	switch {
 	case apierrors.IsNotFound(err):
 		if err := controllerutil.SetControllerReference(sg, desired, r.Client.Scheme()); err != nil {

@@ -31,9 +31,10 @@ var statefulSetKind = workloadKind[*gridv1.StatefulSetGrid, *appsv1.StatefulSet,
 	maxNameLen: 52,
 	newGrid:    func() *gridv1.StatefulSetGrid { return &gridv1.StatefulSetGrid{} },
 	newChild:   func() *appsv1.StatefulSet { return &appsv1.StatefulSet{} },
+	// The children are the cache's own objects: copied before any change.
 	listChildren: func(ctx context.Context, c client.Client, ns, grid string) ([]*appsv1.StatefulSet, error) {
 		var list appsv1.StatefulSetList
-		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{gridv1.LabelGridSelector: grid}); err != nil {
+		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{gridv1.LabelGridSelector: grid}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
 		out := make([]*appsv1.StatefulSet, len(list.Items))
@@ -85,9 +86,9 @@ type StatefulSetGridReconciler struct {
 
 // NewStatefulSetGridReconciler builds the reconciler; grace is how long a
 // unit's StatefulSet outlives the last node of the unit.
-func NewStatefulSetGridReconciler(c client.Client, recorder events.EventRecorder, clk clock.PassiveClock, grace time.Duration) *StatefulSetGridReconciler {
+func NewStatefulSetGridReconciler(c client.Client, apiReader client.Reader, recorder events.EventRecorder, clk clock.PassiveClock, grace time.Duration) *StatefulSetGridReconciler {
 	return &StatefulSetGridReconciler{workloadGridReconciler[*gridv1.StatefulSetGrid, *appsv1.StatefulSet, appsv1.StatefulSetSpec]{
-		client: c, recorder: recorder, clock: clk, grace: grace, k: statefulSetKind}}
+		client: c, apiReader: apiReader, recorder: recorder, clock: clk, grace: grace, k: statefulSetKind}}
 }
 
 // SetupWithManager registers the controller.

@@ -7,7 +7,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -22,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -75,12 +79,75 @@ type workloadKind[G, C client.Object, S any] struct {
 
 // WorkloadGridReconciler reconciles one grid kind.
 type workloadGridReconciler[G, C client.Object, S any] struct {
-	client   client.Client
-	recorder events.EventRecorder
-	clock    clock.PassiveClock
+	client client.Client
+	// apiReader reads from the apiserver, for objects the cache leaves out.
+	apiReader client.Reader
+	recorder  events.EventRecorder
+	clock     clock.PassiveClock
 	// grace is how long a child outlives the last node of its unit.
 	grace time.Duration
 	k     workloadKind[G, C, S]
+	// hashes remembers each unit's desired hash per grid generation, so a
+	// reconcile does not rebuild the spec of a unit whose child is current.
+	hashes hashCache
+}
+
+// hashCache maps grid UID -> generation and unit value -> desired hash.
+type hashCache struct {
+	mu    sync.Mutex
+	grids map[types.UID]*gridHashes
+	uids  map[types.NamespacedName]types.UID
+}
+
+type gridHashes struct {
+	generation int64
+	byValue    map[string]string
+}
+
+func (h *hashCache) get(uid types.UID, gen int64, value string) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.grids[uid]
+	if g == nil || g.generation != gen {
+		return "", false
+	}
+	v, ok := g.byValue[value]
+	return v, ok
+}
+
+func (h *hashCache) put(uid types.UID, gen int64, value, hash string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.grids == nil {
+		h.grids = map[types.UID]*gridHashes{}
+	}
+	g := h.grids[uid]
+	if g == nil || g.generation != gen {
+		g = &gridHashes{generation: gen, byValue: map[string]string{}}
+		h.grids[uid] = g
+	}
+	g.byValue[value] = hash
+}
+
+// remember ties a grid's name to its UID, so a deleted grid's entry can be
+// dropped by name.
+func (h *hashCache) remember(name types.NamespacedName, uid types.UID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.uids == nil {
+		h.uids = map[types.NamespacedName]types.UID{}
+	}
+	if old, ok := h.uids[name]; ok && old != uid {
+		delete(h.grids, old)
+	}
+	h.uids[name] = uid
+}
+
+func (h *hashCache) forgetName(name types.NamespacedName) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.grids, h.uids[name])
+	delete(h.uids, name)
 }
 
 const defaultProgressDeadline = 600 * time.Second
@@ -100,8 +167,12 @@ type unitPlan[C client.Object, S any] struct {
 func (r *workloadGridReconciler[G, C, S]) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	grid := r.k.newGrid()
 	if err := r.client.Get(ctx, req.NamespacedName, grid); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.hashes.forgetName(req.NamespacedName)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
+	r.hashes.remember(req.NamespacedName, grid.GetUID())
 	if grid.GetDeletionTimestamp() != nil {
 		return reconcile.Result{}, nil // children go with it (owner references)
 	}
@@ -181,15 +252,21 @@ func unitValues(ctx context.Context, c client.Client, key string) (map[string]bo
 func (r *workloadGridReconciler[G, C, S]) plan(ctx context.Context, grid G, spec gridSpec[S], values map[string]bool, byValue map[string]C) ([]*unitPlan[C, S], []string) {
 	var plans []*unitPlan[C, S]
 	var invalid []string
+	cacheable := !needsUnitLabels(spec.overrides) // unit labels can change without a new generation
 	for _, value := range slices.Sorted(maps.Keys(values)) {
+		c, has := byValue[value]
+		if h, ok := r.hashes.get(grid.GetUID(), grid.GetGeneration(), value); ok && cacheable && has && c.GetAnnotations()[gridv1.AnnotationTemplateHash] == h {
+			// Current child: no spec needed, nothing will be written.
+			plans = append(plans, &unitPlan[C, S]{value: value, name: c.GetName(), hash: h, child: c, has: true})
+			continue
+		}
 		p, err := r.desired(ctx, grid, spec, value)
 		if err != nil {
 			invalid = append(invalid, err.Error())
 			continue
 		}
-		if c, ok := byValue[value]; ok {
-			p.child, p.has = c, true
-		}
+		r.hashes.put(grid.GetUID(), grid.GetGeneration(), value, p.hash)
+		p.child, p.has = c, has
 		plans = append(plans, p)
 	}
 	return plans, invalid
@@ -225,44 +302,64 @@ func needsUnitLabels(overrides []gridv1.Override) bool {
 	return slices.ContainsFunc(overrides, func(o gridv1.Override) bool { return o.UnitSelector != nil })
 }
 
-// createMissing creates the child of every unit that has none. A new unit is
-// not part of a staged rollout: it gets the current template at once. An
-// object of the child's name that the grid does not own is left alone and
-// reported.
+// createMissing creates the child of every unit that has none, a few at a
+// time. A new unit is not part of a staged rollout: it gets the current
+// template at once. An object of the child's name that the grid does not own
+// is left alone and reported.
 func (r *workloadGridReconciler[G, C, S]) createMissing(ctx context.Context, grid G, plans []*unitPlan[C, S]) ([]string, error) {
-	var conflicts []string
+	var (
+		mu        sync.Mutex
+		conflicts []string
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelWrites)
 	for _, p := range plans {
 		if p.has {
 			continue
 		}
-		existing := r.k.newChild()
-		err := r.client.Get(ctx, types.NamespacedName{Namespace: grid.GetNamespace(), Name: p.name}, existing)
-		if err == nil {
-			conflicts = append(conflicts, p.name)
-			continue
-		}
-		if !apierrors.IsNotFound(err) {
-			return nil, err
-		}
-		child := r.k.newChild()
-		child.SetNamespace(grid.GetNamespace())
-		child.SetName(p.name)
-		r.stamp(child, grid, p)
-		*r.k.childSpec(child) = *p.spec
-		if err := controllerutil.SetControllerReference(grid, child, r.client.Scheme()); err != nil {
-			return nil, err
-		}
-		if err := r.client.Create(ctx, child); err != nil {
-			if apierrors.IsAlreadyExists(err) {
-				continue // seen on the next pass
+		g.Go(func() error {
+			taken, err := r.createChild(gctx, grid, p)
+			if taken {
+				mu.Lock()
+				conflicts = append(conflicts, p.name)
+				mu.Unlock()
 			}
-			return nil, fmt.Errorf("create %s %s: %w", r.k.kind, p.name, err)
-		}
-		log.FromContext(ctx).Info("created unit copy", "grid", grid.GetName(), "unit", p.value, "child", p.name)
-		p.child, p.has = child, true
+			return err
+		})
 	}
+	err := g.Wait()
 	sort.Strings(conflicts)
-	return conflicts, nil
+	return conflicts, err
+}
+
+// parallelWrites bounds the child writes one reconcile makes at once.
+const parallelWrites = 4
+
+// createChild creates a unit's child. The manager caches only objects that
+// carry the grid label, so a name taken by someone else shows up as
+// AlreadyExists, and is confirmed with a read from the apiserver.
+func (r *workloadGridReconciler[G, C, S]) createChild(ctx context.Context, grid G, p *unitPlan[C, S]) (taken bool, err error) {
+	child := r.k.newChild()
+	child.SetNamespace(grid.GetNamespace())
+	child.SetName(p.name)
+	r.stamp(child, grid, p)
+	*r.k.childSpec(child) = *p.spec
+	if err := controllerutil.SetControllerReference(grid, child, r.client.Scheme()); err != nil {
+		return false, err
+	}
+	if err := r.client.Create(ctx, child); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return false, fmt.Errorf("create %s %s: %w", r.k.kind, p.name, err)
+		}
+		existing := r.k.newChild()
+		if err := r.apiReader.Get(ctx, types.NamespacedName{Namespace: grid.GetNamespace(), Name: p.name}, existing); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		return !metav1.IsControlledBy(existing, grid), nil // ours: seen on the next pass
+	}
+	log.FromContext(ctx).V(1).Info("created unit copy", "grid", grid.GetName(), "unit", p.value, "child", p.name)
+	p.child, p.has = child, true
+	return false, nil
 }
 
 // stamp sets the labels and annotations that tie a child to grid and unit.
@@ -410,11 +507,12 @@ func (r *workloadGridReconciler[G, C, S]) removeVanished(ctx context.Context, gr
 		gone, marked := child.GetAnnotations()[gridv1.AnnotationUnitGoneSince]
 		if values[value] {
 			if marked {
-				patch := client.MergeFrom(child.DeepCopyObject().(C))
-				a := child.GetAnnotations()
+				c := child.DeepCopyObject().(C)
+				patch := client.MergeFrom(child)
+				a := c.GetAnnotations()
 				delete(a, gridv1.AnnotationUnitGoneSince)
-				child.SetAnnotations(a)
-				if err := r.client.Patch(ctx, child, patch); client.IgnoreNotFound(err) != nil {
+				c.SetAnnotations(a)
+				if err := r.client.Patch(ctx, c, patch); client.IgnoreNotFound(err) != nil {
 					return 0, err
 				}
 			}
@@ -564,6 +662,7 @@ func (r *workloadGridReconciler[G, C, S]) setup(mgr ctrl.Manager, name string, l
 		Owns(r.k.newChild()).
 		Watches(&corev1.Node{}, nodeHandler).
 		Watches(&sitev1.NodeUnit{}, unitHandler).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Complete(r)
 }
 
