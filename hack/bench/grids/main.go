@@ -13,11 +13,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/go-logr/logr"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +49,7 @@ func main() {
 	idle := flag.Duration("idle", time.Minute, "idle period after convergence in which the manager's writes are counted")
 	qps := flag.Int("qps", 1000, "the manager's --kube-api-qps")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard()) // the numbers are the output
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *grids, *units, *idle, *qps); err != nil {

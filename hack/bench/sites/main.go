@@ -12,11 +12,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/go-logr/logr"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sort"
 	"strings"
 	"sync"
@@ -54,6 +56,7 @@ func main() {
 	qps := flag.Float64("qps", 500, "the manager's client QPS (sitegrid-manager --kube-api-qps)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the manager) until convergence")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard()) // the numbers are the output
 	managerQPS = float32(*qps)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
