@@ -131,6 +131,26 @@ func TestLabLifecycle(t *testing.T) {
 		}
 	}
 
+	// README's service group sample runs one copy per site.
+	kubectl("apply", "-f", filepath.Join(lab.root, "config", "samples", "echo-grid.yaml"))
+	testenv.Eventually(t, 90*time.Second, func(ctx context.Context) error {
+		out := kubectl("get", "pods", "-l", "app=echo", "--no-headers", "-o", "custom-columns=UNIT:.metadata.labels.superedge\\.io/grid-unit,PHASE:.status.phase,NODE:.spec.nodeName")
+		perUnit := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 3 && f[1] == "Running" && strings.HasPrefix(f[2], strings.TrimPrefix(f[0], "lab-")) {
+				perUnit[f[0]]++
+			}
+		}
+		if perUnit["lab-site-1"] != 2 || perUnit["lab-site-2"] != 1 {
+			return fmt.Errorf("running echo pods per site %v, want 2 in lab-site-1 and 1 in lab-site-2:\n%s", perUnit, out)
+		}
+		return nil
+	})
+	if status := lab.must("grid", "status", "echo", "--kubeconfig", kubeconfig); !strings.Contains(status, "lab-site-2") {
+		t.Errorf("grid status:\n%s", status)
+	}
+
 	lab.must("lab", "add-node", "site-2-node-3", "--labels", "sitegrid.io/site=site-2")
 	if got := readyPerSite(); got["site-2"] != 3 {
 		t.Fatalf("after add-node, Ready nodes per site = %v, want 3 in site-2", got)
