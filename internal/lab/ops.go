@@ -164,6 +164,15 @@ func clientFor(s *State) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
+// runningClient is an admin client of the running lab in workdir.
+func runningClient(workdir string) (kubernetes.Interface, error) {
+	s, err := Running(workdir)
+	if err != nil {
+		return nil, err
+	}
+	return clientFor(s)
+}
+
 // Status writes the lab's processes, sites and nodes to out.
 func Status(ctx context.Context, workdir string, out io.Writer) error {
 	s, err := Running(workdir)
@@ -245,11 +254,7 @@ func ParseLabels(s string) (map[string]string, error) {
 // Ready. A node of a lab site (label sitegrid.io/site=site-N) gets an address
 // in that site's network.
 func AddNode(ctx context.Context, workdir, name string, labels map[string]string, out io.Writer) error {
-	s, err := Running(workdir)
-	if err != nil {
-		return err
-	}
-	cs, err := clientFor(s)
+	cs, err := runningClient(workdir)
 	if err != nil {
 		return err
 	}
@@ -295,11 +300,7 @@ func freeNodeIP(site string, used map[string]bool) (string, error) {
 
 // RemoveNode deletes a simulated node from the running lab.
 func RemoveNode(ctx context.Context, workdir, name string, out io.Writer) error {
-	s, err := Running(workdir)
-	if err != nil {
-		return err
-	}
-	cs, err := clientFor(s)
+	cs, err := runningClient(workdir)
 	if err != nil {
 		return err
 	}

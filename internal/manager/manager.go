@@ -14,6 +14,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -52,6 +53,9 @@ type Options struct {
 	// UnitGracePeriod is how long a grid's copy outlives the last node of its
 	// unit, so a label flap never wipes a site's workload. Default 5 minutes.
 	UnitGracePeriod time.Duration
+	// SkipControllerNameValidation lets one process run several managers,
+	// as tests do; controller names are otherwise unique per process.
+	SkipControllerNameValidation bool
 }
 
 // Scheme knows every type the manager reads or writes.
@@ -94,6 +98,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &shutdown,
+		Controller:                    config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
 	})
 	if err != nil {
 		return nil, err

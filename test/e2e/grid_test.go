@@ -20,11 +20,8 @@ import (
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
-	"github.com/sitegrid/sitegrid/config"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
-	"github.com/sitegrid/sitegrid/internal/lab"
-	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -35,18 +32,7 @@ import (
 func TestServiceGroup(t *testing.T) {
 	cp := testenv.StartControlPlane(t, testenv.ControlPlaneOptions{})
 	ctx := context.Background()
-	if err := lab.InstallManifests(ctx, cp.RESTConfig(), config.Manifests); err != nil {
-		t.Fatal(err)
-	}
-	startManager(t, cp)
-	cs, err := cp.Clientset()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cp.RESTConfig(), client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, c := startSitegrid(t, cp)
 	addNode := func(name, zone, ip string) {
 		t.Helper()
 		if err := controlplane.CreateNode(ctx, cs, controlplane.Node{Name: name, InternalIP: ip, Labels: map[string]string{"zone": zone}}); err != nil {
@@ -183,6 +169,22 @@ func TestServiceGroup(t *testing.T) {
 			if unitOfNode(ctx, cs, p.Spec.NodeName) != unit {
 				return fmt.Errorf("pod %s on node %s outside unit %s", p.Name, p.Spec.NodeName, unit)
 			}
+		}
+		return nil
+	})
+
+	// Deleting the grid deletes its copies (the garbage collector follows
+	// the owner references).
+	if err := c.Delete(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		list, err := cs.AppsV1().Deployments("default").List(ctx, metav1.ListOptions{LabelSelector: gridv1.LabelGridSelector + "=web"})
+		if err != nil {
+			return err
+		}
+		if len(list.Items) > 0 {
+			return fmt.Errorf("%d Deployments of the deleted grid remain", len(list.Items))
 		}
 		return nil
 	})

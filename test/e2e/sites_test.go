@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
@@ -20,6 +21,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/testenv"
+	"github.com/sitegrid/sitegrid/internal/testenv/testmanager"
 )
 
 // TestNodeGroupAutoFind: on the full control plane, a NodeGroup with
@@ -33,18 +35,7 @@ func TestNodeGroupAutoFind(t *testing.T) {
 		ControllerManagerArgs: []string{"--node-monitor-grace-period=20s", "--node-monitor-period=2s"},
 	})
 	ctx := context.Background()
-	if err := lab.InstallManifests(ctx, cp.RESTConfig(), config.Manifests); err != nil {
-		t.Fatal(err)
-	}
-	startManager(t, cp)
-	cs, err := cp.Clientset()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cp.RESTConfig(), client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, c := startSitegrid(t, cp)
 	for _, n := range []controlplane.Node{
 		{Name: "a-1", InternalIP: "198.18.1.10", Labels: map[string]string{"zone": "a", "owner": "ops"}},
 		{Name: "a-2", InternalIP: "198.18.1.11", Labels: map[string]string{"zone": "a", "owner": "ops"}, OwnKubelet: true},
@@ -142,20 +133,18 @@ func TestNodeGroupAutoFind(t *testing.T) {
 	})
 }
 
-// startManager runs sitegrid-manager in the test process against cp.
-func startManager(t *testing.T, cp *controlplane.ControlPlane) {
+// startSitegrid installs sitegrid's CRDs and RBAC into cp and runs the
+// manager in the test process; it returns a clientset and a client that
+// knows sitegrid's types.
+func startSitegrid(t *testing.T, cp *controlplane.ControlPlane) (kubernetes.Interface, client.Client) {
 	t.Helper()
-	mgr, err := manager.New(cp.RESTConfig(), manager.Options{MetricsAddr: "0", ProbeAddr: "0"})
+	if err := lab.InstallManifests(context.Background(), cp.RESTConfig(), config.Manifests); err != nil {
+		t.Fatal(err)
+	}
+	c := testmanager.Start(t, cp.RESTConfig(), manager.Options{})
+	cs, err := cp.Clientset()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	return cs, c
 }

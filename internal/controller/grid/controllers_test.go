@@ -21,6 +21,7 @@ import (
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
 	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/testenv"
+	"github.com/sitegrid/sitegrid/internal/testenv/testmanager"
 )
 
 const ns = "default"
@@ -34,19 +35,7 @@ type env struct {
 // Deployment controller: tests play its part by writing child status).
 func TestGridControllers(t *testing.T) {
 	cfg := testenv.StartEnvtest(t)
-	mgr, err := manager.New(cfg, manager.Options{MetricsAddr: "0", ProbeAddr: "0", UnitGracePeriod: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{c: c}
+	e := &env{c: testmanager.Start(t, cfg, manager.Options{UnitGracePeriod: 3 * time.Second})}
 	for _, tc := range []struct {
 		name string
 		run  func(*env)

@@ -39,11 +39,7 @@ var deploymentKind = workloadKind[*gridv1.DeploymentGrid, *appsv1.Deployment, ap
 		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{gridv1.LabelGridSelector: grid}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
-		out := make([]*appsv1.Deployment, len(list.Items))
-		for i := range list.Items {
-			out[i] = &list.Items[i]
-		}
-		return out, nil
+		return pointers(list.Items), nil
 	},
 	spec: func(g *gridv1.DeploymentGrid) gridSpec[appsv1.DeploymentSpec] {
 		return gridSpec[appsv1.DeploymentSpec]{uniqKey: g.Spec.GridUniqKey, template: g.Spec.Template, pool: g.Spec.TemplatePool,
@@ -98,10 +94,6 @@ func (r *DeploymentGridReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
-		out := make([]*gridv1.DeploymentGrid, len(list.Items))
-		for i := range list.Items {
-			out[i] = &list.Items[i]
-		}
-		return out, nil
+		return pointers(list.Items), nil
 	})
 }

@@ -37,11 +37,7 @@ var statefulSetKind = workloadKind[*gridv1.StatefulSetGrid, *appsv1.StatefulSet,
 		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{gridv1.LabelGridSelector: grid}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
-		out := make([]*appsv1.StatefulSet, len(list.Items))
-		for i := range list.Items {
-			out[i] = &list.Items[i]
-		}
-		return out, nil
+		return pointers(list.Items), nil
 	},
 	spec: func(g *gridv1.StatefulSetGrid) gridSpec[appsv1.StatefulSetSpec] {
 		return gridSpec[appsv1.StatefulSetSpec]{uniqKey: g.Spec.GridUniqKey, template: g.Spec.Template, pool: g.Spec.TemplatePool,
@@ -98,10 +94,6 @@ func (r *StatefulSetGridReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
-		out := make([]*gridv1.StatefulSetGrid, len(list.Items))
-		for i := range list.Items {
-			out[i] = &list.Items[i]
-		}
-		return out, nil
+		return pointers(list.Items), nil
 	})
 }

@@ -692,3 +692,12 @@ func changedKeys(old, cur map[string]string) map[string]bool {
 	}
 	return keys
 }
+
+// pointers returns pointers to the items of a list.
+func pointers[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/controller/site"
 	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/testenv"
+	"github.com/sitegrid/sitegrid/internal/testenv/testmanager"
 )
 
 type env struct {
@@ -34,18 +35,7 @@ type env struct {
 // apiserver, and checks what a user sees on nodes, units and groups.
 func TestSiteControllers(t *testing.T) {
 	cfg := testenv.StartEnvtest(t)
-	mgr, err := manager.New(cfg, manager.Options{MetricsAddr: "0", ProbeAddr: "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testmanager.Start(t, cfg, manager.Options{})
 	e := &env{c: c, cs: kubernetes.NewForConfigOrDie(cfg)}
 	for _, tc := range []struct {
 		name string
