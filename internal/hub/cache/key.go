@@ -1,0 +1,130 @@
+// Package cache is the edge hub's persistent cache: responses of the cloud
+// apiserver stored in a crash-safe bbolt file, keyed so that different
+// identities, resources, namespaces, names and selectors never collide, and
+// lists updated by watch events in time proportional to the event.
+package cache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apiserver/pkg/endpoints/request"
+)
+
+// Verbs a Key can have. A watch is answered from, and updates, the list of
+// the same selectors, so it has the list's key.
+const (
+	VerbGet  = "get"
+	VerbList = "list"
+)
+
+// Key identifies one cached response.
+type Key struct {
+	// Identity is who asked: responses depend on the caller's permissions,
+	// so two callers never share an entry.
+	Identity    string
+	Verb        string
+	Group       string
+	Version     string
+	Resource    string
+	Subresource string
+	Namespace   string
+	Name        string
+	// LabelSelector and FieldSelector are in canonical form, so equivalent
+	// selectors written differently share an entry.
+	LabelSelector string
+	FieldSelector string
+}
+
+var requestInfoFactory = &request.RequestInfoFactory{
+	APIPrefixes:          sets.String(sets.New("api", "apis")),
+	GrouplessAPIPrefixes: sets.String(sets.New("api")),
+}
+
+// ErrNotCacheable means the request is not a read of a resource.
+var ErrNotCacheable = errors.New("not a cacheable request")
+
+// KeyForRequest parses a Kubernetes API request into its cache key. Reads of
+// resources (get, list, watch) are cacheable; anything else returns
+// ErrNotCacheable. Malformed selectors are an error, as the apiserver would
+// refuse them too.
+func KeyForRequest(identity string, req *http.Request) (Key, error) {
+	info, err := requestInfoFactory.NewRequestInfo(req)
+	if err != nil {
+		return Key{}, err
+	}
+	if !info.IsResourceRequest {
+		return Key{}, ErrNotCacheable
+	}
+	verb := info.Verb
+	switch verb {
+	case "get":
+		verb = VerbGet
+	case "list", "watch":
+		verb = VerbList
+	default:
+		return Key{}, ErrNotCacheable
+	}
+	k := Key{
+		Identity: identity, Verb: verb,
+		Group: info.APIGroup, Version: info.APIVersion, Resource: info.Resource, Subresource: info.Subresource,
+		Namespace: info.Namespace, Name: info.Name,
+	}
+	if info.LabelSelector != "" {
+		sel, err := labels.Parse(info.LabelSelector)
+		if err != nil {
+			return Key{}, fmt.Errorf("label selector: %w", err)
+		}
+		k.LabelSelector = sel.String()
+	}
+	if info.FieldSelector != "" {
+		sel, err := fields.ParseSelector(info.FieldSelector)
+		if err != nil {
+			return Key{}, fmt.Errorf("field selector: %w", err)
+		}
+		k.FieldSelector = sel.String()
+	}
+	return k, nil
+}
+
+func (k Key) fields() []string {
+	return []string{k.Identity, k.Verb, k.Group, k.Version, k.Resource, k.Subresource, k.Namespace, k.Name, k.LabelSelector, k.FieldSelector}
+}
+
+// Bytes encodes the key: each field length-prefixed, so no two keys share an
+// encoding whatever their fields contain.
+func (k Key) Bytes() []byte {
+	var out []byte
+	for _, f := range k.fields() {
+		out = binary.AppendUvarint(out, uint64(len(f)))
+		out = append(out, f...)
+	}
+	return out
+}
+
+// ParseKey decodes Bytes.
+func ParseKey(b []byte) (Key, error) {
+	var parts [10]string
+	for i := range parts {
+		n, size := binary.Uvarint(b)
+		if size <= 0 || uint64(len(b)-size) < n {
+			return Key{}, fmt.Errorf("cache key: field %d truncated", i)
+		}
+		parts[i] = string(b[size : size+int(n)])
+		b = b[size+int(n):]
+	}
+	if len(b) != 0 {
+		return Key{}, errors.New("cache key: trailing bytes")
+	}
+	return Key{Identity: parts[0], Verb: parts[1], Group: parts[2], Version: parts[3], Resource: parts[4], Subresource: parts[5],
+		Namespace: parts[6], Name: parts[7], LabelSelector: parts[8], FieldSelector: parts[9]}, nil
+}
+
+func (k Key) String() string {
+	return fmt.Sprintf("%s %s %s/%s/%s/%s ns=%q name=%q labels=%q fields=%q", k.Identity, k.Verb, k.Group, k.Version, k.Resource, k.Subresource, k.Namespace, k.Name, k.LabelSelector, k.FieldSelector)
+}

@@ -1,0 +1,311 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Store is the cache file. bbolt commits copy-on-write with a checksummed
+// meta page and fsync, so a kill -9 or power cut at any moment leaves the
+// last committed state readable.
+type Store struct {
+	db *bolt.DB
+}
+
+var (
+	bucketLists   = []byte("lists")
+	bucketObjects = []byte("objects")
+	metaKey       = []byte{0} // sorts before every "namespace/name" item key
+)
+
+// ListMeta describes a cached list.
+type ListMeta struct {
+	// ResourceVersion is the last version synced from the cloud.
+	ResourceVersion string `json:"resourceVersion"`
+	// Kind and APIVersion of the list, for answering it.
+	Kind       string `json:"kind,omitempty"`
+	APIVersion string `json:"apiVersion,omitempty"`
+	// Count is the number of items, kept in the same transaction as they are.
+	Count int `json:"count"`
+}
+
+// Item is one object of a list.
+type Item struct {
+	Namespace, Name string
+	// Raw is the object as the apiserver sent it.
+	Raw []byte
+}
+
+// EventType is the type of a watch event.
+type EventType string
+
+// Watch event types that change a list.
+const (
+	Added    EventType = "ADDED"
+	Modified EventType = "MODIFIED"
+	Deleted  EventType = "DELETED"
+)
+
+// Open opens or creates the cache file; the file and its folder are
+// readable by their owner only.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketLists, bucketObjects} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+func itemKey(namespace, name string) []byte { return []byte(namespace + "/" + name) }
+
+// ReplaceList stores a whole list, as after a LIST from the cloud.
+func (s *Store) ReplaceList(k Key, meta ListMeta, items []Item) error {
+	if k.Verb != VerbList {
+		return fmt.Errorf("ReplaceList with a %s key", k.Verb)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		lists := tx.Bucket(bucketLists)
+		name := k.Bytes()
+		if lists.Bucket(name) != nil {
+			if err := lists.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		b, err := lists.CreateBucket(name)
+		if err != nil {
+			return err
+		}
+		meta.Count = 0
+		for _, it := range items {
+			key := itemKey(it.Namespace, it.Name)
+			if b.Get(key) == nil {
+				meta.Count++
+			}
+			if err := b.Put(key, it.Raw); err != nil {
+				return err
+			}
+		}
+		return putMeta(b, meta)
+	})
+}
+
+func putMeta(b *bolt.Bucket, meta ListMeta) error {
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	return b.Put(metaKey, data)
+}
+
+func getMeta(b *bolt.Bucket) (ListMeta, error) {
+	var meta ListMeta
+	data := b.Get(metaKey)
+	if data == nil {
+		return meta, errors.New("cached list has no metadata")
+	}
+	return meta, json.Unmarshal(data, &meta)
+}
+
+// ErrNotCached means the cache holds nothing for the key.
+var ErrNotCached = errors.New("not cached")
+
+// ApplyEvent updates a cached list with one watch event, touching only that
+// item and the list's metadata.
+func (s *Store) ApplyEvent(k Key, typ EventType, item Item, resourceVersion string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLists).Bucket(k.Bytes())
+		if b == nil {
+			return ErrNotCached
+		}
+		meta, err := getMeta(b)
+		if err != nil {
+			return err
+		}
+		key := itemKey(item.Namespace, item.Name)
+		had := b.Get(key) != nil
+		switch typ {
+		case Added, Modified:
+			if err := b.Put(key, item.Raw); err != nil {
+				return err
+			}
+			if !had {
+				meta.Count++
+			}
+		case Deleted:
+			if had {
+				if err := b.Delete(key); err != nil {
+					return err
+				}
+				meta.Count--
+			}
+		default:
+			return fmt.Errorf("event type %q changes no list", typ)
+		}
+		meta.ResourceVersion = resourceVersion
+		return putMeta(b, meta)
+	})
+}
+
+// SetListResourceVersion records a bookmark's resource version.
+func (s *Store) SetListResourceVersion(k Key, resourceVersion string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLists).Bucket(k.Bytes())
+		if b == nil {
+			return ErrNotCached
+		}
+		meta, err := getMeta(b)
+		if err != nil {
+			return err
+		}
+		meta.ResourceVersion = resourceVersion
+		return putMeta(b, meta)
+	})
+}
+
+// List returns a cached list, items ordered by namespace and name.
+func (s *Store) List(k Key) (ListMeta, []Item, error) {
+	var meta ListMeta
+	var items []Item
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLists).Bucket(k.Bytes())
+		if b == nil {
+			return ErrNotCached
+		}
+		var err error
+		if meta, err = getMeta(b); err != nil {
+			return err
+		}
+		items = make([]Item, 0, meta.Count)
+		c := b.Cursor()
+		for key, v := c.First(); key != nil; key, v = c.Next() {
+			if len(key) == 1 && key[0] == 0 {
+				continue
+			}
+			ns, name, err := splitItemKey(key)
+			if err != nil {
+				return err
+			}
+			items = append(items, Item{Namespace: ns, Name: name, Raw: append([]byte(nil), v...)})
+		}
+		return nil
+	})
+	return meta, items, err
+}
+
+func splitItemKey(key []byte) (string, string, error) {
+	for i, c := range key {
+		if c == '/' {
+			return string(key[:i]), string(key[i+1:]), nil
+		}
+	}
+	return "", "", fmt.Errorf("cached item key %q has no '/'", key)
+}
+
+// object is how a single object is stored.
+type object struct {
+	ResourceVersion string `json:"resourceVersion"`
+	Raw             []byte `json:"raw"`
+}
+
+// PutObject stores the answer of a GET.
+func (s *Store) PutObject(k Key, resourceVersion string, raw []byte) error {
+	if k.Verb != VerbGet {
+		return fmt.Errorf("PutObject with a %s key", k.Verb)
+	}
+	data, err := json.Marshal(object{ResourceVersion: resourceVersion, Raw: raw})
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Put(k.Bytes(), data) })
+}
+
+// DeleteObject forgets the answer of a GET (the object is gone).
+func (s *Store) DeleteObject(k Key) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Delete(k.Bytes()) })
+}
+
+// Object returns the stored answer of a GET.
+func (s *Store) Object(k Key) (string, []byte, error) {
+	var o object
+	err := s.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketObjects).Get(k.Bytes())
+		if data == nil {
+			return ErrNotCached
+		}
+		return json.Unmarshal(data, &o)
+	})
+	return o.ResourceVersion, o.Raw, err
+}
+
+// Check verifies the whole file: every list's metadata parses and its count
+// matches its items, every item and object decodes.
+func (s *Store) Check() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketLists).ForEachBucket(func(name []byte) error {
+			k, err := ParseKey(name)
+			if err != nil {
+				return err
+			}
+			b := tx.Bucket(bucketLists).Bucket(name)
+			meta, err := getMeta(b)
+			if err != nil {
+				return fmt.Errorf("list %s: %w", k, err)
+			}
+			n := 0
+			if err := b.ForEach(func(key, v []byte) error {
+				if len(key) == 1 && key[0] == 0 {
+					return nil
+				}
+				n++
+				if !json.Valid(v) {
+					return fmt.Errorf("list %s: item %s is not JSON", k, key)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if n != meta.Count {
+				return fmt.Errorf("list %s: %d items, metadata says %d", k, n, meta.Count)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketObjects).ForEach(func(key, v []byte) error {
+			if _, err := ParseKey(key); err != nil {
+				return err
+			}
+			var o object
+			return json.Unmarshal(v, &o)
+		})
+	})
+}

@@ -1,0 +1,210 @@
+package cache
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func podKey(identity string) Key {
+	return Key{Identity: identity, Verb: VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=edge-1"}
+}
+
+func pod(name, rv string) Item {
+	return Item{Namespace: "default", Name: name, Raw: []byte(fmt.Sprintf(`{"metadata":{"name":%q,"resourceVersion":%q}}`, name, rv))}
+}
+
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "hub", "cache.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, path
+}
+
+func TestListAndEvents(t *testing.T) {
+	s, path := openTemp(t)
+	k := podKey("system:node:edge-1")
+	if _, _, err := s.List(k); !errors.Is(err, ErrNotCached) {
+		t.Fatalf("empty cache: %v", err)
+	}
+	if err := s.ReplaceList(k, ListMeta{ResourceVersion: "10", Kind: "PodList", APIVersion: "v1"}, []Item{pod("a", "9"), pod("b", "10")}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		typ  EventType
+		item Item
+		rv   string
+	}{
+		{Added, pod("c", "11"), "11"},
+		{Modified, pod("a", "12"), "12"},
+		{Deleted, pod("b", "13"), "13"},
+		{Deleted, pod("gone", "14"), "14"}, // already absent: no change but the version
+	}
+	for _, st := range steps {
+		if err := s.ApplyEvent(k, st.typ, st.item, st.rv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	meta, items, err := s.List(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Item{pod("a", "12"), pod("c", "11")}
+	if diff := cmp.Diff(want, items); diff != "" {
+		t.Errorf("items (-want +got):\n%s", diff)
+	}
+	if meta.ResourceVersion != "14" || meta.Count != 2 || meta.Kind != "PodList" {
+		t.Errorf("meta %+v", meta)
+	}
+	// Another identity's list of the same pods is another entry.
+	if _, _, err := s.List(podKey("system:serviceaccount:kube-system:kube-proxy")); !errors.Is(err, ErrNotCached) {
+		t.Errorf("another identity sees the list: %v", err)
+	}
+	if err := s.ApplyEvent(podKey("other"), Added, pod("x", "1"), "1"); !errors.Is(err, ErrNotCached) {
+		t.Errorf("event for an uncached list: %v", err)
+	}
+
+	// Objects.
+	g := Key{Identity: "kubelet", Verb: VerbGet, Version: "v1", Resource: "nodes", Name: "edge-1"}
+	if err := s.PutObject(g, "7", []byte(`{"kind":"Node"}`)); err != nil {
+		t.Fatal(err)
+	}
+	rv, raw, err := s.Object(g)
+	if err != nil || rv != "7" || string(raw) != `{"kind":"Node"}` {
+		t.Errorf("object: %q %q %v", rv, raw, err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	// The file survives a restart, and only its owner may read it.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("cache file mode %v, want 0600", fi.Mode().Perm())
+	}
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if _, items, err := s2.List(k); err != nil || len(items) != 2 {
+		t.Errorf("after reopening: %d items, %v", len(items), err)
+	}
+}
+
+// tortureEnv makes the test binary a writer that hammers the cache until it
+// is killed.
+const tortureEnv = "SITEGRID_CACHE_TORTURE_FILE"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(tortureEnv); path != "" {
+		os.Exit(tortureWriter(path))
+	}
+	os.Exit(m.Run())
+}
+
+// tortureWriter applies events and replaces lists as fast as it can, and
+// prints "ready" once it has started writing.
+func tortureWriter(path string) int {
+	s, err := Open(path)
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	keys := []Key{podKey("a"), podKey("b"), {Identity: "a", Verb: VerbList, Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}}
+	for _, k := range keys {
+		if _, _, err := s.List(k); errors.Is(err, ErrNotCached) {
+			if err := s.ReplaceList(k, ListMeta{ResourceVersion: "1"}, nil); err != nil {
+				fmt.Println("error:", err)
+				return 1
+			}
+		}
+	}
+	fmt.Println("ready")
+	rv := time.Now().UnixNano()
+	for i := 0; ; i++ {
+		k := keys[i%len(keys)]
+		rv++
+		name := "p" + strconv.Itoa(rand.IntN(200))
+		var err error
+		switch r := rand.IntN(100); {
+		case r < 60:
+			err = s.ApplyEvent(k, Added, pod(name, strconv.FormatInt(rv, 10)), strconv.FormatInt(rv, 10))
+		case r < 95:
+			err = s.ApplyEvent(k, Deleted, pod(name, strconv.FormatInt(rv, 10)), strconv.FormatInt(rv, 10))
+		default:
+			items := make([]Item, rand.IntN(300))
+			for j := range items {
+				items[j] = pod("r"+strconv.Itoa(j), strconv.FormatInt(rv, 10))
+			}
+			err = s.ReplaceList(k, ListMeta{ResourceVersion: strconv.FormatInt(rv, 10)}, items)
+		}
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+	}
+}
+
+// TestKillDuringWrites kills a writer with SIGKILL at random moments, many
+// times, and finds the cache readable and consistent every time.
+func TestKillDuringWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a writer 25 times")
+	}
+	path := filepath.Join(t.TempDir(), "cache.db")
+	for round := 0; round < 25; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), tortureEnv+"="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if line != "ready\n" {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("round %d: writer said %q", round, line)
+		}
+		time.Sleep(time.Duration(20+rand.IntN(200)) * time.Millisecond)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+
+		s, err := Open(path)
+		if err != nil {
+			t.Fatalf("round %d: cache unreadable after kill -9: %v", round, err)
+		}
+		if err := s.Check(); err != nil {
+			t.Fatalf("round %d: cache inconsistent after kill -9: %v", round, err)
+		}
+		if _, items, err := s.List(podKey("a")); err != nil {
+			t.Fatalf("round %d: list: %v", round, err)
+		} else if round == 24 {
+			t.Logf("after %d kills: list a holds %d pods", round+1, len(items))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
