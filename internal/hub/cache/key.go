@@ -41,9 +41,11 @@ type Key struct {
 	FieldSelector string
 }
 
+// requestInfoFactory parses paths as kube-apiserver does. (Its fields have
+// the deprecated sets.String type; plain map literals fill them.)
 var requestInfoFactory = &request.RequestInfoFactory{
-	APIPrefixes:          sets.String(sets.New("api", "apis")),
-	GrouplessAPIPrefixes: sets.String(sets.New("api")),
+	APIPrefixes:          map[string]sets.Empty{"api": {}, "apis": {}},
+	GrouplessAPIPrefixes: map[string]sets.Empty{"api": {}},
 }
 
 // ErrNotCacheable means the request is not a read of a resource.
