@@ -10,7 +10,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -318,16 +320,25 @@ func (r *NodeReconciler) nodesOfUnit(c client.Client) handler.EventHandler {
 }
 
 func (r *NodeReconciler) allNodes(c client.Client) handler.MapFunc {
+	return requestsForAll(c, func() client.ObjectList { return &corev1.NodeList{} })
+}
+
+// requestsForAll maps any event to a request for every cluster-scoped
+// object of a list type, read from the cache.
+func requestsForAll(c client.Client, newList func() client.ObjectList) handler.MapFunc {
 	return func(ctx context.Context, _ client.Object) []reconcile.Request {
-		var nodes corev1.NodeList
-		if err := c.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
-			log.FromContext(ctx).Error(err, "list nodes")
+		list := newList()
+		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+			log.FromContext(ctx).Error(err, "list for a broad event")
 			return nil
 		}
-		reqs := make([]reconcile.Request, 0, len(nodes.Items))
-		for _, n := range nodes.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: n.Name}})
-		}
+		var reqs []reconcile.Request
+		_ = meta.EachListItem(list, func(o runtime.Object) error {
+			if obj, ok := o.(client.Object); ok {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: obj.GetName()}})
+			}
+			return nil
+		})
 		return reqs
 	}
 }

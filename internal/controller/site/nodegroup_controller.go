@@ -240,18 +240,7 @@ func (r *NodeGroupReconciler) memberStatus(ctx context.Context, group *sitev1.No
 // Groups are few, so every group is looked at.
 func (r *NodeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	c := mgr.GetClient()
-	all := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
-		var groups sitev1.NodeGroupList
-		if err := c.List(ctx, &groups, client.UnsafeDisableDeepCopy); err != nil {
-			log.FromContext(ctx).Error(err, "list groups")
-			return nil
-		}
-		reqs := make([]reconcile.Request, 0, len(groups.Items))
-		for _, g := range groups.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
-		}
-		return reqs
-	})
+	all := handler.EnqueueRequestsFromMapFunc(requestsForAll(c, func() client.ObjectList { return &sitev1.NodeGroupList{} }))
 	membershipChanged := predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
