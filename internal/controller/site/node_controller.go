@@ -241,7 +241,10 @@ func (r *NodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("site-node").
 		For(&corev1.Node{}, builder.WithPredicates(nodeChanged())).
 		Watches(&sitev1.NodeUnit{}, r.nodesOfUnit(mgr.GetClient())).
-		Watches(&sitev1.NodeGroup{}, handler.EnqueueRequestsFromMapFunc(r.allNodes(mgr.GetClient()))).
+		// A group's status writes change nothing on nodes; only its spec,
+		// creation and deletion do.
+		Watches(&sitev1.NodeGroup{}, handler.EnqueueRequestsFromMapFunc(r.allNodes(mgr.GetClient())),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Complete(r)
 }

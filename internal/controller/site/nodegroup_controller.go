@@ -251,7 +251,9 @@ func (r *NodeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("site-nodegroup").
 		For(&sitev1.NodeGroup{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&sitev1.NodeUnit{}).
+		// Its automatic units: re-made when deleted or edited; their status
+		// (ready rates) does not concern the group.
+		Owns(&sitev1.NodeUnit{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&sitev1.NodeUnit{}, all, builder.WithPredicates(membershipChanged)).
 		Watches(&corev1.Node{}, all, builder.WithPredicates(membershipChanged)).
 		Complete(r)
