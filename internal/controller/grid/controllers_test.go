@@ -367,6 +367,21 @@ func testServiceGrid(e *env) {
 	if svc.Spec.ClusterIP != ip {
 		e.t.Errorf("cluster IP changed from %s to %s", ip, svc.Spec.ClusterIP)
 	}
+
+	// A Service of the name that is someone else's is left alone.
+	e.create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "api-svc", Namespace: ns},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 9}}}})
+	taken := &gridv1.ServiceGrid{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: ns}, Spec: gridv1.ServiceGridSpec{
+		GridUniqKey: "shop", Template: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}}
+	e.create(taken)
+	e.condition(taken, gridv1.ConditionConflict, metav1.ConditionTrue, "Service api-svc exists")
+	theirs := &corev1.Service{}
+	if err := e.c.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "api-svc"}, theirs); err != nil {
+		e.t.Fatal(err)
+	}
+	if theirs.Spec.Ports[0].Port != 9 || len(theirs.OwnerReferences) != 0 {
+		e.t.Errorf("someone else's Service changed: %+v", theirs.Spec.Ports)
+	}
 }
 
 func testStatefulSetGrid(e *env) {

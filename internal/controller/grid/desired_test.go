@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -74,6 +75,9 @@ func TestApplyOverrides(t *testing.T) {
 			Env:    []gridv1.ContainerEnv{{Env: []corev1.EnvVar{{Name: "MODE", Value: "edge"}, {Name: "SITE", Value: "north"}}}}},
 		{Name: "per-site config", UnitSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "shop"}},
 			NodeSelector: map[string]string{"disk": "ssd"},
+			Resources: []gridv1.ContainerResources{{Container: "web", Resources: corev1.ResourceRequirements{
+				Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}}}},
+			Tolerations: []corev1.Toleration{{Key: "edge", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
 			Patches:      []gridv1.JSONPatch{{Op: "replace", Path: "/template/spec/volumes/0/configMap/name", Value: raw(`"app-config-${unit}"`)}}},
 	}
 	got, err := applyOverrides(baseSpec(), access, overrides, unitInfo{value: "north", labels: map[string]string{"tier": "shop"}})
@@ -85,6 +89,8 @@ func TestApplyOverrides(t *testing.T) {
 	want.Template.Spec.Containers[0].Image = "web:2"
 	want.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "MODE", Value: "edge"}, {Name: "SITE", Value: "north"}}
 	want.Template.Spec.NodeSelector = map[string]string{"disk": "ssd"}
+	want.Template.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}
+	want.Template.Spec.Tolerations = []corev1.Toleration{{Key: "edge", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
 	want.Template.Spec.Volumes[0].ConfigMap.Name = "app-config-north"
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("north (-want +got):\n%s", diff)

@@ -74,6 +74,7 @@ func TestPickUnitKeepsCurrent(t *testing.T) {
 
 func TestDesiredForNode(t *testing.T) {
 	edge := node("n1", map[string]string{"zone": "a", "grp": "u-b"})
+	edge.Annotations = map[string]string{"site.example.com/rack": "r1"}
 	cases := []struct {
 		name          string
 		snap          Snapshot
@@ -98,6 +99,16 @@ func TestDesiredForNode(t *testing.T) {
 			snap: Snapshot{Units: []*sitev1.NodeUnit{unit("u1", sitev1.NodeUnitSpec{Selector: &sitev1.Selector{MatchLabels: map[string]string{"zone": "b"}},
 				SetNode: sitev1.SetNode{Labels: map[string]string{"tier": "edge"}}})}},
 			want: Desired{Labels: map[string]string{}, Annotations: map[string]string{}},
+		},
+		{
+			name: "selector by annotation",
+			snap: Snapshot{Units: []*sitev1.NodeUnit{
+				unit("by-annotation", sitev1.NodeUnitSpec{Selector: &sitev1.Selector{Annotations: map[string]string{"site.example.com/rack": "r1"}},
+					SetNode: sitev1.SetNode{Labels: map[string]string{"rack": "r1"}}}),
+				unit("other-rack", sitev1.NodeUnitSpec{Selector: &sitev1.Selector{Annotations: map[string]string{"site.example.com/rack": "r2"}},
+					SetNode: sitev1.SetNode{Labels: map[string]string{"rack": "r2"}}}),
+			}},
+			want: Desired{Labels: map[string]string{"rack": "r1"}, Annotations: map[string]string{}},
 		},
 		{
 			name: "empty selector selects nothing",
