@@ -7,8 +7,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
@@ -78,7 +78,7 @@ func TestApplyOverrides(t *testing.T) {
 			Resources: []gridv1.ContainerResources{{Container: "web", Resources: corev1.ResourceRequirements{
 				Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}}}},
 			Tolerations: []corev1.Toleration{{Key: "edge", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
-			Patches:      []gridv1.JSONPatch{{Op: "replace", Path: "/template/spec/volumes/0/configMap/name", Value: raw(`"app-config-${unit}"`)}}},
+			Patches:     []gridv1.JSONPatch{{Op: "replace", Path: "/template/spec/volumes/0/configMap/name", Value: raw(`"app-config-${unit}"`)}}},
 	}
 	got, err := applyOverrides(baseSpec(), access, overrides, unitInfo{value: "north", labels: map[string]string{"tier": "shop"}})
 	if err != nil {
