@@ -311,7 +311,25 @@ func RemoveNode(ctx context.Context, workdir, name string, out io.Writer) error 
 	return nil
 }
 
+// ctlCommand is how the user can run this sitegridctl: its name when PATH
+// finds this very binary, else its path.
+func ctlCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "sitegridctl"
+	}
+	if onPath, err := exec.LookPath("sitegridctl"); err == nil {
+		if a, errA := filepath.EvalSymlinks(onPath); errA == nil {
+			if b, errB := filepath.EvalSymlinks(exe); errB == nil && a == b {
+				return "sitegridctl"
+			}
+		}
+	}
+	return exe
+}
+
 func printGuide(out io.Writer, workdir string, s *State) {
+	ctl := ctlCommand()
 	flag := ""
 	if workdir != DefaultWorkdir() {
 		flag = " --workdir " + workdir
@@ -327,8 +345,9 @@ func printGuide(out io.Writer, workdir string, s *State) {
 	fmt.Fprintf(out, "  export KUBECONFIG=%s\n", s.Kubeconfig)
 	fmt.Fprintf(out, "  kubectl get nodes -L %s,%s\n", SiteLabel, s.Group)
 	fmt.Fprintf(out, "  kubectl get nodeunits,nodegroups\n")
-	fmt.Fprintf(out, "  sitegridctl site list --kubeconfig %s\n", s.Kubeconfig)
-	fmt.Fprintf(out, "  sitegridctl lab add-node site-1-node-9 --labels %s=site-1%s\n", SiteLabel, flag)
-	fmt.Fprintf(out, "  sitegridctl lab status%s\n", flag)
-	fmt.Fprintf(out, "  sitegridctl lab down%s\n\n", flag)
+	fmt.Fprintf(out, "  %s site list --kubeconfig %s\n", ctl, s.Kubeconfig)
+	fmt.Fprintf(out, "  kubectl apply -f config/samples/echo-grid.yaml   # one echo service per site\n")
+	fmt.Fprintf(out, "  %s lab add-node site-1-node-9 --labels %s=site-1%s\n", ctl, SiteLabel, flag)
+	fmt.Fprintf(out, "  %s lab status%s\n", ctl, flag)
+	fmt.Fprintf(out, "  %s lab down%s\n\n", ctl, flag)
 }
