@@ -208,3 +208,32 @@ func TestKillDuringWrites(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkApplyEvent: the cost of a watch event must not grow with the
+// size of the list it updates.
+func BenchmarkApplyEvent(b *testing.B) {
+	for _, size := range []int{100, 10000} {
+		b.Run(strconv.Itoa(size)+" items", func(b *testing.B) {
+			s, err := Open(filepath.Join(b.TempDir(), "cache.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			k := podKey("bench")
+			items := make([]Item, size)
+			for i := range items {
+				items[i] = pod("p"+strconv.Itoa(i), "1")
+			}
+			if err := s.ReplaceList(k, ListMeta{ResourceVersion: "1"}, items); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				rv := strconv.Itoa(i + 2)
+				if err := s.ApplyEvent(k, Modified, pod("p"+strconv.Itoa(i%size), rv), rv); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
