@@ -270,6 +270,15 @@ func (cp *ControlPlane) WriteKubeconfig(name, user string, groups ...string) (st
 	return path, os.Chmod(path, 0o600)
 }
 
+// IssueCert signs a certificate with the cluster CA, for components that
+// serve or authenticate like cluster members (the edge hub).
+func (cp *ControlPlane) IssueCert(req pki.LeafRequest) (*pki.KeyPair, error) {
+	if req.Validity == 0 {
+		req.Validity = 365 * 24 * time.Hour
+	}
+	return cp.ca.Issue(req)
+}
+
 // RESTConfig returns an admin client configuration.
 func (cp *ControlPlane) RESTConfig() *rest.Config { return rest.CopyConfig(cp.adminREST) }
 

@@ -1,0 +1,183 @@
+// Package proxy is the edge hub's API front: node components talk to it as
+// they would to the apiserver, and it forwards to the cloud while the cloud
+// is reachable.
+//
+// Identity: a client never gains access it would not have directly.
+//   - A bearer token is passed through unchanged: the apiserver sees the
+//     client itself.
+//   - A client certificate of the cluster CA ends at the hub's TLS, so the
+//     hub forwards with its own credential and impersonates the certificate's
+//     user and groups. The hub accepts only the identities it is configured
+//     for (this node's kubelet), and RBAC lets its credential impersonate
+//     exactly those, nothing else.
+//   - A request with neither is refused; so is a certificate client that
+//     sends impersonation headers of its own (it would borrow the hub's
+//     right to impersonate).
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sitegrid/sitegrid/internal/hub/upstream"
+)
+
+// Identity is a user the hub may impersonate for certificate clients.
+type Identity struct {
+	User   string
+	Groups []string
+}
+
+// Config configures a Proxy.
+type Config struct {
+	// Upstream says which apiserver to use, and hears how requests went.
+	Upstream *upstream.Tracker
+	// Transport reaches the apiservers with the hub's own client
+	// certificate, for impersonating certificate clients.
+	Transport http.RoundTripper
+	// TokenTransport reaches the apiservers without any client certificate,
+	// for passing bearer tokens through: the apiserver checks a client
+	// certificate before a token, so a token sent with the hub's
+	// certificate would act as the hub.
+	TokenTransport http.RoundTripper
+	// Impersonable are the certificate identities the hub serves. A
+	// certificate's groups must be a subset of the identity's groups.
+	Impersonable []Identity
+}
+
+// Proxy forwards node components' API requests.
+type Proxy struct {
+	cfg Config
+	// asHub forwards with the hub's certificate; asToken with none.
+	asHub, asToken *httputil.ReverseProxy
+}
+
+type ctxKey struct{}
+
+// New builds a Proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Upstream == nil || cfg.Transport == nil || cfg.TokenTransport == nil {
+		return nil, errors.New("proxy: Upstream, Transport and TokenTransport are required")
+	}
+	return &Proxy{cfg: cfg, asHub: reverseProxy(cfg.Upstream, cfg.Transport), asToken: reverseProxy(cfg.Upstream, cfg.TokenTransport)}, nil
+}
+
+func reverseProxy(tracker *upstream.Tracker, transport http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			target := r.In.Context().Value(ctxKey{}).(*url.URL)
+			r.SetURL(target)
+			r.Out.Host = target.Host
+		},
+		Transport: transport,
+		// Watches and logs stream: flush every write at once.
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			tracker.Report(endpointOf(resp.Request.URL), nil)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() == nil { // not the client going away
+				tracker.Report(endpointOf(r.URL), err)
+			}
+			writeStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable, fmt.Sprintf("the cloud apiserver did not answer: %v", err))
+		},
+	}
+}
+
+func endpointOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+// impersonationHeaders are never accepted from certificate clients.
+var impersonationHeaders = []string{"Impersonate-User", "Impersonate-Group", "Impersonate-Uid"}
+
+// ServeHTTP authenticates the caller, chooses how to present it upstream,
+// and forwards.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	out := r.Clone(r.Context())
+	forward := p.asHub
+	switch {
+	case r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
+		cert := r.TLS.VerifiedChains[0][0]
+		id := Identity{User: cert.Subject.CommonName, Groups: cert.Subject.Organization}
+		if hasImpersonation(r.Header) {
+			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, "the hub does not forward impersonation requests of certificate clients")
+			return
+		}
+		if !p.allowed(id) {
+			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, fmt.Sprintf("the hub on this node does not serve user %q", id.User))
+			return
+		}
+		out.Header.Del("Authorization")
+		out.Header.Set("Impersonate-User", id.User)
+		for _, g := range id.Groups {
+			out.Header.Add("Impersonate-Group", g)
+		}
+	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
+		// Passed through: the apiserver authenticates and authorizes the
+		// token's owner, and applies its own impersonation rules.
+		forward = p.asToken
+	default:
+		writeStatus(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "present a client certificate of the cluster CA or a bearer token")
+		return
+	}
+	endpoint, online := p.cfg.Upstream.Online()
+	if !online {
+		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "the cloud apiserver is unreachable from this node")
+		return
+	}
+	target, err := url.Parse(endpoint)
+	if err != nil {
+		writeStatus(w, http.StatusInternalServerError, metav1.StatusReasonInternalError, err.Error())
+		return
+	}
+	forward.ServeHTTP(w, out.WithContext(withTarget(out, target)))
+}
+
+func (p *Proxy) allowed(id Identity) bool {
+	for _, ok := range p.cfg.Impersonable {
+		if ok.User != id.User {
+			continue
+		}
+		for _, g := range id.Groups {
+			if !slices.Contains(ok.Groups, g) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func hasImpersonation(h http.Header) bool {
+	for k := range h {
+		for _, ih := range impersonationHeaders {
+			if strings.EqualFold(k, ih) || strings.HasPrefix(strings.ToLower(k), "impersonate-extra-") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// writeStatus answers with a Kubernetes Status, so clients report the
+// reason as they would the apiserver's.
+func writeStatus(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string) {
+	st := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure,
+		Code: int32(code), Reason: reason, Message: msg}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(st)
+}
+
+func withTarget(r *http.Request, target *url.URL) context.Context {
+	return context.WithValue(r.Context(), ctxKey{}, target)
+}

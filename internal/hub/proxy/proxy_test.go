@@ -1,0 +1,240 @@
+package proxy_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/hub/proxy"
+	"github.com/sitegrid/sitegrid/internal/hub/upstream"
+	"github.com/sitegrid/sitegrid/internal/pki"
+	"github.com/sitegrid/sitegrid/internal/testenv"
+)
+
+const node = "edge-1"
+
+type hubFixture struct {
+	t      *testing.T
+	cp     *controlplane.ControlPlane
+	caPEM  []byte
+	hubURL string
+	admin  kubernetes.Interface
+}
+
+// certClient is a client of the hub that authenticates with a certificate
+// of the cluster CA for user in groups.
+func (f *hubFixture) certClient(user string, groups []string, mutate func(*rest.Config)) kubernetes.Interface {
+	f.t.Helper()
+	kp, err := f.cp.IssueCert(pki.LeafRequest{CommonName: user, Organizations: groups, Client: true})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	key, err := pki.KeyPEM(kp.Key)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cfg := &rest.Config{Host: f.hubURL, TLSClientConfig: rest.TLSClientConfig{CAData: f.caPEM, CertData: pki.CertPEM(kp.Cert), KeyData: key}}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	return kubernetes.NewForConfigOrDie(cfg)
+}
+
+func (f *hubFixture) tokenClient(token string) kubernetes.Interface {
+	return kubernetes.NewForConfigOrDie(&rest.Config{Host: f.hubURL, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: f.caPEM}})
+}
+
+// startHub runs a hub for node edge-1 in front of a real control plane, with
+// a credential RBAC lets impersonate that node's kubelet and nothing else.
+func startHub(t *testing.T) *hubFixture {
+	cp := testenv.StartControlPlane(t, testenv.ControlPlaneOptions{})
+	admin, err := cp.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := controlplane.CreateNode(ctx, admin, controlplane.Node{Name: node, InternalIP: "198.18.1.10"}); err != nil {
+		t.Fatal(err)
+	}
+	hubUser := "sitegrid-hub:" + node
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-hub-" + node}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"system:node:" + node}},
+		{APIGroups: []string{""}, Resources: []string{"groups"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"system:nodes", "system:authenticated"}},
+	}}
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: hubUser}}}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	caPEM, err := os.ReadFile(cp.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hubCred, err := cp.IssueCert(pki.LeafRequest{CommonName: hubUser, Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{hubCred.Cert.Raw}, PrivateKey: hubCred.Key}}}}
+	tracker, err := upstream.New(upstream.Config{Endpoints: []string{cp.Endpoint}, Client: &http.Client{Transport: transport, Timeout: 2 * time.Second}, Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go tracker.Run(ctx)
+	t.Cleanup(cancel)
+	p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: transport,
+		TokenTransport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+		Impersonable:   []proxy.Identity{{User: "system:node:" + node, Groups: []string{"system:nodes"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(p)
+	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{serving.Cert.Raw}, PrivateKey: serving.Key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
+		if _, ok := tracker.Online(); !ok {
+			return &net.OpError{Op: "probe", Err: os.ErrDeadlineExceeded}
+		}
+		return nil
+	})
+	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: srv.URL, admin: admin}
+}
+
+func whoami(t *testing.T, cs kubernetes.Interface) string {
+	t.Helper()
+	r, err := cs.AuthenticationV1().SelfSubjectReviews().Create(context.Background(), &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("whoami: %v", err)
+	}
+	return r.Status.UserInfo.Username
+}
+
+// TestIdentityThroughTheHub: clients reach the real apiserver through the
+// hub as themselves, never with more rights, and are refused what the hub
+// may not vouch for.
+func TestIdentityThroughTheHub(t *testing.T) {
+	f := startHub(t)
+	ctx := context.Background()
+
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
+	if got := whoami(t, kubelet); got != "system:node:"+node {
+		t.Errorf("the kubelet reaches the apiserver as %q", got)
+	}
+	if _, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil {
+		t.Errorf("kubelet cannot read its node through the hub: %v", err)
+	}
+	// No escalation: the Node authorizer still judges the kubelet.
+	if _, err := kubelet.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("kubelet listing secrets through the hub: %v, want Forbidden", err)
+	}
+
+	// A watch streams through.
+	w, err := kubelet.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	n, err := f.admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Labels["hub-test"] = "seen"
+	if _, err := f.admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(20 * time.Second)
+	for seen := false; !seen; {
+		select {
+		case ev := <-w.ResultChan():
+			if nn, ok := ev.Object.(*corev1.Node); ok && ev.Type == watch.Modified && nn.Labels["hub-test"] == "seen" {
+				seen = true
+			}
+		case <-deadline:
+			t.Fatal("the label change did not reach the watch through the hub")
+		}
+	}
+
+	// Another node's kubelet is not served by this hub.
+	other := f.certClient("system:node:edge-2", []string{"system:nodes"}, nil)
+	if _, err := other.CoreV1().Nodes().Get(ctx, "edge-2", metav1.GetOptions{}); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "does not serve") {
+		t.Errorf("edge-2's kubelet through edge-1's hub: %v, want Forbidden", err)
+	}
+	// Extra groups in a certificate are not vouched for.
+	if _, err := f.certClient("system:node:"+node, []string{"system:nodes", "system:masters"}, nil).CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("a certificate claiming system:masters: %v, want Forbidden", err)
+	}
+	// A certificate client may not borrow the hub's impersonation right.
+	sneaky := f.certClient("system:node:"+node, []string{"system:nodes"}, func(c *rest.Config) { c.Impersonate.UserName = "admin" })
+	if _, err := sneaky.CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("impersonation through the hub: %v, want Forbidden", err)
+	}
+
+	// A bearer token passes through: the apiserver sees its owner.
+	if _, err := f.admin.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kube-proxy"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := f.admin.CoreV1().ServiceAccounts("default").CreateToken(ctx, "kube-proxy", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := whoami(t, f.tokenClient(tok.Status.Token)); got != "system:serviceaccount:default:kube-proxy" {
+		t.Errorf("a token client reaches the apiserver as %q", got)
+	}
+
+	// No credentials: refused by the hub itself.
+	anon := kubernetes.NewForConfigOrDie(&rest.Config{Host: f.hubURL, TLSClientConfig: rest.TLSClientConfig{CAData: f.caPEM}})
+	if _, err := anon.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); !apierrors.IsUnauthorized(err) {
+		t.Errorf("anonymous through the hub: %v, want Unauthorized", err)
+	}
+}
+
+// TestOfflineAnswersAtOnce: with the cloud unreachable the hub says so in a
+// Kubernetes Status, without waiting on the network.
+func TestOfflineAnswersAtOnce(t *testing.T) {
+	tracker, err := upstream.New(upstream.Config{Endpoints: []string{"https://198.18.255.1:6443"}, Client: http.DefaultClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: http.DefaultTransport, TokenTransport: http.DefaultTransport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/api/v1/nodes/edge-1", nil)
+	req.Header.Set("Authorization", "Bearer x")
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"kind":"Status"`) {
+		t.Errorf("offline answer %d %s", rec.Code, rec.Body.String())
+	}
+}
