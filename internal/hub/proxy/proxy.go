@@ -28,6 +28,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/sitegrid/sitegrid/internal/hub/cache"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
 )
 
@@ -52,6 +53,9 @@ type Config struct {
 	// Impersonable are the certificate identities the hub serves. A
 	// certificate's groups must be a subset of the identity's groups.
 	Impersonable []Identity
+	// Cache, when set, keeps GET and LIST answers and serves them while the
+	// cloud is unreachable.
+	Cache *cache.Store
 }
 
 // Proxy forwards node components' API requests.
@@ -63,15 +67,21 @@ type Proxy struct {
 
 type ctxKey struct{}
 
+// keyCtx carries a cacheable request's key to the response.
+type keyCtx struct{}
+
 // New builds a Proxy.
 func New(cfg Config) (*Proxy, error) {
 	if cfg.Upstream == nil || cfg.Transport == nil || cfg.TokenTransport == nil {
 		return nil, errors.New("proxy: Upstream, Transport and TokenTransport are required")
 	}
-	return &Proxy{cfg: cfg, asHub: reverseProxy(cfg.Upstream, cfg.Transport), asToken: reverseProxy(cfg.Upstream, cfg.TokenTransport)}, nil
+	p := &Proxy{cfg: cfg}
+	p.asHub, p.asToken = p.reverseProxy(cfg.Transport), p.reverseProxy(cfg.TokenTransport)
+	return p, nil
 }
 
-func reverseProxy(tracker *upstream.Tracker, transport http.RoundTripper) *httputil.ReverseProxy {
+func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy {
+	tracker := p.cfg.Upstream
 	return &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			target := r.In.Context().Value(ctxKey{}).(*url.URL)
@@ -83,7 +93,7 @@ func reverseProxy(tracker *upstream.Tracker, transport http.RoundTripper) *httpu
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
 			tracker.Report(endpointOf(resp.Request.URL), nil)
-			return nil
+			return p.store(resp)
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil { // not the client going away
@@ -104,6 +114,7 @@ var impersonationHeaders = []string{"Impersonate-User", "Impersonate-Group", "Im
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := r.Clone(r.Context())
 	forward := p.asHub
+	identity := ""
 	switch {
 	case r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
 		cert := r.TLS.VerifiedChains[0][0]
@@ -116,6 +127,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, fmt.Sprintf("the hub on this node does not serve user %q", id.User))
 			return
 		}
+		identity = "user:" + id.User
 		out.Header.Del("Authorization")
 		out.Header.Set("Impersonate-User", id.User)
 		for _, g := range id.Groups {
@@ -125,14 +137,25 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Passed through: the apiserver authenticates and authorizes the
 		// token's owner, and applies its own impersonation rules.
 		forward = p.asToken
+		identity = tokenIdentity(r.Header.Get("Authorization"))
 	default:
 		writeStatus(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "present a client certificate of the cluster CA or a bearer token")
 		return
 	}
+	key, cacheable := p.cacheKey(identity, r)
 	endpoint, online := p.cfg.Upstream.Online()
 	if !online {
-		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "the cloud apiserver is unreachable from this node")
+		if cacheable && p.serveCached(w, key) {
+			return
+		}
+		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "the cloud apiserver is unreachable from this node, and the hub has no cached answer")
 		return
+	}
+	if cacheable {
+		// JSON answers can be stored and rebuilt; clients of the apiserver
+		// accept JSON whatever else they prefer.
+		out.Header.Set("Accept", "application/json")
+		out = out.WithContext(context.WithValue(out.Context(), keyCtx{}, key))
 	}
 	target, err := url.Parse(endpoint)
 	if err != nil {

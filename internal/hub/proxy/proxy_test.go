@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/hub/cache"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
 	"github.com/sitegrid/sitegrid/internal/pki"
@@ -31,11 +34,14 @@ import (
 const node = "edge-1"
 
 type hubFixture struct {
-	t      *testing.T
-	cp     *controlplane.ControlPlane
-	caPEM  []byte
-	hubURL string
-	admin  kubernetes.Interface
+	t       *testing.T
+	cp      *controlplane.ControlPlane
+	caPEM   []byte
+	hubURL  string
+	admin   kubernetes.Interface
+	tracker *upstream.Tracker
+	// serve starts another hub on the same credentials.
+	serve func(*upstream.Tracker, *cache.Store) string
 }
 
 // certClient is a client of the hub that authenticates with a certificate
@@ -63,7 +69,7 @@ func (f *hubFixture) tokenClient(token string) kubernetes.Interface {
 
 // startHub runs a hub for node edge-1 in front of a real control plane, with
 // a credential RBAC lets impersonate that node's kubelet and nothing else.
-func startHub(t *testing.T) *hubFixture {
+func startHub(t *testing.T, store *cache.Store) *hubFixture {
 	cp := testenv.StartControlPlane(t, testenv.ControlPlaneOptions{})
 	admin, err := cp.Clientset()
 	if err != nil {
@@ -107,28 +113,32 @@ func startHub(t *testing.T) *hubFixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	go tracker.Run(ctx)
 	t.Cleanup(cancel)
-	p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: transport,
-		TokenTransport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
-		Impersonable:   []proxy.Identity{{User: "system:node:" + node, Groups: []string{"system:nodes"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(p)
-	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{serving.Cert.Raw}, PrivateKey: serving.Key}}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	serve := func(tracker *upstream.Tracker, store *cache.Store) string {
+		p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: transport, Cache: store,
+			TokenTransport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+			Impersonable:   []proxy.Identity{{User: "system:node:" + node, Groups: []string{"system:nodes"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewUnstartedServer(p)
+		srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool,
+			Certificates: []tls.Certificate{{Certificate: [][]byte{serving.Cert.Raw}, PrivateKey: serving.Key}}}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	hubURL := serve(tracker, store)
 	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
 		if _, ok := tracker.Online(); !ok {
 			return &net.OpError{Op: "probe", Err: os.ErrDeadlineExceeded}
 		}
 		return nil
 	})
-	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: srv.URL, admin: admin}
+	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve}
 }
 
 func whoami(t *testing.T, cs kubernetes.Interface) string {
@@ -144,7 +154,7 @@ func whoami(t *testing.T, cs kubernetes.Interface) string {
 // hub as themselves, never with more rights, and are refused what the hub
 // may not vouch for.
 func TestIdentityThroughTheHub(t *testing.T) {
-	f := startHub(t)
+	f := startHub(t, nil)
 	ctx := context.Background()
 
 	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
@@ -237,4 +247,72 @@ func TestOfflineAnswersAtOnce(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"kind":"Status"`) {
 		t.Errorf("offline answer %d %s", rec.Code, rec.Body.String())
 	}
+}
+
+// TestServesFromCacheOffline: what node components read while the cloud was
+// there, they read again when it is gone, also from a hub restarted while
+// offline; what they never read is refused with a clear status.
+func TestServesFromCacheOffline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cache.db")
+	store, err := cache.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startHub(t, store)
+	ctx := context.Background()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+	if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
+	online, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onNode := metav1.ListOptions{FieldSelector: "spec.nodeName=" + node}
+	pods, err := kubelet.CoreV1().Pods("").List(ctx, onNode)
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("online list: %d pods, %v", len(pods.Items), err)
+	}
+
+	// The cloud goes away.
+	f.cp.Stop()
+	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
+		if _, ok := f.tracker.Online(); ok {
+			return errors.New("hub still online")
+		}
+		return nil
+	})
+	check := func(kubelet kubernetes.Interface) {
+		t.Helper()
+		n, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil || n.ResourceVersion != online.ResourceVersion {
+			t.Fatalf("offline node: %v (resourceVersion %q, want %q)", err, n.ResourceVersion, online.ResourceVersion)
+		}
+		list, err := kubelet.CoreV1().Pods("").List(ctx, onNode)
+		if err != nil || len(list.Items) != 1 || list.Items[0].Name != "app" || list.ResourceVersion != pods.ResourceVersion {
+			t.Fatalf("offline pods: %v, %+v", err, list)
+		}
+		if _, err := kubelet.CoreV1().ConfigMaps("default").Get(ctx, "never-read", metav1.GetOptions{}); !apierrors.IsServiceUnavailable(err) {
+			t.Errorf("an uncached read offline: %v, want ServiceUnavailable", err)
+		}
+	}
+	check(kubelet)
+
+	// A hub restarted while offline still has it all.
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened, err := cache.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reopened.Close()
+	fresh, err := upstream.New(upstream.Config{Endpoints: []string{f.cp.Endpoint}, Client: &http.Client{Timeout: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.hubURL = f.serve(fresh, reopened)
+	check(f.certClient("system:node:"+node, []string{"system:nodes"}, nil))
 }
