@@ -61,9 +61,10 @@ func (p *Proxy) store(resp *http.Response) error {
 }
 
 type objectMeta struct {
-	Namespace       string `json:"namespace"`
-	Name            string `json:"name"`
-	ResourceVersion string `json:"resourceVersion"`
+	Namespace       string            `json:"namespace"`
+	Name            string            `json:"name"`
+	ResourceVersion string            `json:"resourceVersion"`
+	Annotations     map[string]string `json:"annotations"`
 }
 
 func (p *Proxy) put(k cache.Key, body []byte) error {

@@ -67,8 +67,12 @@ type Proxy struct {
 
 type ctxKey struct{}
 
-// keyCtx carries a cacheable request's key to the response.
-type keyCtx struct{}
+// keyCtx carries a cacheable request's key to the response; watchCtx a
+// watch's list key.
+type (
+	keyCtx   struct{}
+	watchCtx struct{}
+)
 
 // New builds a Proxy.
 func New(cfg Config) (*Proxy, error) {
@@ -93,6 +97,10 @@ func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
 			tracker.Report(endpointOf(resp.Request.URL), nil)
+			if k, ok := resp.Request.Context().Value(watchCtx{}).(cache.Key); ok && resp.StatusCode == http.StatusOK {
+				p.teeWatch(resp, k)
+				return nil
+			}
 			return p.store(resp)
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -143,19 +151,31 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, cacheable := p.cacheKey(identity, r)
+	wkey, watched := p.watchKey(identity, r)
 	endpoint, online := p.cfg.Upstream.Online()
 	if !online {
 		if cacheable && p.serveCached(w, key) {
 			return
 		}
+		if watched && p.holdWatch(w, r, wkey) {
+			return
+		}
 		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "the cloud apiserver is unreachable from this node, and the hub has no cached answer")
 		return
 	}
-	if cacheable {
+	if cacheable || watched {
 		// JSON answers can be stored and rebuilt; clients of the apiserver
-		// accept JSON whatever else they prefer.
+		// accept JSON whatever else they prefer. Without the client's
+		// Accept-Encoding, the transport asks for gzip itself and hands the
+		// hub the plain body.
 		out.Header.Set("Accept", "application/json")
+		out.Header.Del("Accept-Encoding")
+	}
+	if cacheable {
 		out = out.WithContext(context.WithValue(out.Context(), keyCtx{}, key))
+	}
+	if watched {
+		out = out.WithContext(context.WithValue(out.Context(), watchCtx{}, wkey))
 	}
 	target, err := url.Parse(endpoint)
 	if err != nil {

@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -42,6 +45,8 @@ type hubFixture struct {
 	tracker *upstream.Tracker
 	// serve starts another hub on the same credentials.
 	serve func(*upstream.Tracker, *cache.Store) string
+	// podLists counts LISTs of pods the hubs received, plain or watch-list.
+	podLists *atomic.Int64
 }
 
 // certClient is a client of the hub that authenticates with a certificate
@@ -117,6 +122,7 @@ func startHub(t *testing.T, store *cache.Store) *hubFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lists := &atomic.Int64{}
 	serve := func(tracker *upstream.Tracker, store *cache.Store) string {
 		p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: transport, Cache: store,
 			TokenTransport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
@@ -124,7 +130,13 @@ func startHub(t *testing.T, store *cache.Store) *hubFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := httptest.NewUnstartedServer(p)
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A list, or a watch that starts with the whole list (watch-list).
+			if q := r.URL.Query(); strings.HasSuffix(r.URL.Path, "/pods") && (q.Get("watch") == "" || q.Get("sendInitialEvents") == "true") {
+				lists.Add(1)
+			}
+			p.ServeHTTP(w, r)
+		}))
 		srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool,
 			Certificates: []tls.Certificate{{Certificate: [][]byte{serving.Cert.Raw}, PrivateKey: serving.Key}}}
 		srv.StartTLS()
@@ -138,7 +150,7 @@ func startHub(t *testing.T, store *cache.Store) *hubFixture {
 		}
 		return nil
 	})
-	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve}
+	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists}
 }
 
 func whoami(t *testing.T, cs kubernetes.Interface) string {
@@ -315,4 +327,76 @@ func TestServesFromCacheOffline(t *testing.T) {
 	}
 	f.hubURL = f.serve(fresh, reopened)
 	check(f.certClient("system:node:"+node, []string{"system:nodes"}, nil))
+}
+
+// TestInformerThroughOutage: a client-go informer through the hub sees
+// changes while the cloud is there (and the hub writes them into its cache),
+// keeps its store when the cloud goes, and does not re-list in a loop.
+func TestInformerThroughOutage(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "cache.db")
+	store, err := cache.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	f := startHub(t, store)
+	ctx := context.Background()
+	newPod := func(name string) {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newPod("app-1")
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
+	factory := informers.NewSharedInformerFactoryWithOptions(kubelet, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = "spec.nodeName=" + node
+	}))
+	pods := factory.Core().V1().Pods().Informer()
+	stop := make(chan struct{})
+	defer close(stop)
+	factory.Start(stop)
+	factory.WaitForCacheSync(stop)
+	inStore := func(want int) {
+		t.Helper()
+		testenv.Eventually(t, 20*time.Second, func(context.Context) error {
+			if n := len(pods.GetStore().List()); n != want {
+				return fmt.Errorf("informer holds %d pods, want %d", n, want)
+			}
+			return nil
+		})
+	}
+	inStore(1)
+
+	// A change in the cloud reaches the informer, and the hub's cache.
+	newPod("app-2")
+	inStore(2)
+	key := cache.Key{Identity: "user:system:node:" + node, Verb: cache.VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=" + node}
+	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
+		_, items, err := store.List(key)
+		if err != nil || len(items) != 2 {
+			return fmt.Errorf("cached list: %d items, %v", len(items), err)
+		}
+		return nil
+	})
+
+	// The cloud goes: the informer keeps its pods and does not re-list in a
+	// loop.
+	f.cp.Stop()
+	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
+		if _, ok := f.tracker.Online(); ok {
+			return errors.New("hub still online")
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // the informer's watch breaks and is re-made
+	before := f.podLists.Load()
+	time.Sleep(5 * time.Second)
+	if n := len(pods.GetStore().List()); n != 2 {
+		t.Errorf("informer holds %d pods offline, want 2", n)
+	}
+	if lists := f.podLists.Load() - before; lists > 1 {
+		t.Errorf("%d LISTs of pods in 5 s offline: the informer re-lists in a loop", lists)
+	}
 }
