@@ -1,0 +1,278 @@
+// Package server assembles sitegrid-hub: the TLS API front for the node's
+// components (proxy), the persistent cache, the upstream tracker, and a
+// plain HTTP endpoint for /healthz, /readyz and /metrics.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/yaml"
+
+	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/proxy"
+	"github.com/sitegrid/sitegrid/internal/hub/upstream"
+)
+
+// Config is the hub's configuration, from a YAML file and flags.
+type Config struct {
+	// NodeName is the node the hub serves.
+	NodeName string `json:"nodeName"`
+	// ListenAddress serves the Kubernetes API to the node's components.
+	ListenAddress string `json:"listenAddress"`
+	// ServingCertFile and ServingKeyFile are the hub's serving certificate.
+	ServingCertFile string `json:"servingCertFile"`
+	ServingKeyFile  string `json:"servingKeyFile"`
+	// ClientCAFile verifies client certificates (the cluster CA).
+	ClientCAFile string `json:"clientCAFile"`
+	// Servers are the cloud apiserver URLs, in order of preference.
+	Servers []string `json:"servers"`
+	// ServerCAFile verifies the apiservers.
+	ServerCAFile string `json:"serverCAFile"`
+	// ClientCertFile and ClientKeyFile are the hub's own credential, used to
+	// impersonate certificate clients (RBAC: docs/hub.md).
+	ClientCertFile string `json:"clientCertFile"`
+	ClientKeyFile  string `json:"clientKeyFile"`
+	// CachePath is the cache file.
+	CachePath string `json:"cachePath"`
+	// HealthAddress serves /healthz, /readyz and /metrics over plain HTTP.
+	HealthAddress string `json:"healthAddress"`
+	// ProbeInterval is how often each apiserver is probed ("2s").
+	ProbeInterval metav1.Duration `json:"probeInterval"`
+}
+
+// Defaults fills what is unset.
+func (c *Config) Defaults() {
+	if c.ListenAddress == "" {
+		c.ListenAddress = "127.0.0.1:10290"
+	}
+	if c.HealthAddress == "" {
+		c.HealthAddress = "127.0.0.1:10291"
+	}
+	if c.CachePath == "" {
+		c.CachePath = "/var/lib/sitegrid-hub/cache.db"
+	}
+	if c.ProbeInterval.Duration == 0 {
+		c.ProbeInterval.Duration = 2 * time.Second
+	}
+}
+
+// Validate says what is missing.
+func (c *Config) Validate() error {
+	var missing []string
+	for name, v := range map[string]string{
+		"nodeName": c.NodeName, "servingCertFile": c.ServingCertFile, "servingKeyFile": c.ServingKeyFile,
+		"clientCAFile": c.ClientCAFile, "serverCAFile": c.ServerCAFile, "clientCertFile": c.ClientCertFile, "clientKeyFile": c.ClientKeyFile,
+	} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(c.Servers) == 0 {
+		missing = append(missing, "servers")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("hub configuration lacks %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// LoadFile reads a YAML configuration; fields set by flags are applied after.
+func LoadFile(path string) (Config, error) {
+	var c Config
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+var (
+	upstreamOnline = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sitegrid_hub_upstream_online", Help: "1 while a cloud apiserver is reachable, else 0.",
+	})
+	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sitegrid_hub_requests_total", Help: "Requests served, by how: upstream, cache or refused.",
+	}, []string{"served"})
+	latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "sitegrid_hub_request_duration_seconds", Help: "Time to the response's headers (watches: to the first byte).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+)
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	clientCAs, err := loadPool(cfg.ClientCAFile)
+	if err != nil {
+		return err
+	}
+	serverCAs, err := loadPool(cfg.ServerCAFile)
+	if err != nil {
+		return err
+	}
+	serving, err := tls.LoadX509KeyPair(cfg.ServingCertFile, cfg.ServingKeyFile)
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	hubCred, err := tls.LoadX509KeyPair(cfg.ClientCertFile, cfg.ClientKeyFile)
+	if err != nil {
+		return fmt.Errorf("hub client certificate: %w", err)
+	}
+	store, err := cache.Open(cfg.CachePath)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	asHub := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverCAs, Certificates: []tls.Certificate{hubCred}, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	asToken := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverCAs, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	tracker, err := upstream.New(upstream.Config{
+		Endpoints: cfg.Servers, Client: &http.Client{Transport: asHub, Timeout: 3 * time.Second}, Interval: cfg.ProbeInterval.Duration,
+		OnChange: func(online bool) {
+			klog.InfoS("cloud apiserver reachability changed", "node", cfg.NodeName, "online", online)
+			if online {
+				upstreamOnline.Set(1)
+			} else {
+				upstreamOnline.Set(0)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: asHub, TokenTransport: asToken, Cache: store,
+		Impersonable: []proxy.Identity{{User: "system:node:" + cfg.NodeName, Groups: []string{"system:nodes", "system:authenticated"}}}})
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(upstreamOnline, requests, latency)
+
+	api := &http.Server{
+		Addr:              cfg.ListenAddress,
+		Handler:           instrument(p),
+		ReadHeaderTimeout: 30 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{serving}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs, MinVersion: tls.VersionTLS12},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	// Ready means the hub answers: from the cloud, or from its cache.
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if _, online := tracker.Online(); online {
+			_, _ = w.Write([]byte("ok: online"))
+			return
+		}
+		_, _ = w.Write([]byte("ok: offline, answering from the cache"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	health := &http.Server{Addr: cfg.HealthAddress, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	apiLn, err := net.Listen("tcp", cfg.ListenAddress)
+	if err != nil {
+		return err
+	}
+	healthLn, err := net.Listen("tcp", cfg.HealthAddress)
+	if err != nil {
+		_ = apiLn.Close()
+		return err
+	}
+	klog.InfoS("sitegrid-hub serving", "node", cfg.NodeName, "api", apiLn.Addr().String(), "health", healthLn.Addr().String(), "servers", cfg.Servers)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { tracker.Run(gctx); return nil })
+	g.Go(func() error { return ignoreClosed(api.ServeTLS(apiLn, "", "")) })
+	g.Go(func() error { return ignoreClosed(health.Serve(healthLn)) })
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = api.Shutdown(sctx)
+		return health.Shutdown(sctx)
+	})
+	return g.Wait()
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// instrument counts requests by how they were served and times them.
+func instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		latency.Observe(rec.firstByte.Sub(start).Seconds())
+		served := "upstream"
+		switch {
+		case rec.Header().Get("X-Sitegrid-Hub-Cache") == "offline":
+			served = "cache"
+		case rec.code >= 400 && rec.Header().Get("Content-Type") == "application/json" && rec.fromHub:
+			served = "refused"
+		}
+		requests.WithLabelValues(served).Inc()
+	})
+}
+
+type recorder struct {
+	http.ResponseWriter
+	code      int
+	firstByte time.Time
+	fromHub   bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code, r.firstByte = code, time.Now()
+		r.fromHub = r.Header().Get("Audit-Id") == "" // the apiserver's answers carry an audit ID
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.WriteHeader(http.StatusOK)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush keeps watches streaming through the recorder.
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
