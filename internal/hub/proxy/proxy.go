@@ -160,6 +160,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if watched && p.holdWatch(w, r, wkey) {
 			return
 		}
+		if p.offlineWrite(w, r, identity) {
+			return
+		}
 		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "the cloud apiserver is unreachable from this node, and the hub has no cached answer")
 		return
 	}

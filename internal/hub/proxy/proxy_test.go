@@ -17,6 +17,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -392,5 +393,64 @@ func TestInformerThroughOutage(t *testing.T) {
 	}
 	if lists := f.podLists.Load() - before; lists > 1 {
 		t.Errorf("%d LISTs of pods in 5 s offline: the informer re-lists in a loop", lists)
+	}
+}
+
+// TestKubeletStaysHealthyOffline: with the cloud gone, the kubelet's Lease
+// renewal and node status patch (in protobuf, as the kubelet sends them) are
+// answered, and it reads back what it wrote; other writes are refused.
+func TestKubeletStaysHealthyOffline(t *testing.T) {
+	store, err := cache.Open(filepath.Join(t.TempDir(), "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	f := startHub(t, store)
+	ctx := context.Background()
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, func(c *rest.Config) {
+		c.ContentType = "application/vnd.kubernetes.protobuf"
+	})
+	var lease *coordinationv1.Lease
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		lease, err = kubelet.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+		return err
+	})
+	if _, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	f.cp.Stop()
+	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
+		if _, ok := f.tracker.Online(); ok {
+			return errors.New("hub still online")
+		}
+		return nil
+	})
+	renew := metav1.NewMicroTime(time.Now().Truncate(time.Microsecond))
+	lease.Spec.RenewTime = &renew
+	got, err := kubelet.CoordinationV1().Leases("kube-node-lease").Update(ctx, lease, metav1.UpdateOptions{})
+	if err != nil || got.Spec.RenewTime == nil || !got.Spec.RenewTime.Equal(&renew) {
+		t.Fatalf("offline lease renewal: %v, %+v", err, got)
+	}
+	heartbeat := time.Now().UTC().Truncate(time.Second).Format(time.RFC3339)
+	patch := fmt.Sprintf(`{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":%q}]}}`, heartbeat)
+	if _, err := kubelet.CoreV1().Nodes().PatchStatus(ctx, node, []byte(patch)); err != nil {
+		t.Fatalf("offline node status patch: %v", err)
+	}
+	n, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.LastHeartbeatTime.UTC().Format(time.RFC3339) == heartbeat {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the kubelet does not read back its offline status: %+v", n.Status.Conditions)
+	}
+	if _, err := kubelet.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{}); !apierrors.IsServiceUnavailable(err) {
+		t.Errorf("an arbitrary write offline: %v, want ServiceUnavailable", err)
 	}
 }
