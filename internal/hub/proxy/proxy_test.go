@@ -11,7 +11,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,12 +27,14 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
+	"github.com/sitegrid/sitegrid/internal/lab/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
@@ -48,6 +52,8 @@ type hubFixture struct {
 	serve func(*upstream.Tracker, *cache.Store) string
 	// podLists counts LISTs of pods the hubs received, plain or watch-list.
 	podLists *atomic.Int64
+	// uplink is the hub's path to the apiserver.
+	uplink *link.Link
 }
 
 // certClient is a client of the hub that authenticates with a certificate
@@ -106,7 +112,13 @@ func startHub(t *testing.T, store *cache.Store) *hubFixture {
 	}
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{hubCred.Cert.Raw}, PrivateKey: hubCred.Key}}}}
-	tracker, err := upstream.New(upstream.Config{Endpoints: []string{cp.Endpoint}, Client: &http.Client{Transport: transport, Timeout: 2 * time.Second}, Interval: time.Second})
+	// The hub reaches the apiserver through a link the test can cut.
+	uplink, err := link.Listen("127.0.0.1:0", strings.TrimPrefix(cp.Endpoint, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = uplink.Close() })
+	tracker, err := upstream.New(upstream.Config{Endpoints: []string{"https://" + uplink.Addr()}, Client: &http.Client{Transport: transport, Timeout: 2 * time.Second}, Interval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +157,7 @@ func startHub(t *testing.T, store *cache.Store) *hubFixture {
 		}
 		return nil
 	})
-	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists}
+	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists, uplink: uplink}
 }
 
 func whoami(t *testing.T, cs kubernetes.Interface) string {
@@ -453,4 +465,104 @@ func TestKubeletStaysHealthyOffline(t *testing.T) {
 	if _, err := kubelet.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{}); !apierrors.IsServiceUnavailable(err) {
 		t.Errorf("an arbitrary write offline: %v, want ServiceUnavailable", err)
 	}
+}
+
+// TestReconnect: the hub's uplink is cut while changes happen in the cloud;
+// after it heals, an informer through the hub gets every change exactly
+// once, and the hub's cache has them too.
+func TestReconnect(t *testing.T) {
+	store, err := cache.Open(filepath.Join(t.TempDir(), "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	f := startHub(t, store)
+	ctx := context.Background()
+	newPod := func(name string) {
+		t.Helper()
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newPod("app-1")
+	newPod("app-2")
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
+	factory := informers.NewSharedInformerFactoryWithOptions(kubelet, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = "spec.nodeName=" + node
+	}))
+	pods := factory.Core().V1().Pods().Informer()
+	var mu sync.Mutex
+	adds, deletes := map[string]int{}, map[string]int{}
+	if _, err := pods.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(o any) { mu.Lock(); adds[o.(*corev1.Pod).Name]++; mu.Unlock() },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			mu.Lock()
+			deletes[o.(*corev1.Pod).Name]++
+			mu.Unlock()
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	factory.Start(stop)
+	factory.WaitForCacheSync(stop)
+
+	// The site's uplink breaks; the cloud changes meanwhile.
+	f.uplink.Cut()
+	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
+		if _, ok := f.tracker.Online(); ok {
+			return errors.New("hub still online")
+		}
+		return nil
+	})
+	newPod("app-3")
+	if err := f.admin.CoreV1().Pods("default").Delete(ctx, "app-1", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if n := len(pods.GetStore().List()); n != 2 {
+		t.Fatalf("offline, the informer holds %d pods, want the 2 it had", n)
+	}
+
+	f.uplink.Heal()
+	names := func() []string {
+		var out []string
+		for _, o := range pods.GetStore().List() {
+			out = append(out, o.(*corev1.Pod).Name)
+		}
+		sort.Strings(out)
+		return out
+	}
+	testenv.Eventually(t, 30*time.Second, func(context.Context) error {
+		if got := fmt.Sprint(names()); got != "[app-2 app-3]" {
+			return fmt.Errorf("informer holds %s, want [app-2 app-3]", got)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if adds["app-1"] != 1 || adds["app-2"] != 1 || adds["app-3"] != 1 || deletes["app-1"] != 1 || len(deletes) != 1 {
+		t.Errorf("events: adds %v deletes %v, want each exactly once", adds, deletes)
+	}
+	key := cache.Key{Identity: "user:system:node:" + node, Verb: cache.VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=" + node}
+	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
+		_, items, err := store.List(key)
+		if err != nil {
+			return err
+		}
+		var cached []string
+		for _, it := range items {
+			cached = append(cached, it.Name)
+		}
+		if fmt.Sprint(cached) != "[app-2 app-3]" {
+			return fmt.Errorf("cache holds %v", cached)
+		}
+		return nil
+	})
 }
