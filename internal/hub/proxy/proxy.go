@@ -107,6 +107,11 @@ func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy
 			if r.Context().Err() == nil { // not the client going away
 				tracker.Report(endpointOf(r.URL), err)
 			}
+			// The first request to find the cloud gone is answered from the
+			// cache too, not only the ones after the tracker noticed.
+			if k, ok := r.Context().Value(keyCtx{}).(cache.Key); ok && p.serveCached(w, k) {
+				return
+			}
 			writeStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable, fmt.Sprintf("the cloud apiserver did not answer: %v", err))
 		},
 	}

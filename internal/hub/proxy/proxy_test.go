@@ -42,7 +42,7 @@ import (
 const node = "edge-1"
 
 type hubFixture struct {
-	t       *testing.T
+	t       testing.TB
 	cp      *controlplane.ControlPlane
 	caPEM   []byte
 	hubURL  string
@@ -81,7 +81,7 @@ func (f *hubFixture) tokenClient(token string) kubernetes.Interface {
 
 // startHub runs a hub for node edge-1 in front of a real control plane, with
 // a credential RBAC lets impersonate that node's kubelet and nothing else.
-func startHub(t *testing.T, store *cache.Store) *hubFixture {
+func startHub(t testing.TB, store *cache.Store) *hubFixture {
 	cp := testenv.StartControlPlane(t, testenv.ControlPlaneOptions{})
 	admin, err := cp.Clientset()
 	if err != nil {
@@ -160,7 +160,7 @@ func startHub(t *testing.T, store *cache.Store) *hubFixture {
 	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists, uplink: uplink}
 }
 
-func whoami(t *testing.T, cs kubernetes.Interface) string {
+func whoami(t testing.TB, cs kubernetes.Interface) string {
 	t.Helper()
 	r, err := cs.AuthenticationV1().SelfSubjectReviews().Create(context.Background(), &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {

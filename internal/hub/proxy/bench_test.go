@@ -1,0 +1,113 @@
+package proxy_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/pki"
+)
+
+// BenchmarkGet compares a kubelet's GET of its node directly against the
+// apiserver and through the hub (online, so forwarded and stored).
+func BenchmarkGet(b *testing.B) {
+	store, err := cache.Open(filepath.Join(b.TempDir(), "cache.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	f := startHub(b, store)
+	kp, err := f.cp.IssueCert(pki.LeafRequest{CommonName: "system:node:" + node, Organizations: []string{"system:nodes"}, Client: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := pki.KeyPEM(kp.Key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := func(host string) kubernetes.Interface {
+		return kubernetes.NewForConfigOrDie(&rest.Config{Host: host, QPS: -1,
+			TLSClientConfig: rest.TLSClientConfig{CAData: f.caPEM, CertData: pki.CertPEM(kp.Cert), KeyData: key}})
+	}
+	for _, tc := range []struct {
+		name string
+		cs   kubernetes.Interface
+	}{{"direct", client(f.cp.Endpoint)}, {"through hub", client(f.hubURL)}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := context.Background()
+			for i := 0; i < b.N; i++ {
+				if _, err := tc.cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkOfflineList measures LISTs of 2,000 pods answered from the cache
+// while the uplink is cut.
+func BenchmarkOfflineList(b *testing.B) {
+	store, err := cache.Open(filepath.Join(b.TempDir(), "cache.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	f := startHub(b, store)
+	ctx := context.Background()
+	for i := 0; i < 2000; i++ {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, func(c *rest.Config) { c.QPS = -1 })
+	onNode := metav1.ListOptions{FieldSelector: "spec.nodeName=" + node}
+	if _, err := kubelet.CoreV1().Pods("").List(ctx, onNode); err != nil {
+		b.Fatal(err)
+	}
+	f.uplink.Cut()
+	for {
+		if _, ok := f.tracker.Online(); !ok {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		list, err := kubelet.CoreV1().Pods("").List(ctx, onNode)
+		if err != nil || len(list.Items) != 2000 {
+			b.Fatalf("offline list: %d pods, %v", len(list.Items), err)
+		}
+	}
+}
+
+// TestFirstAnswerAfterCloudLoss measures the time from cutting the uplink
+// to the first answer served from the cache: the request that finds the
+// cloud gone is itself answered from the cache.
+func TestFirstAnswerAfterCloudLoss(t *testing.T) {
+	store, err := cache.Open(filepath.Join(t.TempDir(), "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	f := startHub(t, store)
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
+	ctx := context.Background()
+	if _, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.uplink.Cut()
+	cut := time.Now()
+	if _, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil {
+		t.Fatalf("first request after the cut: %v", err)
+	}
+	t.Logf("first answer %s after the uplink was cut", time.Since(cut).Round(time.Microsecond))
+}
