@@ -29,7 +29,7 @@ func (p *Proxy) offlineWrite(w http.ResponseWriter, r *http.Request, identity st
 	if p.cfg.Cache == nil || !strings.HasPrefix(identity, "user:system:node:") {
 		return false
 	}
-	node := strings.TrimPrefix(identity, "user:system:node:")
+	node, _, _ := strings.Cut(strings.TrimPrefix(identity, "user:system:node:"), "|")
 	switch {
 	case r.Method == http.MethodPut && r.URL.Path == "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"+node:
 		return p.renewLease(w, r, identity, node)

@@ -140,7 +140,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, fmt.Sprintf("the hub on this node does not serve user %q", id.User))
 			return
 		}
+		// Groups are part of the identity: answers obtained with more groups
+		// must not serve a certificate with fewer.
 		identity = "user:" + id.User
+		if groups := slices.Sorted(slices.Values(id.Groups)); len(groups) > 0 {
+			identity += "|" + strings.Join(groups, ",")
+		}
 		out.Header.Del("Authorization")
 		out.Header.Set("Impersonate-User", id.User)
 		for _, g := range id.Groups {

@@ -379,7 +379,7 @@ func TestInformerThroughOutage(t *testing.T) {
 	// A change in the cloud reaches the informer, and the hub's cache.
 	newPod("app-2")
 	inStore(2)
-	key := cache.Key{Identity: "user:system:node:" + node, Verb: cache.VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=" + node}
+	key := cache.Key{Identity: "user:system:node:" + node + "|system:nodes", Verb: cache.VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=" + node}
 	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
 		_, items, err := store.List(key)
 		if err != nil || len(items) != 2 {
@@ -550,7 +550,7 @@ func TestReconnect(t *testing.T) {
 	if adds["app-1"] != 1 || adds["app-2"] != 1 || adds["app-3"] != 1 || deletes["app-1"] != 1 || len(deletes) != 1 {
 		t.Errorf("events: adds %v deletes %v, want each exactly once", adds, deletes)
 	}
-	key := cache.Key{Identity: "user:system:node:" + node, Verb: cache.VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=" + node}
+	key := cache.Key{Identity: "user:system:node:" + node + "|system:nodes", Verb: cache.VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=" + node}
 	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
 		_, items, err := store.List(key)
 		if err != nil {
