@@ -17,62 +17,57 @@ import (
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 )
 
-func main() {
-	configFile := flag.String("config", "", "YAML configuration file; flags given on the command line override it.")
-	var fromFlags server.Config
-	var servers string
-	flag.StringVar(&fromFlags.NodeName, "node-name", "", "Name of the node the hub serves.")
-	flag.StringVar(&fromFlags.ListenAddress, "listen-address", "", "Address of the API front for the node's components (default 127.0.0.1:10290).")
-	flag.StringVar(&fromFlags.ServingCertFile, "serving-cert-file", "", "Serving certificate.")
-	flag.StringVar(&fromFlags.ServingKeyFile, "serving-key-file", "", "Serving key.")
-	flag.StringVar(&fromFlags.ClientCAFile, "client-ca-file", "", "CA that signs client certificates (the cluster CA).")
-	flag.StringVar(&servers, "servers", "", "Comma-separated cloud apiserver URLs, in order of preference.")
-	flag.StringVar(&fromFlags.ServerCAFile, "server-ca-file", "", "CA of the apiservers' serving certificates.")
-	flag.StringVar(&fromFlags.ClientCertFile, "client-cert-file", "", "The hub's client certificate (impersonates this node's kubelet).")
-	flag.StringVar(&fromFlags.ClientKeyFile, "client-key-file", "", "The hub's client key.")
-	flag.StringVar(&fromFlags.CachePath, "cache-path", "", "Cache file (default /var/lib/sitegrid-hub/cache.db).")
-	flag.StringVar(&fromFlags.HealthAddress, "health-address", "", "Address of /healthz, /readyz and /metrics (default 127.0.0.1:10291).")
-	flag.DurationVar(&fromFlags.ProbeInterval.Duration, "probe-interval", 0, "How often each apiserver is probed (default 2s).")
-	klog.InitFlags(flag.CommandLine)
-	flag.Parse()
+// listFlag is a comma-separated list bound to a slice.
+type listFlag struct{ list *[]string }
 
-	cfg := server.Config{}
-	if *configFile != "" {
-		var err error
-		if cfg, err = server.LoadFile(*configFile); err != nil {
+func (l listFlag) String() string {
+	if l.list == nil {
+		return ""
+	}
+	return strings.Join(*l.list, ",")
+}
+
+func (l listFlag) Set(v string) error {
+	*l.list = strings.Split(v, ",")
+	return nil
+}
+
+// bindFlags binds the command line to cfg's fields.
+func bindFlags(fs *flag.FlagSet, cfg *server.Config, configFile *string) {
+	fs.StringVar(configFile, "config", "", "YAML configuration file; flags given on the command line override it.")
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "Name of the node the hub serves.")
+	fs.StringVar(&cfg.ListenAddress, "listen-address", cfg.ListenAddress, "Address of the API front for the node's components (default 127.0.0.1:10290).")
+	fs.StringVar(&cfg.ServingCertFile, "serving-cert-file", cfg.ServingCertFile, "Serving certificate.")
+	fs.StringVar(&cfg.ServingKeyFile, "serving-key-file", cfg.ServingKeyFile, "Serving key.")
+	fs.StringVar(&cfg.ClientCAFile, "client-ca-file", cfg.ClientCAFile, "CA that signs client certificates (the cluster CA).")
+	fs.Var(listFlag{&cfg.Servers}, "servers", "Comma-separated cloud apiserver URLs, in order of preference.")
+	fs.StringVar(&cfg.ServerCAFile, "server-ca-file", cfg.ServerCAFile, "CA of the apiservers' serving certificates.")
+	fs.StringVar(&cfg.ClientCertFile, "client-cert-file", cfg.ClientCertFile, "The hub's client certificate (impersonates this node's kubelet).")
+	fs.StringVar(&cfg.ClientKeyFile, "client-key-file", cfg.ClientKeyFile, "The hub's client key.")
+	fs.StringVar(&cfg.CachePath, "cache-path", cfg.CachePath, "Cache file (default /var/lib/sitegrid-hub/cache.db).")
+	fs.StringVar(&cfg.HealthAddress, "health-address", cfg.HealthAddress, "Address of /healthz, /readyz and /metrics (default 127.0.0.1:10291).")
+	fs.DurationVar(&cfg.ProbeInterval.Duration, "probe-interval", cfg.ProbeInterval.Duration, "How often each apiserver is probed (default 2s).")
+	klog.InitFlags(fs)
+}
+
+func main() {
+	var cfg server.Config
+	var configFile string
+	fs := flag.NewFlagSet("sitegrid-hub", flag.ExitOnError)
+	bindFlags(fs, &cfg, &configFile)
+	_ = fs.Parse(os.Args[1:])
+	if configFile != "" {
+		// The file first, then the command line again on top of it.
+		fromFile, err := server.LoadFile(configFile)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			os.Exit(1)
 		}
+		cfg = fromFile
+		again := flag.NewFlagSet("sitegrid-hub", flag.ExitOnError)
+		bindFlags(again, &cfg, &configFile)
+		_ = again.Parse(os.Args[1:])
 	}
-	// Flags given explicitly win over the file.
-	flag.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "node-name":
-			cfg.NodeName = fromFlags.NodeName
-		case "listen-address":
-			cfg.ListenAddress = fromFlags.ListenAddress
-		case "serving-cert-file":
-			cfg.ServingCertFile = fromFlags.ServingCertFile
-		case "serving-key-file":
-			cfg.ServingKeyFile = fromFlags.ServingKeyFile
-		case "client-ca-file":
-			cfg.ClientCAFile = fromFlags.ClientCAFile
-		case "servers":
-			cfg.Servers = strings.Split(servers, ",")
-		case "server-ca-file":
-			cfg.ServerCAFile = fromFlags.ServerCAFile
-		case "client-cert-file":
-			cfg.ClientCertFile = fromFlags.ClientCertFile
-		case "client-key-file":
-			cfg.ClientKeyFile = fromFlags.ClientKeyFile
-		case "cache-path":
-			cfg.CachePath = fromFlags.CachePath
-		case "health-address":
-			cfg.HealthAddress = fromFlags.HealthAddress
-		case "probe-interval":
-			cfg.ProbeInterval = fromFlags.ProbeInterval
-		}
-	})
 	// The first signal shuts down gracefully; a second one exits at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {

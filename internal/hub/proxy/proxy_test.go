@@ -160,6 +160,37 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists, uplink: uplink}
 }
 
+// newPod creates a pod bound to the hub's node.
+func (f *hubFixture) newPod(name string) {
+	f.t.Helper()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+	if _, err := f.admin.CoreV1().Pods("default").Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// podInformer runs a synced informer of the node's pods through the hub, as
+// the kubelet, until the test ends.
+func (f *hubFixture) podInformer(handler toolscache.ResourceEventHandler) toolscache.SharedIndexInformer {
+	f.t.Helper()
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
+	factory := informers.NewSharedInformerFactoryWithOptions(kubelet, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = "spec.nodeName=" + node
+	}))
+	pods := factory.Core().V1().Pods().Informer()
+	if handler != nil {
+		if _, err := pods.AddEventHandler(handler); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	f.t.Cleanup(func() { close(stop) })
+	factory.Start(stop)
+	factory.WaitForCacheSync(stop)
+	return pods
+}
+
 func whoami(t testing.TB, cs kubernetes.Interface) string {
 	t.Helper()
 	r, err := cs.AuthenticationV1().SelfSubjectReviews().Create(context.Background(), &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
@@ -347,24 +378,8 @@ func TestInformerThroughOutage(t *testing.T) {
 	}
 	defer store.Close()
 	f := startHub(t, store)
-	ctx := context.Background()
-	newPod := func(name string) {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
-			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
-		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	newPod("app-1")
-	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
-	factory := informers.NewSharedInformerFactoryWithOptions(kubelet, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = "spec.nodeName=" + node
-	}))
-	pods := factory.Core().V1().Pods().Informer()
-	stop := make(chan struct{})
-	defer close(stop)
-	factory.Start(stop)
-	factory.WaitForCacheSync(stop)
+	f.newPod("app-1")
+	pods := f.podInformer(nil)
 	inStore := func(want int) {
 		t.Helper()
 		testenv.Eventually(t, 20*time.Second, func(context.Context) error {
@@ -377,7 +392,7 @@ func TestInformerThroughOutage(t *testing.T) {
 	inStore(1)
 
 	// A change in the cloud reaches the informer, and the hub's cache.
-	newPod("app-2")
+	f.newPod("app-2")
 	inStore(2)
 	key := cache.Key{Identity: "user:system:node:" + node + "|system:nodes", Verb: cache.VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=" + node}
 	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
@@ -478,24 +493,11 @@ func TestReconnect(t *testing.T) {
 	defer store.Close()
 	f := startHub(t, store)
 	ctx := context.Background()
-	newPod := func(name string) {
-		t.Helper()
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
-			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
-		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	newPod("app-1")
-	newPod("app-2")
-	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
-	factory := informers.NewSharedInformerFactoryWithOptions(kubelet, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = "spec.nodeName=" + node
-	}))
-	pods := factory.Core().V1().Pods().Informer()
+	f.newPod("app-1")
+	f.newPod("app-2")
 	var mu sync.Mutex
 	adds, deletes := map[string]int{}, map[string]int{}
-	if _, err := pods.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	pods := f.podInformer(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(o any) { mu.Lock(); adds[o.(*corev1.Pod).Name]++; mu.Unlock() },
 		DeleteFunc: func(o any) {
 			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
@@ -505,13 +507,7 @@ func TestReconnect(t *testing.T) {
 			deletes[o.(*corev1.Pod).Name]++
 			mu.Unlock()
 		},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	defer close(stop)
-	factory.Start(stop)
-	factory.WaitForCacheSync(stop)
+	})
 
 	// The site's uplink breaks; the cloud changes meanwhile.
 	f.uplink.Cut()
@@ -521,7 +517,7 @@ func TestReconnect(t *testing.T) {
 		}
 		return nil
 	})
-	newPod("app-3")
+	f.newPod("app-3")
 	if err := f.admin.CoreV1().Pods("default").Delete(ctx, "app-1", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
 	}

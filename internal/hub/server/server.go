@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -85,6 +86,7 @@ func (c *Config) Validate() error {
 		missing = append(missing, "servers")
 	}
 	if len(missing) > 0 {
+		sort.Strings(missing)
 		return fmt.Errorf("hub configuration lacks %s", strings.Join(missing, ", "))
 	}
 	return nil
