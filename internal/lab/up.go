@@ -309,9 +309,7 @@ func createSites(ctx context.Context, cp *controlplane.ControlPlane, sites, perS
 const GroupName = "lab"
 
 // UnitName is the NodeUnit the lab's group makes for a site.
-func UnitName(site string) string { return site2unit(site) }
-
-func site2unit(site string) string { return sitecontroller.AutoUnitName(GroupName, []string{site}) }
+func UnitName(site string) string { return sitecontroller.AutoUnitName(GroupName, []string{site}) }
 
 // groupSites creates the lab's NodeGroup and waits until every node carries
 // its unit label.
