@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -239,6 +240,11 @@ type object struct {
 func (s *Store) PutObject(k Key, resourceVersion string, raw []byte) error {
 	if k.Verb != VerbGet {
 		return fmt.Errorf("PutObject with a %s key", k.Verb)
+	}
+	// Most GETs return what is already stored: a read costs no commit and
+	// no fsync, so only a changed answer is written.
+	if rv, have, err := s.Object(k); err == nil && rv == resourceVersion && bytes.Equal(have, raw) {
+		return nil
 	}
 	data, err := json.Marshal(object{ResourceVersion: resourceVersion, Raw: raw})
 	if err != nil {

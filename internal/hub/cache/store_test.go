@@ -237,3 +237,26 @@ func BenchmarkApplyEvent(b *testing.B) {
 		})
 	}
 }
+
+func TestPutObjectSkipsUnchanged(t *testing.T) {
+	s, _ := openTemp(t)
+	k := Key{Identity: "kubelet", Verb: VerbGet, Version: "v1", Resource: "nodes", Name: "edge-1"}
+	if err := s.PutObject(k, "7", []byte(`{"v":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	st := s.db.Stats()
+	before := st.TxStats.GetWrite()
+	if err := s.PutObject(k, "7", []byte(`{"v":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	st = s.db.Stats()
+	if after := st.TxStats.GetWrite(); after != before {
+		t.Errorf("an unchanged answer was written again (%d page writes)", after-before)
+	}
+	if err := s.PutObject(k, "8", []byte(`{"v":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	if rv, raw, err := s.Object(k); err != nil || rv != "8" || string(raw) != `{"v":2}` {
+		t.Errorf("a new version was not stored: %q %s %v", rv, raw, err)
+	}
+}
