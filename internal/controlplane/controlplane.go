@@ -72,6 +72,9 @@ type Config struct {
 	// APIServerOnly starts etcd and kube-apiserver only, for benchmarks that
 	// measure a controller alone.
 	APIServerOnly bool
+	// NoSharedKwok starts no kwok for the nodes created without OwnKubelet:
+	// every simulated node gets a kubelet of its own (StartNodeKwokVia).
+	NoSharedKwok bool
 }
 
 // Component is one running process of the control plane.
@@ -160,10 +163,7 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	if err := cp.startScheduler(ctx, cfg, p, progress); err != nil {
 		return nil, err
 	}
-	if err := cp.startKwok(ctx, cfg, progress); err != nil {
-		return nil, err
-	}
-	return cp, nil
+	return cp, cp.startKwok(ctx, cfg, progress)
 }
 
 // paths of the files writePKI makes.
@@ -249,6 +249,12 @@ func (cp *ControlPlane) writePKI() (pkiPaths, error) {
 // WriteKubeconfig issues a client certificate for user (in groups) and
 // writes a kubeconfig for it into the control plane's folder.
 func (cp *ControlPlane) WriteKubeconfig(name, user string, groups ...string) (string, error) {
+	return cp.WriteKubeconfigAt(name, cp.Endpoint, user, groups...)
+}
+
+// WriteKubeconfigAt is WriteKubeconfig for another server: a proxy in front
+// of the apiserver whose serving certificate the cluster CA signed.
+func (cp *ControlPlane) WriteKubeconfigAt(name, server, user string, groups ...string) (string, error) {
 	kp, err := cp.ca.Issue(pki.LeafRequest{CommonName: user, Organizations: groups, Client: true, Validity: 365 * 24 * time.Hour})
 	if err != nil {
 		return "", err
@@ -257,10 +263,19 @@ func (cp *ControlPlane) WriteKubeconfig(name, user string, groups ...string) (st
 	if err != nil {
 		return "", err
 	}
-	caPEM := pki.CertPEM(cp.ca.Cert)
+	return cp.writeKubeconfig(name, server, &clientcmdapi.AuthInfo{ClientCertificateData: pki.CertPEM(kp.Cert), ClientKeyData: keyPEM})
+}
+
+// WriteTokenKubeconfig writes a kubeconfig that presents a bearer token to
+// server.
+func (cp *ControlPlane) WriteTokenKubeconfig(name, server, token string) (string, error) {
+	return cp.writeKubeconfig(name, server, &clientcmdapi.AuthInfo{Token: token})
+}
+
+func (cp *ControlPlane) writeKubeconfig(name, server string, auth *clientcmdapi.AuthInfo) (string, error) {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["sitegrid-lab"] = &clientcmdapi.Cluster{Server: cp.Endpoint, CertificateAuthorityData: caPEM}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: pki.CertPEM(kp.Cert), ClientKeyData: keyPEM}
+	cfg.Clusters["sitegrid-lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: pki.CertPEM(cp.ca.Cert)}
+	cfg.AuthInfos[name] = auth
 	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: "sitegrid-lab", AuthInfo: name}
 	cfg.CurrentContext = name
 	path := filepath.Join(cp.Dir, "kubeconfig", name+".kubeconfig")
@@ -474,7 +489,10 @@ func (cp *ControlPlane) startKwok(ctx context.Context, cfg Config, progress io.W
 		return err
 	}
 	cp.kwokKubeconfig = kc
-	proc, port, err := cp.startKwokProcess(Kwok, "--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"="+kwokShared, progress)
+	if cfg.NoSharedKwok {
+		return nil
+	}
+	proc, port, err := cp.startKwokProcess(Kwok, cp.kwokKubeconfig, "--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"="+kwokShared, progress)
 	if err != nil {
 		return err
 	}
@@ -483,13 +501,13 @@ func (cp *ControlPlane) startKwok(ctx context.Context, cfg Config, progress io.W
 	return cp.waitKwok(ctx, proc, port)
 }
 
-func (cp *ControlPlane) startKwokProcess(name, selectFlag string, progress io.Writer) (*process.Process, int, error) {
+func (cp *ControlPlane) startKwokProcess(name, kubeconfig, selectFlag string, progress io.Writer) (*process.Process, int, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, 0, err
 	}
 	p, err := process.Start(process.Spec{Name: name, Path: cp.kwokBin, LogFile: filepath.Join(cp.Dir, "logs", name+".log"), Args: []string{
-		"--kubeconfig=" + cp.kwokKubeconfig,
+		"--kubeconfig=" + kubeconfig,
 		"--config=" + cp.kwokStages,
 		"--manage-all-nodes=false",
 		selectFlag,
@@ -516,11 +534,22 @@ func (cp *ControlPlane) waitKwok(ctx context.Context, proc *process.Process, por
 // a node outage: its Lease is no longer renewed and the node lifecycle
 // controller marks it NotReady. The caller stops it; so does Stop.
 func (cp *ControlPlane) StartNodeKwok(ctx context.Context, node string) (*process.Process, error) {
-	proc, port, err := cp.startKwokProcess("kwok-"+node, "--manage-single-node="+node, io.Discard)
+	proc, err := cp.StartNodeKwokVia(ctx, node, cp.kwokKubeconfig)
 	if err != nil {
 		return nil, err
 	}
 	cp.procs = append(cp.procs, proc)
+	return proc, nil
+}
+
+// StartNodeKwokVia is StartNodeKwok with the kubelet's own kubeconfig (for
+// example the node's credential, pointed at its edge hub). Only the caller
+// stops the process.
+func (cp *ControlPlane) StartNodeKwokVia(ctx context.Context, node, kubeconfig string) (*process.Process, error) {
+	proc, port, err := cp.startKwokProcess("kwok-"+node, kubeconfig, "--manage-single-node="+node, io.Discard)
+	if err != nil {
+		return nil, err
+	}
 	if err := cp.waitKwok(ctx, proc, port); err != nil {
 		proc.Stop(5 * time.Second)
 		return nil, err

@@ -36,20 +36,25 @@ func newLabCommand() *cobra.Command {
 			RunE: func(cmd *cobra.Command, _ []string) error { return lab.Down(workdir, cmd.OutOrStdout()) },
 		},
 		&cobra.Command{
-			Use: "status", Short: "Show the lab's processes, sites and nodes", Args: cobra.NoArgs,
+			Use: "status", Short: "Show the lab's processes, sites, nodes, uplinks and hubs", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				return lab.Status(cmd.Context(), workdir, cmd.OutOrStdout())
 			},
 		},
+		newLabKubeconfigCommand(&workdir),
 		&cobra.Command{
-			Use: "kubeconfig", Short: "Print the path of the lab's admin kubeconfig", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				s, err := lab.Running(workdir)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), s.Kubeconfig)
-				return nil
+			Use:   "partition NODE|SITE...",
+			Short: "Cut the uplink of nodes or whole sites: the cloud loses them, their hubs serve from cache",
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.Partition(cmd.Context(), workdir, args, cmd.OutOrStdout())
+			},
+		},
+		&cobra.Command{
+			Use:   "heal [NODE|SITE...]",
+			Short: "Restore the uplink of nodes or sites (all when none is named)",
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.Heal(cmd.Context(), workdir, args, cmd.OutOrStdout())
 			},
 		},
 		newLabAddNodeCommand(&workdir),
@@ -122,5 +127,36 @@ func newLabAddNodeCommand(workdir *string) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&labels, "labels", "", "Node labels, k=v,k2=v2 (sitegrid.io/site=site-N puts it in a lab site).")
+	return cmd
+}
+
+func newLabKubeconfigCommand(workdir *string) *cobra.Command {
+	var viaHub string
+	cmd := &cobra.Command{
+		Use:   "kubeconfig",
+		Short: "Print the path of the lab's admin kubeconfig, or of one through a node's hub",
+		Long: `Print the path of the lab's admin kubeconfig. With --via-hub NODE, print a
+kubeconfig that talks to the cluster through that node's sitegrid-hub, as the
+lab's admin ServiceAccount: while the node is partitioned, reads are answered
+from the hub's cache and writes are refused.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if viaHub != "" {
+				path, err := lab.ViaHubKubeconfig(cmd.Context(), *workdir, viaHub)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), path)
+				return nil
+			}
+			s, err := lab.Running(*workdir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), s.Kubeconfig)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&viaHub, "via-hub", "", "A lab node: print a kubeconfig through its hub.")
 	return cmd
 }

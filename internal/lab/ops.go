@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,9 +206,17 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
+	edgeNodes, err := EdgeNodes(ctx, workdir)
+	if err != nil {
+		return err
+	}
+	byName := map[string]NodeStatus{}
+	for _, n := range edgeNodes {
+		byName[n.Name] = n
+	}
 	fmt.Fprintln(out)
 	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SITE\tNODE\tINTERNAL-IP\tREADY")
+	fmt.Fprintln(tw, "SITE\tNODE\tINTERNAL-IP\tREADY\tUPLINK\tHUB\tHUB-ADDRESS")
 	sort.Slice(nodes.Items, func(i, j int) bool {
 		a, b := nodes.Items[i], nodes.Items[j]
 		if a.Labels[SiteLabel] != b.Labels[SiteLabel] {
@@ -220,7 +230,11 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 		if site == "" {
 			site = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\n", site, n.Name, internalIP(n), controlplane.NodeReady(n))
+		uplink, hub, addr := "-", "-", "-"
+		if e, ok := byName[n.Name]; ok {
+			uplink, hub, addr = e.Link, e.Hub, e.HubAddress
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\t%s\n", site, n.Name, internalIP(n), controlplane.NodeReady(n), uplink, hub, addr)
 	}
 	return tw.Flush()
 }
@@ -250,33 +264,15 @@ func ParseLabels(s string) (map[string]string, error) {
 	return labels, nil
 }
 
-// AddNode adds a simulated node to the running lab and waits until it is
-// Ready. A node of a lab site (label sitegrid.io/site=site-N) gets an address
-// in that site's network.
+// AddNode adds an edge node (uplink, hub, kubelet) to the running lab and
+// waits until it is Ready. A node of a lab site (label
+// sitegrid.io/site=site-N) gets an address in that site's network.
 func AddNode(ctx context.Context, workdir, name string, labels map[string]string, out io.Writer) error {
-	cs, err := runningClient(workdir)
+	reply, err := control(ctx, workdir, http.MethodPost, "/v1/nodes", controlRequest{Name: name, Labels: labels})
 	if err != nil {
 		return err
 	}
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err
-	}
-	used := map[string]bool{}
-	for i := range nodes.Items {
-		used[internalIP(&nodes.Items[i])] = true
-	}
-	ip, err := freeNodeIP(labels[SiteLabel], used)
-	if err != nil {
-		return err
-	}
-	if err := controlplane.CreateNode(ctx, cs, controlplane.Node{Name: name, Labels: labels, InternalIP: ip}); err != nil {
-		return err
-	}
-	if err := controlplane.WaitNodesReady(ctx, cs, time.Minute, name); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "node %s added (InternalIP %s) and Ready\n", name, ip)
+	fmt.Fprintf(out, "node %s added (InternalIP %s, with its own uplink and hub) and Ready\n", name, reply.IP)
 	return nil
 }
 
@@ -298,13 +294,9 @@ func freeNodeIP(site string, used map[string]bool) (string, error) {
 	return "", fmt.Errorf("no free address left in 198.18.%d.0/24", subnet)
 }
 
-// RemoveNode deletes a simulated node from the running lab.
+// RemoveNode stops an edge node of the running lab and deletes it.
 func RemoveNode(ctx context.Context, workdir, name string, out io.Writer) error {
-	cs, err := runningClient(workdir)
-	if err != nil {
-		return err
-	}
-	if err := controlplane.DeleteNode(ctx, cs, name); err != nil {
+	if _, err := control(ctx, workdir, http.MethodDelete, "/v1/nodes/"+url.PathEscape(name), controlRequest{}); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "node %s removed\n", name)
@@ -348,6 +340,12 @@ func printGuide(out io.Writer, workdir string, s *State) {
 	fmt.Fprintf(out, "  %s site list --kubeconfig %s\n", ctl, s.Kubeconfig)
 	fmt.Fprintf(out, "  kubectl apply -f config/samples/echo-grid.yaml   # one echo service per site\n")
 	fmt.Fprintf(out, "  %s lab add-node site-1-node-9 --labels %s=site-1%s\n", ctl, SiteLabel, flag)
+	if len(s.Sites) > 0 && len(s.Sites[0].Nodes) > 0 {
+		node := s.Sites[0].Nodes[0]
+		fmt.Fprintf(out, "  kubectl --kubeconfig $(%s lab kubeconfig --via-hub %s%s) get pods -A   # through %s's hub\n", ctl, node, flag, node)
+		fmt.Fprintf(out, "  %s lab partition %s%s   # cut the site's uplink; its hubs answer from cache\n", ctl, s.Sites[0].Name, flag)
+		fmt.Fprintf(out, "  %s lab heal%s\n", ctl, flag)
+	}
 	fmt.Fprintf(out, "  %s lab status%s\n", ctl, flag)
 	fmt.Fprintf(out, "  %s lab down%s\n\n", ctl, flag)
 }

@@ -22,6 +22,7 @@ const (
 	stateFile       = "lab.json"
 	logFile         = "lab.log"
 	lockFile        = "lab.lock"
+	socketFile      = "lab.sock"
 	controlPlaneDir = "controlplane"
 	binDir          = "bin"
 )

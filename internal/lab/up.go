@@ -24,12 +24,15 @@ import (
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/process"
+	"golang.org/x/sync/errgroup"
 )
 
 // Limits on the lab's size: every node is a real Node object on one machine.
 const (
-	MaxSites        = 200
+	MaxSites        = 100
 	MaxNodesPerSite = 50
+	// MaxNodes bounds sites × nodes: each node runs a hub and a kwok.
+	MaxNodes = 100
 	// DefaultAPIServerPort is the lab apiserver's port on 127.0.0.1.
 	DefaultAPIServerPort = 6443
 )
@@ -45,8 +48,9 @@ type UpOptions struct {
 	Sites         int
 	NodesPerSite  int
 	APIServerPort int
-	// ManagerBinary overrides where sitegrid-manager is found.
-	ManagerBinary string
+	// ManagerBinary and HubBinary override where sitegrid-manager and
+	// sitegrid-hub are found.
+	ManagerBinary, HubBinary string
 	// Out receives progress and the guide.
 	Out io.Writer
 	// Ready, when set, is called once the lab is ready.
@@ -59,6 +63,9 @@ func (o *UpOptions) validate() error {
 	}
 	if o.NodesPerSite < 1 || o.NodesPerSite > MaxNodesPerSite {
 		return fmt.Errorf("--nodes-per-site must be between 1 and %d, not %d", MaxNodesPerSite, o.NodesPerSite)
+	}
+	if o.Sites*o.NodesPerSite > MaxNodes {
+		return fmt.Errorf("--sites × --nodes-per-site is %d; the lab runs at most %d nodes (each runs a hub and a kubelet)", o.Sites*o.NodesPerSite, MaxNodes)
 	}
 	if o.APIServerPort < 1 || o.APIServerPort > 65535 {
 		return fmt.Errorf("--apiserver-port %d is not a port", o.APIServerPort)
@@ -115,27 +122,36 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	}); err != nil {
 		return err
 	}
-	var managerBin string
-	if err := steps.run("find or build sitegrid-manager", func() error {
-		managerBin, err = findManager(ctx, opts)
+	var managerBin, hubBin string
+	if err := steps.run("find or build sitegrid-manager and sitegrid-hub", func() error {
+		if managerBin, err = findBinary(ctx, opts.Workdir, "sitegrid-manager", opts.ManagerBinary); err != nil {
+			return err
+		}
+		hubBin, err = findBinary(ctx, opts.Workdir, "sitegrid-hub", opts.HubBinary)
 		return err
 	}); err != nil {
 		return err
 	}
 
 	var cp *controlplane.ControlPlane
+	var nodes *edge
 	defer func() {
 		if cp != nil {
 			fmt.Fprintln(out, "stopping the lab")
+		}
+		if nodes != nil {
+			nodes.stopAll()
+		}
+		if cp != nil {
 			cp.Stop()
 		}
 		if rmErr := removeState(opts.Workdir); rmErr != nil && err == nil {
 			err = rmErr
 		}
 	}()
-	if err := steps.run("start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok", func() error {
+	if err := steps.run("start etcd, kube-apiserver, kube-controller-manager and kube-scheduler", func() error {
 		cp, err = controlplane.Start(ctx, controlplane.Config{
-			Dir: filepath.Join(opts.Workdir, controlPlaneDir), Bin: bin, APIServerPort: opts.APIServerPort,
+			Dir: filepath.Join(opts.Workdir, controlPlaneDir), Bin: bin, APIServerPort: opts.APIServerPort, NoSharedKwok: true,
 		})
 		return err
 	}); err != nil {
@@ -159,8 +175,11 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 		return err
 	}
 	state := &State{PID: os.Getpid(), StartedAt: time.Now(), Endpoint: cp.Endpoint, Kubeconfig: cp.AdminKubeconfig}
-	if err := steps.run(fmt.Sprintf("create %d sites of %d simulated nodes", opts.Sites, opts.NodesPerSite), func() error {
-		state.Sites, err = createSites(ctx, cp, opts.Sites, opts.NodesPerSite)
+	if err := steps.run(fmt.Sprintf("create %d sites of %d edge nodes (each: uplink, sitegrid-hub, kwok as kubelet)", opts.Sites, opts.NodesPerSite), func() error {
+		if nodes, err = newEdge(ctx, cp, hubBin); err != nil {
+			return err
+		}
+		state.Sites, err = createSites(ctx, cp, nodes, opts.Sites, opts.NodesPerSite)
 		return err
 	}); err != nil {
 		return err
@@ -171,6 +190,11 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	}); err != nil {
 		return err
 	}
+	stopControl, err := serveControl(ctx, opts.Workdir, nodes)
+	if err != nil {
+		return err
+	}
+	defer stopControl()
 	state.Ready = true
 	state.Components = cp.Components()
 	state.Components = append(state.Components, controlplane.Component{Name: "sitegrid-manager", PID: mgr.PID(), Log: mgr.Spec.LogFile})
@@ -204,12 +228,14 @@ func supervise(ctx context.Context, cp *controlplane.ControlPlane, mgr *process.
 	}
 }
 
-func findManager(ctx context.Context, opts UpOptions) (string, error) {
-	if opts.ManagerBinary != "" {
-		return opts.ManagerBinary, nil
+// findBinary finds one of sitegrid's binaries: override, next to this
+// executable, built from the repository, or on PATH.
+func findBinary(ctx context.Context, workdir, name, override string) (string, error) {
+	if override != "" {
+		return override, nil
 	}
 	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), "sitegrid-manager")
+		p := filepath.Join(filepath.Dir(exe), name)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
@@ -220,16 +246,16 @@ func findManager(ctx context.Context, opts UpOptions) (string, error) {
 	}
 	root, err := kubebin.FindRepoRoot(wd)
 	if err != nil {
-		if p, lookErr := exec.LookPath("sitegrid-manager"); lookErr == nil {
+		if p, lookErr := exec.LookPath(name); lookErr == nil {
 			return p, nil
 		}
-		return "", fmt.Errorf("sitegrid-manager not found next to sitegridctl or on PATH, and %w: run `make build`", err)
+		return "", fmt.Errorf("%s not found next to sitegridctl or on PATH, and %w: run `make build`", name, err)
 	}
-	out := filepath.Join(opts.Workdir, binDir, "sitegrid-manager")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/sitegrid-manager")
+	out := filepath.Join(workdir, binDir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/"+name)
 	cmd.Dir = root
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build sitegrid-manager: %w\n%s", err, msg)
+		return "", fmt.Errorf("go build %s: %w\n%s", name, err, msg)
 	}
 	return out, nil
 }
@@ -282,24 +308,26 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 	return p, nil
 }
 
-func createSites(ctx context.Context, cp *controlplane.ControlPlane, sites, perSite int) ([]Site, error) {
+func createSites(ctx context.Context, cp *controlplane.ControlPlane, nodes *edge, sites, perSite int) ([]Site, error) {
 	cs, err := cp.Clientset()
 	if err != nil {
 		return nil, err
 	}
+	result := make([]Site, sites)
 	var all []string
-	result := make([]Site, 0, sites)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
 	for i := 0; i < sites; i++ {
-		site := Site{Name: SiteName(i)}
+		result[i].Name = SiteName(i)
 		for j := 0; j < perSite; j++ {
-			n := controlplane.Node{Name: NodeName(site.Name, j), Labels: map[string]string{SiteLabel: site.Name}, InternalIP: nodeIP(i, j)}
-			if err := controlplane.CreateNode(ctx, cs, n); err != nil {
-				return nil, err
-			}
-			site.Nodes = append(site.Nodes, n.Name)
+			n := controlplane.Node{Name: NodeName(result[i].Name, j), Labels: map[string]string{SiteLabel: result[i].Name}, InternalIP: nodeIP(i, j)}
+			result[i].Nodes = append(result[i].Nodes, n.Name)
 			all = append(all, n.Name)
+			g.Go(func() error { return nodes.add(gctx, n, result[i].Name) })
 		}
-		result = append(result, site)
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return result, controlplane.WaitNodesReady(ctx, cs, 2*time.Minute, all...)
 }
@@ -372,7 +400,7 @@ func lockWorkdir(workdir string) (func(), error) {
 // removeState deletes what a lab wrote into workdir, and workdir itself when
 // nothing else is left in it.
 func removeState(workdir string) error {
-	for _, name := range []string{stateFile, stateFile + ".tmp", controlPlaneDir, binDir} {
+	for _, name := range []string{stateFile, stateFile + ".tmp", socketFile, controlPlaneDir, binDir} {
 		if err := os.RemoveAll(filepath.Join(workdir, name)); err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -21,6 +22,10 @@ import (
 const (
 	VerbGet  = "get"
 	VerbList = "list"
+	// VerbDiscovery is a read of an API discovery document (/api, /apis,
+	// /apis/<group>[/<version>], /version); Resource holds its path. Clients
+	// such as kubectl cannot find any resource offline without them.
+	VerbDiscovery = "discovery"
 )
 
 // Key identifies one cached response.
@@ -61,6 +66,9 @@ func KeyForRequest(identity string, req *http.Request) (Key, error) {
 		return Key{}, err
 	}
 	if !info.IsResourceRequest {
+		if info.Verb == "get" && isDiscovery(info.Path) {
+			return Key{Identity: identity, Verb: VerbDiscovery, Resource: info.Path}, nil
+		}
 		return Key{}, ErrNotCacheable
 	}
 	verb := info.Verb
@@ -92,6 +100,21 @@ func KeyForRequest(identity string, req *http.Request) (Key, error) {
 		k.FieldSelector = sel.String()
 	}
 	return k, nil
+}
+
+// isDiscovery reports whether path is a discovery document: /version, /api,
+// /api/v1, /apis, /apis/<group> or /apis/<group>/<version>.
+func isDiscovery(path string) bool {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch parts[0] {
+	case "version":
+		return len(parts) == 1
+	case "api":
+		return len(parts) <= 2
+	case "apis":
+		return len(parts) <= 3
+	}
+	return false
 }
 
 func (k Key) fields() []string {

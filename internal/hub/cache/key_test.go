@@ -25,6 +25,12 @@ func TestKeyForRequest(t *testing.T) {
 			Key{Identity: "kubelet", Verb: VerbGet, Version: "v1", Resource: "nodes", Subresource: "status", Name: "edge-1"}, nil},
 		{"a write is not cacheable", "POST", "/api/v1/namespaces/default/pods", Key{}, ErrNotCacheable},
 		{"a non-resource path is not cacheable", "GET", "/healthz", Key{}, ErrNotCacheable},
+		{"group discovery", "GET", "/apis/discovery.k8s.io/v1",
+			Key{Identity: "kubelet", Verb: VerbDiscovery, Resource: "/apis/discovery.k8s.io/v1"}, nil},
+		{"core discovery", "GET", "/api", Key{Identity: "kubelet", Verb: VerbDiscovery, Resource: "/api"}, nil},
+		{"version", "GET", "/version", Key{Identity: "kubelet", Verb: VerbDiscovery, Resource: "/version"}, nil},
+		{"openapi is not cacheable", "GET", "/openapi/v3", Key{}, ErrNotCacheable},
+		{"discovery is read-only", "POST", "/apis", Key{}, ErrNotCacheable},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -138,9 +138,25 @@ func getMeta(b *bolt.Bucket) (ListMeta, error) {
 // ErrNotCached means the cache holds nothing for the key.
 var ErrNotCached = errors.New("not cached")
 
+// Bookmark is the event type that only moves a list's resource version.
+const Bookmark EventType = "BOOKMARK"
+
+// Event is one watch event for ApplyEvents.
+type Event struct {
+	Type            EventType
+	Item            Item
+	ResourceVersion string
+}
+
 // ApplyEvent updates a cached list with one watch event, touching only that
 // item and the list's metadata.
 func (s *Store) ApplyEvent(k Key, typ EventType, item Item, resourceVersion string) error {
+	return s.ApplyEvents(k, []Event{{Type: typ, Item: item, ResourceVersion: resourceVersion}})
+}
+
+// ApplyEvents applies a burst of watch events in one transaction: one
+// commit and fsync for all of them, each touching only its item.
+func (s *Store) ApplyEvents(k Key, events []Event) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLists).Bucket(k.Bytes())
 		if b == nil {
@@ -150,45 +166,44 @@ func (s *Store) ApplyEvent(k Key, typ EventType, item Item, resourceVersion stri
 		if err != nil {
 			return err
 		}
-		key := itemKey(item.Namespace, item.Name)
-		had := b.Get(key) != nil
-		switch typ {
-		case Added, Modified:
-			if err := b.Put(key, item.Raw); err != nil {
+		for _, ev := range events {
+			if err := applyEvent(b, &meta, ev); err != nil {
 				return err
 			}
-			if !had {
-				meta.Count++
-			}
-		case Deleted:
-			if had {
-				if err := b.Delete(key); err != nil {
-					return err
-				}
-				meta.Count--
-			}
-		default:
-			return fmt.Errorf("event type %q changes no list", typ)
 		}
-		meta.ResourceVersion = resourceVersion
 		return putMeta(b, meta)
 	})
 }
 
-// SetListResourceVersion records a bookmark's resource version.
-func (s *Store) SetListResourceVersion(k Key, resourceVersion string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLists).Bucket(k.Bytes())
-		if b == nil {
-			return ErrNotCached
-		}
-		meta, err := getMeta(b)
-		if err != nil {
+func applyEvent(b *bolt.Bucket, meta *ListMeta, ev Event) error {
+	key := itemKey(ev.Item.Namespace, ev.Item.Name)
+	switch ev.Type {
+	case Added, Modified:
+		had := b.Get(key) != nil
+		if err := b.Put(key, ev.Item.Raw); err != nil {
 			return err
 		}
-		meta.ResourceVersion = resourceVersion
-		return putMeta(b, meta)
-	})
+		if !had {
+			meta.Count++
+		}
+	case Deleted:
+		if b.Get(key) != nil {
+			if err := b.Delete(key); err != nil {
+				return err
+			}
+			meta.Count--
+		}
+	case Bookmark:
+	default:
+		return fmt.Errorf("event type %q changes no list", ev.Type)
+	}
+	meta.ResourceVersion = ev.ResourceVersion
+	return nil
+}
+
+// SetListResourceVersion records a bookmark's resource version.
+func (s *Store) SetListResourceVersion(k Key, resourceVersion string) error {
+	return s.ApplyEvents(k, []Event{{Type: Bookmark, ResourceVersion: resourceVersion}})
 }
 
 // List returns a cached list, items ordered by namespace and name.
@@ -236,9 +251,10 @@ type object struct {
 	Raw             []byte `json:"raw"`
 }
 
-// PutObject stores the answer of a GET.
+// PutObject stores the answer of a GET (of an object or a discovery
+// document).
 func (s *Store) PutObject(k Key, resourceVersion string, raw []byte) error {
-	if k.Verb != VerbGet {
+	if k.Verb == VerbList {
 		return fmt.Errorf("PutObject with a %s key", k.Verb)
 	}
 	// Most GETs return what is already stored: a read costs no commit and

@@ -68,7 +68,7 @@ type objectMeta struct {
 }
 
 func (p *Proxy) put(k cache.Key, body []byte) error {
-	if k.Verb == cache.VerbGet {
+	if k.Verb != cache.VerbList {
 		var o struct {
 			Metadata objectMeta `json:"metadata"`
 		}
@@ -102,7 +102,7 @@ func (p *Proxy) put(k cache.Key, body []byte) error {
 // serveCached answers from the cache; false if it holds nothing.
 func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key) bool {
 	var body []byte
-	if k.Verb == cache.VerbGet {
+	if k.Verb != cache.VerbList {
 		_, raw, err := p.cfg.Cache.Object(k)
 		if err != nil {
 			return false

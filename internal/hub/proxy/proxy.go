@@ -112,6 +112,9 @@ func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy
 			if k, ok := r.Context().Value(keyCtx{}).(cache.Key); ok && p.serveCached(w, k) {
 				return
 			}
+			if k, ok := r.Context().Value(watchCtx{}).(cache.Key); ok && r.Context().Err() == nil && p.holdWatch(w, r, k) {
+				return
+			}
 			writeStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable, fmt.Sprintf("the cloud apiserver did not answer: %v", err))
 		},
 	}
@@ -173,7 +176,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p.offlineWrite(w, r, identity) {
 			return
 		}
-		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "the cloud apiserver is unreachable from this node, and the hub has no cached answer")
+		msg := "the cloud apiserver is unreachable from this node, and the hub has no cached answer"
+		if r.Method != http.MethodGet {
+			msg = "the cloud apiserver is unreachable from this node; the hub cannot accept this " + r.Method + " offline (nothing was written)"
+		}
+		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, msg)
 		return
 	}
 	if cacheable || watched {

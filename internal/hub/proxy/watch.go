@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -37,14 +38,25 @@ type watchEvent struct {
 const initialEventsEnd = "k8s.io/initial-events-end"
 
 // teeWatch lets the client read the stream as it comes while the hub applies
-// each event to the cached list. A watch-list (sendInitialEvents=true, how
+// the events to the cached list. A watch-list (sendInitialEvents=true, how
 // informers list by default) first delivers the whole list as ADDED events
-// up to a marked bookmark: those replace the cached list.
+// up to a marked bookmark: those replace the cached list. Events that arrive
+// while the previous ones are being written are written together, in one
+// transaction: a burst costs one fsync, not one per event.
 func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
 	pr, pw := io.Pipe()
-	resp.Body = &teeBody{ReadCloser: resp.Body, tee: io.TeeReader(resp.Body, pw), pw: pw}
+	endpoint := endpointOf(resp.Request.URL)
+	resp.Body = &teeBody{ReadCloser: resp.Body, tee: io.TeeReader(resp.Body, pw), pw: pw,
+		lost: func(err error) {
+			if resp.Request.Context().Err() == nil { // the cloud, not the client, went away
+				p.cfg.Upstream.Report(endpoint, err)
+			}
+		}}
 	initial := resp.Request.URL.Query().Get("sendInitialEvents") == "true"
+	ops := make(chan cacheOp, 1024)
+	go p.writeCache(k, ops)
 	go func() {
+		defer close(ops)
 		dec := json.NewDecoder(pr)
 		var items []cache.Item
 		for {
@@ -52,10 +64,6 @@ func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
 			if err := dec.Decode(&ev); err != nil {
 				_, _ = io.Copy(io.Discard, pr)
 				return
-			}
-			if !initial {
-				p.applyEvent(k, ev)
-				continue
 			}
 			var o struct {
 				Kind       string     `json:"kind"`
@@ -65,44 +73,92 @@ func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
 			if err := json.Unmarshal(ev.Object, &o); err != nil {
 				continue
 			}
-			if ev.Type == "BOOKMARK" && o.Metadata.Annotations[initialEventsEnd] == "true" {
-				_ = p.cfg.Cache.ReplaceList(k, cache.ListMeta{ResourceVersion: o.Metadata.ResourceVersion, Kind: o.Kind + "List", APIVersion: o.APIVersion}, items)
+			item := cache.Item{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Raw: ev.Object}
+			switch {
+			case !initial:
+				switch typ := cache.EventType(ev.Type); typ {
+				case cache.Added, cache.Modified, cache.Deleted, cache.Bookmark:
+					ops <- cacheOp{event: cache.Event{Type: typ, Item: item, ResourceVersion: o.Metadata.ResourceVersion}}
+				}
+			case ev.Type == "BOOKMARK" && o.Metadata.Annotations[initialEventsEnd] == "true":
+				ops <- cacheOp{replace: &cache.ListMeta{ResourceVersion: o.Metadata.ResourceVersion, Kind: o.Kind + "List", APIVersion: o.APIVersion}, items: items}
 				initial, items = false, nil
-				continue
-			}
-			if ev.Type == string(cache.Added) {
-				items = append(items, cache.Item{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Raw: ev.Object})
+			case ev.Type == string(cache.Added):
+				items = append(items, item)
 			}
 		}
 	}()
 }
 
-type teeBody struct {
-	io.ReadCloser
-	tee io.Reader
-	pw  *io.PipeWriter
+// cacheOp is a watch event for the cache, or (replace set) the complete
+// list a watch-list delivered.
+type cacheOp struct {
+	event   cache.Event
+	replace *cache.ListMeta
+	items   []cache.Item
 }
 
-func (b *teeBody) Read(p []byte) (int, error) { return b.tee.Read(p) }
+// maxBatch bounds the events written in one transaction.
+const maxBatch = 512
+
+// writeCache applies ops in order, batching the events that queue up.
+func (p *Proxy) writeCache(k cache.Key, ops <-chan cacheOp) {
+	var batch []cache.Event
+	flush := func() {
+		if len(batch) > 0 {
+			_ = p.cfg.Cache.ApplyEvents(k, batch)
+			batch = batch[:0]
+		}
+	}
+	for op := range ops {
+		for {
+			if op.replace != nil {
+				flush()
+				_ = p.cfg.Cache.ReplaceList(k, *op.replace, op.items)
+			} else {
+				batch = append(batch, op.event)
+			}
+			if len(batch) >= maxBatch {
+				break
+			}
+			var more bool
+			select {
+			case op, more = <-ops:
+				if !more {
+					flush()
+					return
+				}
+				continue
+			default:
+			}
+			break
+		}
+		flush()
+	}
+}
+
+type teeBody struct {
+	io.ReadCloser
+	tee  io.Reader
+	pw   *io.PipeWriter
+	lost func(error)
+}
+
+// Read ends the client's stream cleanly when the cloud's breaks: the client
+// sees a watch that ended and watches again (held by the hub while offline),
+// instead of a reset stream.
+func (b *teeBody) Read(p []byte) (int, error) {
+	n, err := b.tee.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.lost(err)
+		return n, io.EOF
+	}
+	return n, err
+}
 
 func (b *teeBody) Close() error {
 	_ = b.pw.Close()
 	return b.ReadCloser.Close()
-}
-
-func (p *Proxy) applyEvent(k cache.Key, ev watchEvent) {
-	var o struct {
-		Metadata objectMeta `json:"metadata"`
-	}
-	if err := json.Unmarshal(ev.Object, &o); err != nil {
-		return
-	}
-	switch ev.Type {
-	case string(cache.Added), string(cache.Modified), string(cache.Deleted):
-		_ = p.cfg.Cache.ApplyEvent(k, cache.EventType(ev.Type), cache.Item{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Raw: ev.Object}, o.Metadata.ResourceVersion)
-	case "BOOKMARK":
-		_ = p.cfg.Cache.SetListResourceVersion(k, o.Metadata.ResourceVersion)
-	}
 }
 
 // bookmarkEvery is how often an offline watch sends a bookmark.
