@@ -182,9 +182,19 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "lab in %s, up since %s (pid %d)\napiserver %s\nkubeconfig %s\n\n", workdir, s.StartedAt.Format(time.RFC3339), s.PID, s.Endpoint, s.Kubeconfig)
+	edgeNodes, err := EdgeNodes(ctx, workdir)
+	if err != nil {
+		return err
+	}
+	procs := s.Components
+	for _, n := range edgeNodes {
+		procs = append(procs,
+			controlplane.Component{Name: "sitegrid-hub/" + n.Name, PID: n.HubPID},
+			controlplane.Component{Name: "kwok/" + n.Name, PID: n.KubeletPID})
+	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROCESS\tPID\tPORT\tSTATE")
-	for _, c := range s.Components {
+	for _, c := range procs {
 		state := "running"
 		if !process.Alive(c.PID) {
 			state = "exited"
@@ -205,10 +215,6 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
-	}
-	edgeNodes, err := EdgeNodes(ctx, workdir)
-	if err != nil {
-		return err
 	}
 	byName := map[string]NodeStatus{}
 	for _, n := range edgeNodes {

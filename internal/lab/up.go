@@ -48,6 +48,10 @@ type UpOptions struct {
 	Sites         int
 	NodesPerSite  int
 	APIServerPort int
+	// NodeMonitorGracePeriod is how long the cloud waits for a node's lease
+	// before marking it NotReady (0: Kubernetes' default, 40s). Simulated
+	// kubelets renew their lease four times per period.
+	NodeMonitorGracePeriod time.Duration
 	// ManagerBinary and HubBinary override where sitegrid-manager and
 	// sitegrid-hub are found.
 	ManagerBinary, HubBinary string
@@ -69,6 +73,9 @@ func (o *UpOptions) validate() error {
 	}
 	if o.APIServerPort < 1 || o.APIServerPort > 65535 {
 		return fmt.Errorf("--apiserver-port %d is not a port", o.APIServerPort)
+	}
+	if o.NodeMonitorGracePeriod != 0 && o.NodeMonitorGracePeriod < 4*time.Second {
+		return fmt.Errorf("--node-monitor-grace-period must be at least 4s, not %s", o.NodeMonitorGracePeriod)
 	}
 	if o.Workdir == "" {
 		return errors.New("no workdir")
@@ -150,9 +157,14 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 		}
 	}()
 	if err := steps.run("start etcd, kube-apiserver, kube-controller-manager and kube-scheduler", func() error {
-		cp, err = controlplane.Start(ctx, controlplane.Config{
+		cfg := controlplane.Config{
 			Dir: filepath.Join(opts.Workdir, controlPlaneDir), Bin: bin, APIServerPort: opts.APIServerPort, NoSharedKwok: true,
-		})
+		}
+		if g := opts.NodeMonitorGracePeriod; g != 0 {
+			cfg.NodeLeaseSeconds = int(g / time.Second)
+			cfg.ControllerManagerArgs = append(cfg.ControllerManagerArgs, "--node-monitor-grace-period="+g.String(), "--node-monitor-period=1s")
+		}
+		cp, err = controlplane.Start(ctx, cfg)
 		return err
 	}); err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
+	labpkg "github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/process"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
@@ -26,7 +27,7 @@ var (
 	buildErr  error
 )
 
-// sitegridctl builds sitegridctl and sitegrid-manager side by side, as
+// sitegridctl builds sitegridctl, sitegrid-manager and sitegrid-hub side by side, as
 // `make build` does, and returns sitegridctl's path.
 func sitegridctl(t *testing.T) string {
 	t.Helper()
@@ -35,7 +36,7 @@ func sitegridctl(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager")
+		cmd := exec.Command("go", "build", "-o", builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager", "./cmd/sitegrid-hub")
 		cmd.Dir = testenv.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -165,7 +166,7 @@ func TestLabLifecycle(t *testing.T) {
 		t.Errorf("add-node with an invalid name: err=%v, output %q; want a message about the name", err, out)
 	}
 	status := lab.must("lab", "status")
-	for _, want := range []string{"kube-apiserver", "kwok", "sitegrid-manager", "site-2-node-3"} {
+	for _, want := range []string{"kube-apiserver", "kwok/site-2-node-3", "sitegrid-hub/site-1-node-1", "sitegrid-manager", "site-2-node-3"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("lab status lacks %q:\n%s", want, status)
 		}
@@ -183,6 +184,16 @@ func TestLabLifecycle(t *testing.T) {
 	pids := labPIDs(t, lab.workdir)
 	if len(pids) < 6 {
 		t.Fatalf("lab.json lists %d processes, want at least 6", len(pids))
+	}
+	edge, err := labpkg.EdgeNodes(context.Background(), lab.workdir)
+	if err != nil || len(edge) != 4 {
+		t.Fatalf("the lab reports edge nodes %+v (%v), want 4", edge, err)
+	}
+	for _, n := range edge {
+		pids["sitegrid-hub/"+n.Name], pids["kwok/"+n.Name] = n.HubPID, n.KubeletPID
+	}
+	if out, err := lab.run("lab", "partition", "site-9"); err == nil || !strings.Contains(out, "neither a lab node nor a site") {
+		t.Errorf("partition of an unknown site: err=%v, output %q", err, out)
 	}
 	lab.must("lab", "down")
 	for name, pid := range pids {

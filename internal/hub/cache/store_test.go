@@ -260,3 +260,59 @@ func TestPutObjectSkipsUnchanged(t *testing.T) {
 		t.Errorf("a new version was not stored: %q %s %v", rv, raw, err)
 	}
 }
+
+// TestApplyEventsInOneTransaction: a burst of events ends as one event at a
+// time would, at the cost of one commit.
+func TestApplyEventsInOneTransaction(t *testing.T) {
+	one, _ := openTemp(t)
+	burst, _ := openTemp(t)
+	k := podKey("system:node:edge-1")
+	var events []Event
+	for i := 0; i < 200; i++ {
+		rv := strconv.Itoa(100 + i)
+		switch {
+		case i%10 == 9:
+			events = append(events, Event{Type: Deleted, Item: pod("p"+strconv.Itoa(i-1), rv), ResourceVersion: rv})
+		case i%10 == 5:
+			events = append(events, Event{Type: Bookmark, ResourceVersion: rv})
+		default:
+			events = append(events, Event{Type: Added, Item: pod("p"+strconv.Itoa(i), rv), ResourceVersion: rv})
+		}
+	}
+	for _, s := range []*Store{one, burst} {
+		if err := s.ReplaceList(k, ListMeta{ResourceVersion: "99", Kind: "PodList", APIVersion: "v1"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writes := func(s *Store) int64 { st := s.db.Stats(); return st.TxStats.GetWrite() }
+	beforeOne, beforeBurst := writes(one), writes(burst)
+	for _, ev := range events {
+		if err := one.ApplyEvent(k, ev.Type, ev.Item, ev.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := burst.ApplyEvents(k, events); err != nil {
+		t.Fatal(err)
+	}
+	wantMeta, wantItems, err := one.List(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotMeta, gotItems, err := burst.List(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(wantMeta, gotMeta); diff != "" {
+		t.Errorf("meta (-one at a time +burst):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantItems, gotItems); diff != "" {
+		t.Errorf("items (-one at a time +burst):\n%s", diff)
+	}
+	oneWrites, burstWrites := writes(one)-beforeOne, writes(burst)-beforeBurst
+	if burstWrites*10 > oneWrites {
+		t.Errorf("the burst wrote %d pages, one event at a time %d: not one transaction", burstWrites, oneWrites)
+	}
+	if err := burst.ApplyEvents(k, []Event{{Type: "ERROR"}}); err == nil {
+		t.Error("an ERROR event was applied")
+	}
+}

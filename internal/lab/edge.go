@@ -1,0 +1,531 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/hub/server"
+	"github.com/sitegrid/sitegrid/internal/lab/link"
+	"github.com/sitegrid/sitegrid/internal/pki"
+	"github.com/sitegrid/sitegrid/internal/process"
+)
+
+// Every lab node is an edge node as the hub issue describes it: its kubelet
+// (a kwok managing only that node, with the node's own credential) talks to
+// the node's sitegrid-hub, and the hub reaches the cloud apiserver only
+// through the node's uplink, a link the lab can cut.
+
+// The lab's user behind `lab kubeconfig --via-hub`: a ServiceAccount bound to
+// cluster-admin, whose token the hubs pass through.
+const (
+	labUserNamespace = "sitegrid-system"
+	labUser          = "lab-admin"
+	// labUserTokenTTL bounds the token; a lab running longer needs a restart.
+	labUserTokenTTL = 30 * 24 * time.Hour
+)
+
+// kwokReaderRBAC is what kwok needs beyond a kubelet's permissions: at start
+// it lists Nodes (any one, to see the apiserver answer), and it lists and
+// watches Leases where a kubelet only gets and updates its own. Reads only,
+// bound to the simulated kubelets' group in the lab; writes stay confined by
+// the Node authorizer and NodeRestriction.
+func kwokReaderRBAC() (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-lab:kwok-reader"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"list", "watch"}},
+		},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}},
+	}
+	return role, binding
+}
+
+// edge runs the lab's edge nodes.
+type edge struct {
+	cp        *controlplane.ControlPlane
+	admin     kubernetes.Interface
+	hubBin    string
+	userToken string
+	// apiserver is host:port of the cloud apiserver, what links relay to.
+	apiserver string
+
+	mu    sync.Mutex
+	nodes map[string]*edgeNode
+}
+
+// edgeNode is one simulated edge node: its uplink, hub and kubelet.
+type edgeNode struct {
+	name, site, ip string
+	dir            string
+	link           *link.Link
+	hubConfig      string
+	hubAPI         string // host:port the node's components talk to
+	hubHealth      string
+	kubeletConfig  string
+	viaHubConfig   string
+
+	mu           sync.Mutex
+	hub, kubelet *process.Process
+	restarts     map[string]int
+	stopping     bool
+	done         chan struct{}
+}
+
+func newEdge(ctx context.Context, cp *controlplane.ControlPlane, hubBin string) (*edge, error) {
+	admin, err := cp.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(cp.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	e := &edge{cp: cp, admin: admin, hubBin: hubBin, apiserver: u.Host, nodes: map[string]*edgeNode{}}
+	role, binding := kwokReaderRBAC()
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
+	}
+	if e.userToken, err = e.labUserToken(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// labUserToken creates the lab's admin ServiceAccount and a token for it.
+func (e *edge) labUserToken(ctx context.Context) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: labUser, Namespace: labUserNamespace}}
+	if _, err := e.admin.CoreV1().ServiceAccounts(labUserNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		return "", fmt.Errorf("create ServiceAccount %s/%s: %w", labUserNamespace, labUser, err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-lab:" + labUser},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: labUser, Namespace: labUserNamespace}},
+	}
+	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		return "", fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
+	}
+	ttl := int64(labUserTokenTTL / time.Second)
+	tr, err := e.admin.CoreV1().ServiceAccounts(labUserNamespace).CreateToken(ctx, labUser,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for %s: %w", labUser, err)
+	}
+	return tr.Status.Token, nil
+}
+
+// add starts an edge node's link and hub, registers the node, and starts
+// its kubelet. On failure nothing of the node is left.
+func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err error) {
+	e.mu.Lock()
+	if _, ok := e.nodes[n.Name]; ok {
+		e.mu.Unlock()
+		return fmt.Errorf("node %s already exists", n.Name)
+	}
+	en := &edgeNode{name: n.Name, site: site, ip: n.InternalIP, dir: filepath.Join(e.cp.Dir, "nodes", n.Name), restarts: map[string]int{}, done: make(chan struct{})}
+	e.nodes[n.Name] = en
+	e.mu.Unlock()
+	defer func() {
+		if err != nil {
+			e.mu.Lock()
+			delete(e.nodes, n.Name)
+			e.mu.Unlock()
+			en.stop()
+			_ = os.RemoveAll(en.dir)
+		}
+	}()
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(en.dir, 0o700); err != nil {
+		return err
+	}
+	if en.link, err = link.Listen("127.0.0.1:0", e.apiserver); err != nil {
+		return fmt.Errorf("uplink of %s: %w", n.Name, err)
+	}
+	if err := e.writeHubConfig(ctx, en); err != nil {
+		return err
+	}
+	if err := en.startHub(ctx, e.hubBin); err != nil {
+		return err
+	}
+	n.OwnKubelet = true
+	if err := controlplane.CreateNode(ctx, e.admin, n); err != nil {
+		return err
+	}
+	if err := en.startKubelet(ctx, e.cp); err != nil {
+		_ = e.admin.CoreV1().Nodes().Delete(context.Background(), n.Name, metav1.DeleteOptions{})
+		return err
+	}
+	go en.supervise(e)
+	return nil
+}
+
+// writeHubConfig issues the node's certificates, grants its hub credential
+// what server.ImpersonationRBAC allows, and writes the hub's config and the
+// kubeconfigs of the node's kubelet and of `lab kubeconfig --via-hub`.
+func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
+	role, binding := server.ImpersonationRBAC(en.name)
+	if _, err := e.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
+	}
+	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
+	}
+	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + en.name, IPs: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}, Server: true})
+	if err != nil {
+		return err
+	}
+	cred, err := e.cp.IssueCert(pki.LeafRequest{CommonName: server.HubUser(en.name), Client: true})
+	if err != nil {
+		return err
+	}
+	servingCert, servingKey, err := pki.WriteKeyPair(en.dir, "hub-serving", serving.Cert, serving.Key)
+	if err != nil {
+		return err
+	}
+	credCert, credKey, err := pki.WriteKeyPair(en.dir, "hub-client", cred.Cert, cred.Key)
+	if err != nil {
+		return err
+	}
+	ports := make([]int, 2)
+	for i := range ports {
+		if ports[i], err = controlplane.FreePort(); err != nil {
+			return err
+		}
+	}
+	en.hubAPI = "127.0.0.1:" + strconv.Itoa(ports[0])
+	en.hubHealth = "127.0.0.1:" + strconv.Itoa(ports[1])
+	cfg := fmt.Sprintf(`# sitegrid-hub of lab node %s: its cloud is reached through the node's uplink.
+nodeName: %s
+listenAddress: %s
+healthAddress: %s
+servingCertFile: %s
+servingKeyFile: %s
+clientCAFile: %s
+serverCAFile: %s
+servers: [https://%s]
+clientCertFile: %s
+clientKeyFile: %s
+cachePath: %s
+probeInterval: 1s
+`, en.name, en.name, en.hubAPI, en.hubHealth, servingCert, servingKey, e.cp.CAFile, e.cp.CAFile, en.link.Addr(), credCert, credKey, filepath.Join(en.dir, "cache", "cache.db"))
+	en.hubConfig = filepath.Join(en.dir, "hub.yaml")
+	if err := os.WriteFile(en.hubConfig, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	hubURL := "https://" + en.hubAPI
+	if en.kubeletConfig, err = e.cp.WriteKubeconfigAt("kubelet-"+en.name, hubURL, "system:node:"+en.name, "system:nodes"); err != nil {
+		return err
+	}
+	en.viaHubConfig, err = e.cp.WriteTokenKubeconfig("via-hub-"+en.name, hubURL, e.userToken)
+	return err
+}
+
+func (en *edgeNode) startHub(ctx context.Context, bin string) error {
+	p, err := process.Start(process.Spec{Name: "sitegrid-hub-" + en.name, Path: bin, Args: []string{"--config", en.hubConfig},
+		LogFile: filepath.Join(en.dir, "hub.log")})
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err = p.WaitReady(wctx, 100*time.Millisecond, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+en.hubHealth+"/readyz", nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		p.Stop(5 * time.Second)
+		return fmt.Errorf("sitegrid-hub of %s did not start (%w):\n%s", en.name, err, process.LogTail(p.Spec.LogFile, 15))
+	}
+	en.mu.Lock()
+	en.hub = p
+	en.mu.Unlock()
+	return nil
+}
+
+func (en *edgeNode) startKubelet(ctx context.Context, cp *controlplane.ControlPlane) error {
+	p, err := cp.StartNodeKwokVia(ctx, en.name, en.kubeletConfig)
+	if err != nil {
+		return fmt.Errorf("kubelet (kwok) of %s: %w\n%s", en.name, err, process.LogTail(filepath.Join(cp.Dir, "logs", "kwok-"+en.name+".log"), 15))
+	}
+	en.mu.Lock()
+	en.kubelet = p
+	en.mu.Unlock()
+	return nil
+}
+
+// supervise restarts the node's hub or kubelet when it exits, as systemd
+// or the kubelet would on a real node: killing a hub is how a test (or a
+// user) sees it come back and serve from its cache.
+func (en *edgeNode) supervise(e *edge) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-en.done:
+			return
+		case <-tick.C:
+		}
+		en.mu.Lock()
+		hubGone, kubeletGone := exited(en.hub), exited(en.kubelet)
+		en.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if hubGone {
+			en.countRestart("hub")
+			klog.InfoS("restarting sitegrid-hub", "node", en.name)
+			if err := en.startHub(ctx, e.hubBin); err != nil {
+				klog.ErrorS(err, "restart sitegrid-hub", "node", en.name)
+			}
+		}
+		if kubeletGone {
+			en.countRestart("kubelet")
+			klog.InfoS("restarting kubelet (kwok)", "node", en.name)
+			if err := en.startKubelet(ctx, e.cp); err != nil {
+				klog.ErrorS(err, "restart kubelet", "node", en.name)
+			}
+		}
+		cancel()
+	}
+}
+
+func exited(p *process.Process) bool {
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+func (en *edgeNode) countRestart(what string) {
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	en.restarts[what]++
+}
+
+// stop ends the node's processes and its link.
+func (en *edgeNode) stop() {
+	en.mu.Lock()
+	if !en.stopping {
+		en.stopping = true
+		close(en.done)
+	}
+	hub, kubelet := en.hub, en.kubelet
+	en.mu.Unlock()
+	if kubelet != nil {
+		kubelet.Stop(10 * time.Second)
+	}
+	if hub != nil {
+		hub.Stop(10 * time.Second)
+	}
+	if en.link != nil {
+		en.link.Close()
+	}
+}
+
+// remove stops a node and deletes it from the cluster.
+func (e *edge) remove(ctx context.Context, name string) error {
+	e.mu.Lock()
+	en, ok := e.nodes[name]
+	if ok {
+		delete(e.nodes, name)
+	}
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("node %s is not a lab node", name)
+	}
+	en.stop()
+	if err := controlplane.DeleteNode(ctx, e.admin, name); err != nil {
+		return err
+	}
+	role, _ := server.ImpersonationRBAC(name)
+	_ = e.admin.RbacV1().ClusterRoleBindings().Delete(ctx, role.Name, metav1.DeleteOptions{})
+	_ = e.admin.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})
+	return os.RemoveAll(en.dir)
+}
+
+// stopAll stops every node's processes (the cluster is going away too).
+func (e *edge) stopAll() {
+	e.mu.Lock()
+	nodes := make([]*edgeNode, 0, len(e.nodes))
+	for _, en := range e.nodes {
+		nodes = append(nodes, en)
+	}
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, en := range nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); en.stop() }()
+	}
+	wg.Wait()
+}
+
+// resolve turns NODE and SITE names into nodes; none means every node.
+func (e *edge) resolve(targets []string) ([]*edgeNode, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*edgeNode
+	seen := map[string]bool{}
+	addNode := func(en *edgeNode) {
+		if !seen[en.name] {
+			seen[en.name] = true
+			out = append(out, en)
+		}
+	}
+	if len(targets) == 0 {
+		for _, en := range e.nodes {
+			addNode(en)
+		}
+	}
+	for _, t := range targets {
+		if en, ok := e.nodes[t]; ok {
+			addNode(en)
+			continue
+		}
+		found := false
+		for _, en := range e.nodes {
+			if en.site == t {
+				addNode(en)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%q is neither a lab node nor a site with nodes", t)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out, nil
+}
+
+// setLinks cuts or heals the uplinks of targets and returns the nodes.
+func (e *edge) setLinks(targets []string, cut bool) ([]string, error) {
+	nodes, err := e.resolve(targets)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(nodes))
+	for _, en := range nodes {
+		if cut {
+			en.link.Cut()
+		} else {
+			en.link.Heal()
+		}
+		names = append(names, en.name)
+	}
+	return names, nil
+}
+
+// NodeStatus is an edge node as `lab status` shows it.
+type NodeStatus struct {
+	Name string `json:"name"`
+	Site string `json:"site"`
+	IP   string `json:"ip"`
+	// Link is "up" or "cut".
+	Link string `json:"link"`
+	// Hub is the hub's view of the cloud: "online", "offline", or "down"
+	// when the hub does not answer.
+	Hub              string         `json:"hub"`
+	HubAddress       string         `json:"hubAddress"`
+	HubPID           int            `json:"hubPID"`
+	KubeletPID       int            `json:"kubeletPID"`
+	Restarts         map[string]int `json:"restarts,omitempty"`
+	ViaHubKubeconfig string         `json:"viaHubKubeconfig"`
+	HubLog           string         `json:"hubLog"`
+}
+
+func (e *edge) status(ctx context.Context) []NodeStatus {
+	nodes, _ := e.resolve(nil)
+	out := make([]NodeStatus, len(nodes))
+	var wg sync.WaitGroup
+	for i, en := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = en.status(ctx)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (en *edgeNode) status(ctx context.Context) NodeStatus {
+	en.mu.Lock()
+	s := NodeStatus{Name: en.name, Site: en.site, IP: en.ip, Link: "up", HubAddress: en.hubAPI,
+		ViaHubKubeconfig: en.viaHubConfig, HubLog: filepath.Join(en.dir, "hub.log"), Restarts: map[string]int{}}
+	for k, v := range en.restarts {
+		s.Restarts[k] = v
+	}
+	if en.hub != nil {
+		s.HubPID = en.hub.PID()
+	}
+	if en.kubelet != nil {
+		s.KubeletPID = en.kubelet.PID()
+	}
+	en.mu.Unlock()
+	if en.link.IsCut() {
+		s.Link = "cut"
+	}
+	s.Hub = hubView(ctx, en.hubHealth)
+	return s
+}
+
+// hubView asks a hub's /readyz whether it sees the cloud.
+func hubView(ctx context.Context, addr string) string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "down"
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64)
+	n, _ := resp.Body.Read(buf)
+	switch body := string(buf[:n]); {
+	case resp.StatusCode != http.StatusOK:
+		return "down"
+	case len(body) >= 10 && body[:10] == "ok: online":
+		return "online"
+	default:
+		return "offline"
+	}
+}
