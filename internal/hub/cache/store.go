@@ -2,11 +2,13 @@ package cache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,9 +21,16 @@ type Store struct {
 	db *bolt.DB
 }
 
+// stagingSeq numbers staged lists within a process; what a killed process
+// staged is dropped on Open.
+var stagingSeq atomic.Uint64
+
 var (
 	bucketLists   = []byte("lists")
 	bucketObjects = []byte("objects")
+	// bucketStaging holds lists being received; a list moves into
+	// bucketLists once complete, so a cut-off LIST never replaces a good one.
+	bucketStaging = []byte("staging")
 	metaKey       = []byte{0} // sorts before every "namespace/name" item key
 )
 
@@ -68,7 +77,12 @@ func Open(path string) (*Store, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketLists, bucketObjects} {
+		if tx.Bucket(bucketStaging) != nil {
+			if err := tx.DeleteBucket(bucketStaging); err != nil {
+				return err
+			}
+		}
+		for _, b := range [][]byte{bucketLists, bucketObjects, bucketStaging} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -89,33 +103,144 @@ func itemKey(namespace, name string) []byte { return []byte(namespace + "/" + na
 
 // ReplaceList stores a whole list, as after a LIST from the cloud.
 func (s *Store) ReplaceList(k Key, meta ListMeta, items []Item) error {
-	if k.Verb != VerbList {
-		return fmt.Errorf("ReplaceList with a %s key", k.Verb)
+	w, err := s.BeginList(k)
+	if err != nil {
+		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		lists := tx.Bucket(bucketLists)
-		name := k.Bytes()
+	if err := w.Add(items); err != nil {
+		w.Abort()
+		return err
+	}
+	return w.Commit(meta)
+}
+
+// ListWriter receives a list in batches, as it streams in from the cloud,
+// so the hub never holds a whole list in memory. The list replaces the
+// cached one only on Commit. A list that fits in one batch costs one
+// transaction; a longer one is staged batch by batch and moved into place
+// by the last.
+type ListWriter struct {
+	s       *Store
+	k       Key
+	id      []byte // of the staging slot, once the list outgrew one batch
+	pending []Item
+	size    int
+	count   int
+}
+
+// Batch limits: a list is written in transactions of at most this many
+// items or bytes.
+const (
+	batchItems = 1000
+	batchBytes = 2 << 20
+)
+
+// BeginList starts receiving a list for k.
+func (s *Store) BeginList(k Key) (*ListWriter, error) {
+	if k.Verb != VerbList {
+		return nil, fmt.Errorf("BeginList with a %s key", k.Verb)
+	}
+	return &ListWriter{s: s, k: k}, nil
+}
+
+// Add takes items; full batches are written to the staging slot.
+func (w *ListWriter) Add(items []Item) error {
+	for _, it := range items {
+		w.pending = append(w.pending, it)
+		w.size += len(it.Raw)
+		if len(w.pending) >= batchItems || w.size >= batchBytes {
+			if err := w.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (w *ListWriter) flush() error {
+	err := w.s.db.Update(func(tx *bolt.Tx) error {
+		staging := tx.Bucket(bucketStaging)
+		if w.id == nil {
+			w.id = binary.BigEndian.AppendUint64(nil, stagingSeq.Add(1))
+			slot, err := staging.CreateBucket(w.id)
+			if err != nil {
+				return err
+			}
+			if _, err := slot.CreateBucket(w.k.Bytes()); err != nil {
+				return err
+			}
+		}
+		return w.put(staging.Bucket(w.id).Bucket(w.k.Bytes()))
+	})
+	w.pending, w.size = w.pending[:0], 0
+	return err
+}
+
+func (w *ListWriter) put(b *bolt.Bucket) error {
+	for _, it := range w.pending {
+		key := itemKey(it.Namespace, it.Name)
+		if b.Get(key) == nil {
+			w.count++
+		}
+		if err := b.Put(key, it.Raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Commit makes the received list the cached one, in one transaction.
+func (w *ListWriter) Commit(meta ListMeta) error {
+	return w.s.db.Update(func(tx *bolt.Tx) error {
+		staging, lists := tx.Bucket(bucketStaging), tx.Bucket(bucketLists)
+		name := w.k.Bytes()
 		if lists.Bucket(name) != nil {
 			if err := lists.DeleteBucket(name); err != nil {
 				return err
 			}
 		}
-		b, err := lists.CreateBucket(name)
-		if err != nil {
-			return err
-		}
-		meta.Count = 0
-		for _, it := range items {
-			key := itemKey(it.Namespace, it.Name)
-			if b.Get(key) == nil {
-				meta.Count++
-			}
-			if err := b.Put(key, it.Raw); err != nil {
+		if w.id != nil {
+			// MoveBucket moves the bucket as last committed: the rest of the
+			// items and the metadata go in after the move.
+			if err := staging.Bucket(w.id).MoveBucket(name, lists); err != nil {
 				return err
 			}
+			if err := staging.DeleteBucket(w.id); err != nil {
+				return err
+			}
+		} else if _, err := lists.CreateBucket(name); err != nil {
+			return err
 		}
+		b := lists.Bucket(name)
+		if err := w.put(b); err != nil {
+			return err
+		}
+		meta.Count = w.count
 		return putMeta(b, meta)
 	})
+}
+
+// Abort drops what was received.
+func (w *ListWriter) Abort() {
+	w.pending = nil
+	if w.id != nil {
+		_ = w.s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketStaging).DeleteBucket(w.id) })
+	}
+}
+
+// ListResourceVersion returns the resource version of a cached list.
+func (s *Store) ListResourceVersion(k Key) (string, error) {
+	var meta ListMeta
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLists).Bucket(k.Bytes())
+		if b == nil {
+			return ErrNotCached
+		}
+		var err error
+		meta, err = getMeta(b)
+		return err
+	})
+	return meta.ResourceVersion, err
 }
 
 func putMeta(b *bolt.Bucket, meta ListMeta) error {

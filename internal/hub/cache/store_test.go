@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
 )
 
 func podKey(identity string) Key {
@@ -314,5 +315,95 @@ func TestApplyEventsInOneTransaction(t *testing.T) {
 	}
 	if err := burst.ApplyEvents(k, []Event{{Type: "ERROR"}}); err == nil {
 		t.Error("an ERROR event was applied")
+	}
+}
+
+// TestListWriter: a list received in batches replaces the cached one only
+// when complete; an aborted one, or one a killed hub left half-received,
+// leaves the cached list as it was.
+func TestListWriter(t *testing.T) {
+	s, path := openTemp(t)
+	k := podKey("system:node:edge-1")
+	if err := s.ReplaceList(k, ListMeta{ResourceVersion: "5", Kind: "PodList", APIVersion: "v1"}, []Item{pod("old", "5")}); err != nil {
+		t.Fatal(err)
+	}
+	aborted, err := s.BeginList(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := aborted.Add([]Item{pod("half", "6")}); err != nil {
+		t.Fatal(err)
+	}
+	aborted.Abort()
+	left, err := s.BeginList(k) // never finished: the hub dies
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := func(prefix, rv string, n int) []Item {
+		var items []Item
+		for i := 0; i < n; i++ {
+			items = append(items, pod(fmt.Sprintf("%s-%04d", prefix, i), rv))
+		}
+		return items
+	}
+	if err := left.Add(many("lost", "7", batchItems+1)); err != nil { // staged
+		t.Fatal(err)
+	}
+	names := func(s *Store) []string {
+		t.Helper()
+		meta, items, err := s.List(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := []string{"rv=" + meta.ResourceVersion, "count=" + strconv.Itoa(meta.Count)}
+		for _, it := range items {
+			out = append(out, it.Name)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{"rv=5", "count=1", "old"}, names(s)); diff != "" {
+		t.Errorf("unfinished lists changed the cached one (-want +got):\n%s", diff)
+	}
+	w, err := s.BeginList(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := many("p", "8", 2*batchItems+3) // two staged batches and a rest
+	for i := 0; i < len(long); i += 100 {
+		if err := w.Add(long[i:min(i+100, len(long))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(ListMeta{ResourceVersion: "8", Kind: "PodList", APIVersion: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"rv=8", "count=" + strconv.Itoa(len(long))}
+	for _, it := range long {
+		want = append(want, it.Name)
+	}
+	if diff := cmp.Diff(want, names(s)); diff != "" {
+		t.Errorf("committed list (-want +got):\n%s", diff)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reopened.Close()
+	if err := reopened.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if err := reopened.db.View(func(tx *bolt.Tx) error {
+		if n := tx.Bucket(bucketStaging).Stats().KeyN; n != 0 {
+			return fmt.Errorf("%d staged entries survived a restart", n)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if diff := cmp.Diff(want, names(reopened)); diff != "" {
+		t.Errorf("after reopening (-want +got):\n%s", diff)
 	}
 }

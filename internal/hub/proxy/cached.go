@@ -38,13 +38,21 @@ func (p *Proxy) cacheKey(identity string, r *http.Request) (cache.Key, bool) {
 	return k, true
 }
 
-// store keeps a successful JSON answer of a cacheable request.
+// isJSON reports whether an answer is JSON, the only form the hub keeps.
+func isJSON(resp *http.Response) bool {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt == "application/json"
+}
+
+// store keeps a successful JSON answer of a cacheable request: a LIST as it
+// streams through (teeList), an object or discovery document whole.
 func (p *Proxy) store(resp *http.Response) error {
 	k, ok := resp.Request.Context().Value(keyCtx{}).(cache.Key)
-	if !ok || resp.StatusCode != http.StatusOK {
+	if !ok || resp.StatusCode != http.StatusOK || !isJSON(resp) {
 		return nil
 	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
+	if k.Verb == cache.VerbList {
+		p.teeList(resp, k)
 		return nil
 	}
 	body, err := io.ReadAll(resp.Body)
@@ -53,7 +61,7 @@ func (p *Proxy) store(resp *http.Response) error {
 	if err != nil {
 		return err
 	}
-	if err := p.put(k, body); err != nil {
+	if err := p.putObject(k, body); err != nil {
 		// The client still gets its answer; the cache just misses it.
 		resp.Header.Set("X-Sitegrid-Hub-Cache", "error: "+err.Error())
 	}
@@ -67,36 +75,15 @@ type objectMeta struct {
 	Annotations     map[string]string `json:"annotations"`
 }
 
-func (p *Proxy) put(k cache.Key, body []byte) error {
-	if k.Verb != cache.VerbList {
-		var o struct {
-			Metadata objectMeta `json:"metadata"`
-		}
-		if err := json.Unmarshal(body, &o); err != nil {
-			return err
-		}
-		return p.cfg.Cache.PutObject(k, o.Metadata.ResourceVersion, body)
+func (p *Proxy) putObject(k cache.Key, body []byte) error {
+	if k.Verb == cache.VerbDiscovery {
+		return p.cfg.Cache.PutObject(k, "", body)
 	}
-	var list struct {
-		Kind       string            `json:"kind"`
-		APIVersion string            `json:"apiVersion"`
-		Metadata   objectMeta        `json:"metadata"`
-		Items      []json.RawMessage `json:"items"`
-	}
-	if err := json.Unmarshal(body, &list); err != nil {
+	it, m, err := itemOf(body)
+	if err != nil {
 		return err
 	}
-	items := make([]cache.Item, 0, len(list.Items))
-	for _, raw := range list.Items {
-		var o struct {
-			Metadata objectMeta `json:"metadata"`
-		}
-		if err := json.Unmarshal(raw, &o); err != nil {
-			return err
-		}
-		items = append(items, cache.Item{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Raw: raw})
-	}
-	return p.cfg.Cache.ReplaceList(k, cache.ListMeta{ResourceVersion: list.Metadata.ResourceVersion, Kind: list.Kind, APIVersion: list.APIVersion}, items)
+	return p.cfg.Cache.PutObject(k, m.ResourceVersion, it.Raw)
 }
 
 // serveCached answers from the cache; false if it holds nothing.

@@ -63,6 +63,8 @@ type Proxy struct {
 	cfg Config
 	// asHub forwards with the hub's certificate; asToken with none.
 	asHub, asToken *httputil.ReverseProxy
+	// keys orders the cache writes of one key.
+	keys keyLocks
 }
 
 type ctxKey struct{}

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -44,121 +43,96 @@ const initialEventsEnd = "k8s.io/initial-events-end"
 // while the previous ones are being written are written together, in one
 // transaction: a burst costs one fsync, not one per event.
 func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
-	pr, pw := io.Pipe()
+	pipe := newChunkPipe()
 	endpoint := endpointOf(resp.Request.URL)
-	resp.Body = &teeBody{ReadCloser: resp.Body, tee: io.TeeReader(resp.Body, pw), pw: pw,
+	resp.Body = &streamTee{ReadCloser: resp.Body, tee: io.TeeReader(resp.Body, pipe), pipe: pipe,
 		lost: func(err error) {
 			if resp.Request.Context().Err() == nil { // the cloud, not the client, went away
 				p.cfg.Upstream.Report(endpoint, err)
 			}
 		}}
 	initial := resp.Request.URL.Query().Get("sendInitialEvents") == "true"
-	ops := make(chan cacheOp, 1024)
+	ops := make(chan cache.Event, 1024)
 	go p.writeCache(k, ops)
 	go func() {
 		defer close(ops)
-		dec := json.NewDecoder(pr)
-		var items []cache.Item
+		defer pipe.CloseRead()
+		var staged *cache.ListWriter
+		defer func() {
+			if staged != nil {
+				staged.Abort()
+			}
+		}()
+		dec := json.NewDecoder(pipe)
 		for {
 			var ev watchEvent
 			if err := dec.Decode(&ev); err != nil {
-				_, _ = io.Copy(io.Discard, pr)
 				return
 			}
-			var o struct {
-				Kind       string     `json:"kind"`
-				APIVersion string     `json:"apiVersion"`
-				Metadata   objectMeta `json:"metadata"`
-			}
-			if err := json.Unmarshal(ev.Object, &o); err != nil {
+			item, m, err := itemOf(ev.Object)
+			if err != nil {
 				continue
 			}
-			item := cache.Item{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Raw: ev.Object}
-			switch {
-			case !initial:
-				switch typ := cache.EventType(ev.Type); typ {
+			typ := cache.EventType(ev.Type)
+			if !initial {
+				switch typ {
 				case cache.Added, cache.Modified, cache.Deleted, cache.Bookmark:
-					ops <- cacheOp{event: cache.Event{Type: typ, Item: item, ResourceVersion: o.Metadata.ResourceVersion}}
+					ops <- cache.Event{Type: typ, Item: item, ResourceVersion: m.ResourceVersion}
 				}
-			case ev.Type == "BOOKMARK" && o.Metadata.Annotations[initialEventsEnd] == "true":
-				ops <- cacheOp{replace: &cache.ListMeta{ResourceVersion: o.Metadata.ResourceVersion, Kind: o.Kind + "List", APIVersion: o.APIVersion}, items: items}
-				initial, items = false, nil
-			case ev.Type == string(cache.Added):
-				items = append(items, item)
+				continue
+			}
+			// The initial events of a watch-list are the list: staged in
+			// batches, committed at the bookmark that ends them.
+			if staged == nil {
+				if staged, err = p.cfg.Cache.BeginList(k); err != nil {
+					return
+				}
+			}
+			switch {
+			case typ == cache.Bookmark && m.Annotations[initialEventsEnd] == "true":
+				var tm struct {
+					Kind       string `json:"kind"`
+					APIVersion string `json:"apiVersion"`
+				}
+				_ = json.Unmarshal(ev.Object, &tm)
+				unlock := p.keys.lock(k.Bytes())
+				_ = staged.Commit(cache.ListMeta{ResourceVersion: m.ResourceVersion, Kind: tm.Kind + "List", APIVersion: tm.APIVersion})
+				unlock()
+				initial, staged = false, nil
+			case typ == cache.Added:
+				if err := staged.Add([]cache.Item{item}); err != nil {
+					return
+				}
 			}
 		}
 	}()
 }
 
-// cacheOp is a watch event for the cache, or (replace set) the complete
-// list a watch-list delivered.
-type cacheOp struct {
-	event   cache.Event
-	replace *cache.ListMeta
-	items   []cache.Item
-}
-
 // maxBatch bounds the events written in one transaction.
 const maxBatch = 512
 
-// writeCache applies ops in order, batching the events that queue up.
-func (p *Proxy) writeCache(k cache.Key, ops <-chan cacheOp) {
-	var batch []cache.Event
-	flush := func() {
-		if len(batch) > 0 {
-			_ = p.cfg.Cache.ApplyEvents(k, batch)
-			batch = batch[:0]
-		}
-	}
-	for op := range ops {
-		for {
-			if op.replace != nil {
-				flush()
-				_ = p.cfg.Cache.ReplaceList(k, *op.replace, op.items)
-			} else {
-				batch = append(batch, op.event)
-			}
-			if len(batch) >= maxBatch {
-				break
-			}
-			var more bool
+// writeCache applies events in order, writing the ones that queued up
+// meanwhile in one transaction.
+func (p *Proxy) writeCache(k cache.Key, events <-chan cache.Event) {
+	batch := make([]cache.Event, 0, maxBatch)
+	for ev := range events {
+		batch = append(batch[:0], ev)
+	drain:
+		for len(batch) < maxBatch {
 			select {
-			case op, more = <-ops:
-				if !more {
-					flush()
-					return
+			case ev, ok := <-events:
+				if !ok {
+					break drain
 				}
-				continue
+				batch = append(batch, ev)
 			default:
+				break drain
 			}
-			break
 		}
-		flush()
+		unlock := p.keys.lock(k.Bytes())
+		_ = p.cfg.Cache.ApplyEvents(k, batch)
+		unlock()
 	}
-}
-
-type teeBody struct {
-	io.ReadCloser
-	tee  io.Reader
-	pw   *io.PipeWriter
-	lost func(error)
-}
-
-// Read ends the client's stream cleanly when the cloud's breaks: the client
-// sees a watch that ended and watches again (held by the hub while offline),
-// instead of a reset stream.
-func (b *teeBody) Read(p []byte) (int, error) {
-	n, err := b.tee.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		b.lost(err)
-		return n, io.EOF
-	}
-	return n, err
-}
-
-func (b *teeBody) Close() error {
-	_ = b.pw.Close()
-	return b.ReadCloser.Close()
 }
 
 // bookmarkEvery is how often an offline watch sends a bookmark.

@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"io"
+	"sync"
+)
+
+// chunkPipe hands what the client reads to the hub's decoder without making
+// the client wait for it: chunks are copied into a queue of bounded size,
+// and only a decoder that falls that far behind slows the client down.
+type chunkPipe struct {
+	chunks chan []byte
+	closed chan struct{}
+	once   sync.Once
+	rest   []byte
+}
+
+// maxQueuedChunks bounds a pipe's memory: HTTP bodies are read in chunks of
+// at most 32 KiB, so 64 of them hold 2 MiB.
+const maxQueuedChunks = 64
+
+func newChunkPipe() *chunkPipe {
+	return &chunkPipe{chunks: make(chan []byte, maxQueuedChunks), closed: make(chan struct{})}
+}
+
+// Write queues a copy of p; it never fails, and drops p once the reader
+// gave up.
+func (p *chunkPipe) Write(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	select {
+	case p.chunks <- append([]byte(nil), b...):
+	case <-p.closed:
+	}
+	return len(b), nil
+}
+
+// CloseWrite ends the stream: the reader gets io.EOF after the queue.
+func (p *chunkPipe) CloseWrite() { close(p.chunks) }
+
+// CloseRead tells writers the reader is gone.
+func (p *chunkPipe) CloseRead() { p.once.Do(func() { close(p.closed) }) }
+
+func (p *chunkPipe) Read(b []byte) (int, error) {
+	if len(p.rest) == 0 {
+		chunk, ok := <-p.chunks
+		if !ok {
+			return 0, io.EOF
+		}
+		p.rest = chunk
+	}
+	n := copy(b, p.rest)
+	p.rest = p.rest[n:]
+	return n, nil
+}
+
+// keyLocks orders the writes of one cache key: a list being received and the
+// events of a watch that follows it.
+type keyLocks struct {
+	mu    sync.Mutex
+	locks map[string]*keyLock
+}
+
+type keyLock struct {
+	sync.Mutex
+	users int
+}
+
+func (l *keyLocks) lock(key []byte) func() {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*keyLock{}
+	}
+	kl := l.locks[string(key)]
+	if kl == nil {
+		kl = &keyLock{}
+		l.locks[string(key)] = kl
+	}
+	kl.users++
+	l.mu.Unlock()
+	kl.Lock()
+	return func() {
+		kl.Unlock()
+		l.mu.Lock()
+		if kl.users--; kl.users == 0 {
+			delete(l.locks, string(key))
+		}
+		l.mu.Unlock()
+	}
+}
