@@ -78,7 +78,13 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if os.Getenv("KEEP") == "" {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Println("kept", dir)
+		}
+	}()
 	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: filepath.Join(dir, "cp"), Bin: bin, APIServerOnly: true,
 		APIServerArgs: []string{"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"}})
 	if err != nil {
@@ -154,8 +160,12 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("hub memory, everything cached: RSS %s (anonymous %s, file-backed %s), peak RSS %s; cache file %s\n",
-		mib(mem["VmRSS"]), mib(mem["RssAnon"]), mib(mem["RssFile"]+mem["RssShmem"]), mib(mem["VmHWM"]), mib(fi.Size()))
+	byFile, err := residentByFile(hub.proc.PID())
+	if err != nil {
+		return err
+	}
+	fmt.Printf("hub memory, everything cached: RSS %s (anonymous %s, file-backed %s: the binary %s, the cache file %s), peak RSS %s; cache file %s\n",
+		mib(mem["VmRSS"]), mib(mem["RssAnon"]), mib(mem["RssFile"]+mem["RssShmem"]), mib(byFile[hub.binary]), mib(byFile[hub.cachePath]), mib(mem["VmHWM"]), mib(fi.Size()))
 
 	// Latency, direct and through the hub, same client, same requests.
 	fmt.Printf("\nlatency over %d requests each    p50       p90       p99\n", requests)
@@ -356,6 +366,7 @@ func readerToken(ctx context.Context, cs kubernetes.Interface) (string, error) {
 
 type hubProcess struct {
 	proc      *process.Process
+	binary    string
 	link      *link.Link
 	api       string
 	cachePath string
@@ -421,7 +432,9 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build sitegrid-hub: %w\n%s", err, out)
 	}
-	if h.proc, err = process.Start(process.Spec{Name: "sitegrid-hub", Path: binPath, Args: []string{"--config", configPath}, LogFile: filepath.Join(dir, "hub.log")}); err != nil {
+	h.binary = binPath
+	if h.proc, err = process.Start(process.Spec{Name: "sitegrid-hub", Path: binPath, Args: []string{"--config", configPath}, LogFile: filepath.Join(dir, "hub.log"),
+	}); err != nil {
 		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -476,6 +489,34 @@ func memory(pid int) (map[string]int64, error) {
 		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, " kB")), 10, 64)
 		if err == nil {
 			out[k] = n * 1024
+		}
+	}
+	return out, sc.Err()
+}
+
+// residentByFile sums the resident memory of a process's mappings per file.
+func residentByFile(pid int) (map[string]int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]int64{}
+	file := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		switch {
+		case len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":"):
+			file = ""
+			if len(fields) >= 6 {
+				file = fields[5]
+			}
+		case len(fields) == 3 && fields[0] == "Rss:" && file != "":
+			n, err := strconv.ParseInt(fields[1], 10, 64)
+			if err == nil {
+				out[file] += n * 1024
+			}
 		}
 	}
 	return out, sc.Err()

@@ -31,6 +31,12 @@ var (
 	// bucketStaging holds lists being received; a list moves into
 	// bucketLists once complete, so a cut-off LIST never replaces a good one.
 	bucketStaging = []byte("staging")
+	// bucketFormat records the file's format; a file of another format
+	// (an older hub's) is emptied on Open: it is a cache.
+	bucketFormat = []byte("format")
+	formatKey    = []byte("version")
+	// format 2: zstd-compressed values, objects as version + body.
+	currentFormat = []byte("2")
 	metaKey       = []byte{0} // sorts before every "namespace/name" item key
 )
 
@@ -77,10 +83,23 @@ func Open(path string) (*Store, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketStaging) != nil {
-			if err := tx.DeleteBucket(bucketStaging); err != nil {
-				return err
+		drop := [][]byte{bucketStaging}
+		if f := tx.Bucket(bucketFormat); f == nil || !bytes.Equal(f.Get(formatKey), currentFormat) {
+			drop = [][]byte{bucketStaging, bucketLists, bucketObjects, bucketFormat}
+		}
+		for _, name := range drop {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
 			}
+		}
+		f, err := tx.CreateBucketIfNotExists(bucketFormat)
+		if err != nil {
+			return err
+		}
+		if err := f.Put(formatKey, currentFormat); err != nil {
+			return err
 		}
 		for _, b := range [][]byte{bucketLists, bucketObjects, bucketStaging} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -182,7 +201,7 @@ func (w *ListWriter) put(b *bolt.Bucket) error {
 		if b.Get(key) == nil {
 			w.count++
 		}
-		if err := b.Put(key, it.Raw); err != nil {
+		if err := b.Put(key, compress(it.Raw)); err != nil {
 			return err
 		}
 	}
@@ -228,8 +247,8 @@ func (w *ListWriter) Abort() {
 	}
 }
 
-// ListResourceVersion returns the resource version of a cached list.
-func (s *Store) ListResourceVersion(k Key) (string, error) {
+// Meta returns a cached list's metadata.
+func (s *Store) Meta(k Key) (ListMeta, error) {
 	var meta ListMeta
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLists).Bucket(k.Bytes())
@@ -240,7 +259,7 @@ func (s *Store) ListResourceVersion(k Key) (string, error) {
 		meta, err = getMeta(b)
 		return err
 	})
-	return meta.ResourceVersion, err
+	return meta, err
 }
 
 func putMeta(b *bolt.Bucket, meta ListMeta) error {
@@ -305,7 +324,7 @@ func applyEvent(b *bolt.Bucket, meta *ListMeta, ev Event) error {
 	switch ev.Type {
 	case Added, Modified:
 		had := b.Get(key) != nil
-		if err := b.Put(key, ev.Item.Raw); err != nil {
+		if err := b.Put(key, compress(ev.Item.Raw)); err != nil {
 			return err
 		}
 		if !had {
@@ -335,30 +354,83 @@ func (s *Store) SetListResourceVersion(k Key, resourceVersion string) error {
 func (s *Store) List(k Key) (ListMeta, []Item, error) {
 	var meta ListMeta
 	var items []Item
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLists).Bucket(k.Bytes())
-		if b == nil {
-			return ErrNotCached
-		}
-		var err error
-		if meta, err = getMeta(b); err != nil {
-			return err
-		}
-		items = make([]Item, 0, meta.Count)
-		c := b.Cursor()
-		for key, v := c.First(); key != nil; key, v = c.Next() {
-			if len(key) == 1 && key[0] == 0 {
-				continue
-			}
-			ns, name, err := splitItemKey(key)
-			if err != nil {
-				return err
-			}
-			items = append(items, Item{Namespace: ns, Name: name, Raw: append([]byte(nil), v...)})
-		}
+	err := s.StreamList(k, func(m ListMeta) error {
+		meta, items = m, make([]Item, 0, m.Count)
+		return nil
+	}, func(it Item) error {
+		items = append(items, it)
 		return nil
 	})
 	return meta, items, err
+}
+
+// streamChunk is how many items StreamList reads per read transaction: a
+// slow reader never holds one open for long (a long read transaction would
+// keep the file from growing for writers).
+const streamChunk = 256
+
+// StreamList hands a cached list's metadata to begin, then its items,
+// ordered by namespace and name, to each, without holding the list in
+// memory. The items are read in chunks; each item is its own copy.
+func (s *Store) StreamList(k Key, begin func(ListMeta) error, each func(Item) error) error {
+	var meta ListMeta
+	var after []byte
+	first := true
+	for {
+		var chunk []Item
+		err := s.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketLists).Bucket(k.Bytes())
+			if b == nil {
+				return ErrNotCached
+			}
+			if first {
+				var err error
+				if meta, err = getMeta(b); err != nil {
+					return err
+				}
+			}
+			c := b.Cursor()
+			key, v := c.First()
+			if after != nil {
+				if key, v = c.Seek(after); key != nil && bytes.Equal(key, after) {
+					key, v = c.Next()
+				}
+			}
+			for ; key != nil && len(chunk) < streamChunk; key, v = c.Next() {
+				if len(key) == 1 && key[0] == 0 {
+					continue
+				}
+				ns, name, err := splitItemKey(key)
+				if err != nil {
+					return err
+				}
+				raw, err := decompress(v)
+				if err != nil {
+					return err
+				}
+				chunk = append(chunk, Item{Namespace: ns, Name: name, Raw: raw})
+				after = append(after[:0], key...)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if first {
+			if err := begin(meta); err != nil {
+				return err
+			}
+			first = false
+		}
+		for _, it := range chunk {
+			if err := each(it); err != nil {
+				return err
+			}
+		}
+		if len(chunk) < streamChunk {
+			return nil
+		}
+	}
 }
 
 func splitItemKey(key []byte) (string, string, error) {
@@ -368,12 +440,6 @@ func splitItemKey(key []byte) (string, string, error) {
 		}
 	}
 	return "", "", fmt.Errorf("cached item key %q has no '/'", key)
-}
-
-// object is how a single object is stored.
-type object struct {
-	ResourceVersion string `json:"resourceVersion"`
-	Raw             []byte `json:"raw"`
 }
 
 // PutObject stores the answer of a GET (of an object or a discovery
@@ -387,10 +453,7 @@ func (s *Store) PutObject(k Key, resourceVersion string, raw []byte) error {
 	if rv, have, err := s.Object(k); err == nil && rv == resourceVersion && bytes.Equal(have, raw) {
 		return nil
 	}
-	data, err := json.Marshal(object{ResourceVersion: resourceVersion, Raw: raw})
-	if err != nil {
-		return err
-	}
+	data := encodeObject(resourceVersion, raw)
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Put(k.Bytes(), data) })
 }
 
@@ -401,15 +464,18 @@ func (s *Store) DeleteObject(k Key) error {
 
 // Object returns the stored answer of a GET.
 func (s *Store) Object(k Key) (string, []byte, error) {
-	var o object
+	var rv string
+	var raw []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		data := tx.Bucket(bucketObjects).Get(k.Bytes())
 		if data == nil {
 			return ErrNotCached
 		}
-		return json.Unmarshal(data, &o)
+		var err error
+		rv, raw, err = decodeObject(data)
+		return err
 	})
-	return o.ResourceVersion, o.Raw, err
+	return rv, raw, err
 }
 
 // Check verifies the whole file: every list's metadata parses and its count
@@ -432,8 +498,8 @@ func (s *Store) Check() error {
 					return nil
 				}
 				n++
-				if !json.Valid(v) {
-					return fmt.Errorf("list %s: item %s is not JSON", k, key)
+				if raw, err := decompress(v); err != nil || !json.Valid(raw) {
+					return fmt.Errorf("list %s: item %s is not JSON (%v)", k, key, err)
 				}
 				return nil
 			}); err != nil {
@@ -451,8 +517,14 @@ func (s *Store) Check() error {
 			if _, err := ParseKey(key); err != nil {
 				return err
 			}
-			var o object
-			return json.Unmarshal(v, &o)
+			_, raw, err := decodeObject(v)
+			if err == nil && !json.Valid(raw) {
+				err = errors.New("not JSON")
+			}
+			if err != nil {
+				return fmt.Errorf("object %x: %w", key, err)
+			}
+			return nil
 		})
 	})
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -88,22 +87,12 @@ func (p *Proxy) putObject(k cache.Key, body []byte) error {
 
 // serveCached answers from the cache; false if it holds nothing.
 func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key) bool {
-	var body []byte
-	if k.Verb != cache.VerbList {
-		_, raw, err := p.cfg.Cache.Object(k)
-		if err != nil {
-			return false
-		}
-		body = raw
-	} else {
-		meta, items, err := p.cfg.Cache.List(k)
-		if err != nil {
-			return false
-		}
-		body, err = listJSON(meta, items)
-		if err != nil {
-			return false
-		}
+	if k.Verb == cache.VerbList {
+		return p.serveCachedList(w, k)
+	}
+	_, body, err := p.cfg.Cache.Object(k)
+	if err != nil {
+		return false
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Sitegrid-Hub-Cache", "offline")
@@ -113,22 +102,46 @@ func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key) bool {
 	return true
 }
 
-// listJSON rebuilds a list answer at the last synced resource version.
-func listJSON(meta cache.ListMeta, items []cache.Item) ([]byte, error) {
-	if meta.Kind == "" {
-		return nil, errors.New("cached list has no kind")
-	}
-	raws := make([]json.RawMessage, len(items))
-	for i, it := range items {
-		raws[i] = it.Raw
-	}
-	out, err := json.Marshal(map[string]any{
-		"kind": meta.Kind, "apiVersion": meta.APIVersion,
-		"metadata": map[string]string{"resourceVersion": meta.ResourceVersion},
-		"items":    raws,
+// serveCachedList writes a cached list at its last synced resource version
+// item by item, never holding the whole answer in memory.
+func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key) bool {
+	started, n := false, 0
+	err := p.cfg.Cache.StreamList(k, func(meta cache.ListMeta) error {
+		if meta.Kind == "" {
+			return errors.New("cached list has no kind")
+		}
+		head, err := json.Marshal(map[string]any{
+			"kind": meta.Kind, "apiVersion": meta.APIVersion,
+			"metadata": map[string]string{"resourceVersion": meta.ResourceVersion},
+		})
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Sitegrid-Hub-Cache", "offline")
+		w.WriteHeader(http.StatusOK)
+		started = true
+		// {"apiVersion":..,"kind":..,"metadata":{..}} + ,"items":[ .. ]}
+		_, err = w.Write(append(head[:len(head)-1], `,"items":[`...))
+		return err
+	}, func(it cache.Item) error {
+		if n > 0 {
+			if _, err := w.Write([]byte{','}); err != nil {
+				return err
+			}
+		}
+		n++
+		_, err := w.Write(it.Raw)
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("rebuild list: %w", err)
+	if !started {
+		return false
 	}
-	return out, nil
+	if err != nil {
+		// The header is out: abort the stream so the client sees an error,
+		// never a short list.
+		panic(http.ErrAbortHandler)
+	}
+	_, _ = w.Write([]byte("]}"))
+	return true
 }

@@ -27,8 +27,8 @@ func (p *Proxy) teeList(resp *http.Response, k cache.Key) {
 	go func() {
 		defer unlock()
 		defer pipe.CloseRead()
-		cached, _ := p.cfg.Cache.ListResourceVersion(k)
-		if err := decodeList(pipe, w, cached); err != nil {
+		cached, _ := p.cfg.Cache.Meta(k)
+		if err := decodeList(pipe, w, cached.ResourceVersion); err != nil {
 			w.Abort()
 		}
 	}()

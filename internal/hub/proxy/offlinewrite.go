@@ -6,13 +6,15 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
 )
@@ -44,7 +46,7 @@ func (p *Proxy) renewLease(w http.ResponseWriter, r *http.Request, identity, nod
 	if err != nil {
 		return false
 	}
-	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(body, nil, nil)
+	obj, _, err := offlineCodecs().UniversalDeserializer().Decode(body, nil, nil)
 	if err != nil {
 		return false
 	}
@@ -102,7 +104,7 @@ func (p *Proxy) patchNodeStatus(w http.ResponseWriter, r *http.Request, identity
 func writeObject(w http.ResponseWriter, r *http.Request, obj runtime.Object, jsonBody []byte) {
 	accept := r.Header.Get("Accept")
 	if accept != "" && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*") && strings.Contains(accept, runtime.ContentTypeProtobuf) {
-		if info, ok := runtime.SerializerInfoForMediaType(scheme.Codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf); ok {
+		if info, ok := runtime.SerializerInfoForMediaType(offlineCodecs().SupportedMediaTypes(), runtime.ContentTypeProtobuf); ok {
 			w.Header().Set("Content-Type", runtime.ContentTypeProtobuf)
 			w.Header().Set("X-Sitegrid-Hub-Cache", "offline")
 			w.WriteHeader(http.StatusOK)
@@ -115,3 +117,13 @@ func writeObject(w http.ResponseWriter, r *http.Request, obj runtime.Object, jso
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(jsonBody)
 }
+
+// offlineCodecs decode and encode the two kinds the hub writes offline. A
+// scheme of just these, built on the first offline write, keeps the hub from
+// registering every API type of the cluster (memory the node would pay for).
+var offlineCodecs = sync.OnceValue(func() serializer.CodecFactory {
+	s := runtime.NewScheme()
+	utilruntime.Must(corev1.AddToScheme(s))
+	utilruntime.Must(coordinationv1.AddToScheme(s))
+	return serializer.NewCodecFactory(s)
+})

@@ -143,7 +143,7 @@ var bookmarkEvery = 10 * time.Second
 // for bookmarks, and a clean end when the cloud is back, so the client
 // re-lists once instead of in a loop.
 func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key) bool {
-	meta, _, err := p.cfg.Cache.List(k)
+	meta, err := p.cfg.Cache.Meta(k)
 	if err != nil {
 		return false
 	}
@@ -174,12 +174,15 @@ func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key) b
 	if r.URL.Query().Get("sendInitialEvents") == "true" {
 		// A watch-list: the cached list as ADDED events, then the marked
 		// bookmark that says the list is complete.
-		_, items, err := p.cfg.Cache.List(k)
-		if err != nil {
-			return true
-		}
-		for _, it := range items {
+		err := p.cfg.Cache.StreamList(k, func(m cache.ListMeta) error {
+			meta = m
+			return nil
+		}, func(it cache.Item) error {
 			send(watchEvent{Type: string(cache.Added), Object: it.Raw})
+			return nil
+		})
+		if err != nil {
+			panic(http.ErrAbortHandler) // never a partial list that looks complete
 		}
 		bookmark(map[string]string{initialEventsEnd: "true"})
 	}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
@@ -53,6 +55,11 @@ type Config struct {
 	HealthAddress string `json:"healthAddress"`
 	// ProbeInterval is how often each apiserver is probed ("2s").
 	ProbeInterval metav1.Duration `json:"probeInterval"`
+	// MemoryLimit is the Go runtime's soft memory limit ("12Mi"): the hub's
+	// live heap is a few MiB whatever the cluster's size (lists stream
+	// through it), so the limit mostly makes the runtime return freed memory
+	// to the node promptly. "0" leaves the runtime's default (or GOMEMLIMIT).
+	MemoryLimit *resource.Quantity `json:"memoryLimit,omitempty"`
 }
 
 // Defaults fills what is unset.
@@ -68,6 +75,10 @@ func (c *Config) Defaults() {
 	}
 	if c.ProbeInterval.Duration == 0 {
 		c.ProbeInterval.Duration = 2 * time.Second
+	}
+	if c.MemoryLimit == nil {
+		q := resource.MustParse("12Mi")
+		c.MemoryLimit = &q
 	}
 }
 
@@ -123,6 +134,9 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if limit := cfg.MemoryLimit.Value(); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(limit)
 	}
 	clientCAs, err := loadPool(cfg.ClientCAFile)
 	if err != nil {
