@@ -297,7 +297,10 @@ func populate(ctx context.Context, cs kubernetes.Interface, sz sizes) error {
 				Env: []corev1.EnvVar{{Name: "MODE", Value: "edge"}},
 			}}},
 		}
-		work <- func() error { _, err := cs.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); return err }
+		work <- func() error {
+			_, err := cs.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+			return err
+		}
 	}
 	for i := 0; i < sz.services; i++ {
 		ns, name := "ns-"+strconv.Itoa(i%10), "svc-"+strconv.Itoa(i)
@@ -433,8 +436,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 		return nil, fmt.Errorf("build sitegrid-hub: %w\n%s", err, out)
 	}
 	h.binary = binPath
-	if h.proc, err = process.Start(process.Spec{Name: "sitegrid-hub", Path: binPath, Args: []string{"--config", configPath}, LogFile: filepath.Join(dir, "hub.log"),
-	}); err != nil {
+	if h.proc, err = process.Start(process.Spec{Name: "sitegrid-hub", Path: binPath, Args: []string{"--config", configPath}, LogFile: filepath.Join(dir, "hub.log")}); err != nil {
 		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
