@@ -71,6 +71,11 @@ func KeyForRequest(identity string, req *http.Request) (Key, error) {
 		}
 		return Key{}, ErrNotCacheable
 	}
+	// Streams (log, exec, attach, portforward, proxy) pass through: only
+	// objects and their status are cached.
+	if info.Subresource != "" && info.Subresource != "status" {
+		return Key{}, ErrNotCacheable
+	}
 	verb := info.Verb
 	switch verb {
 	case "get":

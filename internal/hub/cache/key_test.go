@@ -23,6 +23,8 @@ func TestKeyForRequest(t *testing.T) {
 			Key{Identity: "kubelet", Verb: VerbList, Version: "v1", Resource: "pods", FieldSelector: "spec.nodeName=edge-1"}, nil},
 		{"node status subresource", "GET", "/api/v1/nodes/edge-1/status",
 			Key{Identity: "kubelet", Verb: VerbGet, Version: "v1", Resource: "nodes", Subresource: "status", Name: "edge-1"}, nil},
+		{"logs stream through", "GET", "/api/v1/namespaces/default/pods/app/log?follow=true", Key{}, ErrNotCacheable},
+		{"exec streams through", "GET", "/api/v1/namespaces/default/pods/app/exec?command=sh", Key{}, ErrNotCacheable},
 		{"a write is not cacheable", "POST", "/api/v1/namespaces/default/pods", Key{}, ErrNotCacheable},
 		{"a non-resource path is not cacheable", "GET", "/healthz", Key{}, ErrNotCacheable},
 		{"group discovery", "GET", "/apis/discovery.k8s.io/v1",
