@@ -48,7 +48,7 @@ func bindFlags(fs *flag.FlagSet, cfg *server.Config, configFile *string) {
 	fs.StringVar(&cfg.CachePath, "cache-path", cfg.CachePath, "Cache file (default /var/lib/sitegrid-hub/cache.db).")
 	fs.StringVar(&cfg.HealthAddress, "health-address", cfg.HealthAddress, "Address of /healthz, /readyz and /metrics (default 127.0.0.1:10291).")
 	fs.DurationVar(&cfg.ProbeInterval.Duration, "probe-interval", cfg.ProbeInterval.Duration, "How often each apiserver is probed (default 2s).")
-	fs.Func("memory-limit", "Go runtime soft memory limit, a quantity such as 12Mi (default 12Mi; 0 leaves GOMEMLIMIT or none).", func(v string) error {
+	fs.Func("memory-limit", "Go runtime soft memory limit, a quantity such as 12Mi (default none: the runtime's, or GOMEMLIMIT).", func(v string) error {
 		q, err := resource.ParseQuantity(v)
 		if err != nil {
 			return err

@@ -151,21 +151,26 @@ func run(ctx context.Context, sz sizes, requests int) error {
 			return err
 		}
 	}
-	time.Sleep(5 * time.Second) // let writes land and the heap settle
-	mem, err := memory(hub.proc.PID())
-	if err != nil {
-		return err
+	// Writes land within a second or two; the Go runtime hands freed memory
+	// back to the system gradually, so memory is read after a short and a
+	// longer idle period.
+	for _, wait := range []time.Duration{5 * time.Second, 25 * time.Second} {
+		time.Sleep(wait)
+		mem, err := memory(hub.proc.PID())
+		if err != nil {
+			return err
+		}
+		fi, err := os.Stat(hub.cachePath)
+		if err != nil {
+			return err
+		}
+		byFile, err := residentByFile(hub.proc.PID())
+		if err != nil {
+			return err
+		}
+		fmt.Printf("hub memory, everything cached, %s idle: RSS %s (anonymous %s, file-backed %s: the binary %s, the cache file %s), peak RSS %s; cache file %s\n",
+			wait, mib(mem["VmRSS"]), mib(mem["RssAnon"]), mib(mem["RssFile"]+mem["RssShmem"]), mib(byFile[hub.binary]), mib(byFile[hub.cachePath]), mib(mem["VmHWM"]), mib(fi.Size()))
 	}
-	fi, err := os.Stat(hub.cachePath)
-	if err != nil {
-		return err
-	}
-	byFile, err := residentByFile(hub.proc.PID())
-	if err != nil {
-		return err
-	}
-	fmt.Printf("hub memory, everything cached: RSS %s (anonymous %s, file-backed %s: the binary %s, the cache file %s), peak RSS %s; cache file %s\n",
-		mib(mem["VmRSS"]), mib(mem["RssAnon"]), mib(mem["RssFile"]+mem["RssShmem"]), mib(byFile[hub.binary]), mib(byFile[hub.cachePath]), mib(mem["VmHWM"]), mib(fi.Size()))
 
 	// Latency, direct and through the hub, same client, same requests.
 	fmt.Printf("\nlatency over %d requests each    p50       p90       p99\n", requests)
@@ -245,7 +250,7 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		per := time.Since(start) / time.Duration(n)
 		fmt.Printf("offline %-30s %s each, %.1f/s\n", m.name, ms(per), float64(time.Second)/float64(per))
 	}
-	mem, err = memory(hub.proc.PID())
+	mem, err := memory(hub.proc.PID())
 	if err != nil {
 		return err
 	}

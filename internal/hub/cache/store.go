@@ -145,7 +145,12 @@ type ListWriter struct {
 	pending []Item
 	size    int
 	count   int
+	// received counts the bytes of every item added.
+	received int64
 }
+
+// Received is the size of the items added so far, in bytes.
+func (w *ListWriter) Received() int64 { return w.received }
 
 // Batch limits: a list is written in transactions of at most this many
 // items or bytes.
@@ -167,6 +172,7 @@ func (w *ListWriter) Add(items []Item) error {
 	for _, it := range items {
 		w.pending = append(w.pending, it)
 		w.size += len(it.Raw)
+		w.received += int64(len(it.Raw))
 		if len(w.pending) >= batchItems || w.size >= batchBytes {
 			if err := w.flush(); err != nil {
 				return err

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"k8s.io/klog/v2"
+
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
 )
 
@@ -60,10 +62,15 @@ func (p *Proxy) store(resp *http.Response) error {
 	if err != nil {
 		return err
 	}
-	if err := p.putObject(k, body); err != nil {
-		// The client still gets its answer; the cache just misses it.
-		resp.Header.Set("X-Sitegrid-Hub-Cache", "error: "+err.Error())
-	}
+	// Stored off the client's path; the key's lock keeps an older answer
+	// from overwriting a newer one.
+	unlock := p.keys.lock(k.Bytes())
+	go func() {
+		defer unlock()
+		if err := p.putObject(k, body); err != nil {
+			klog.V(2).InfoS("not cached", "key", k.String(), "err", err)
+		}
+	}()
 	return nil
 }
 

@@ -31,6 +31,7 @@ func (p *Proxy) teeList(resp *http.Response, k cache.Key) {
 		if err := decodeList(pipe, w, cached.ResourceVersion); err != nil {
 			w.Abort()
 		}
+		p.release.releaseAfterLargeList(w.Received())
 	}()
 }
 

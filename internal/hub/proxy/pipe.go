@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"io"
+	"runtime/debug"
 	"sync"
+	"time"
 )
 
 // chunkPipe hands what the client reads to the hub's decoder without making
@@ -88,4 +90,31 @@ func (l *keyLocks) lock(key []byte) func() {
 		}
 		l.mu.Unlock()
 	}
+}
+
+// memoryReleaser hands the memory a large list passed through back to the
+// system shortly after the last one, instead of leaving it to the runtime's
+// gradual scavenger: the hub's live heap is small, and on an edge node the
+// difference is most of its resident memory. Collecting only after large
+// lists keeps the cost off ordinary requests.
+type memoryReleaser struct {
+	mu    sync.Mutex
+	timer *time.Timer
+}
+
+// largeList is the size from which a list triggers a release.
+const largeList = 1 << 20
+
+// releaseAfterLargeList schedules a release, postponed while lists keep
+// coming (an informer sync lists several resources in a row).
+func (m *memoryReleaser) releaseAfterLargeList(size int64) {
+	if size < largeList {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.timer != nil {
+		m.timer.Stop()
+	}
+	m.timer = time.AfterFunc(2*time.Second, debug.FreeOSMemory)
 }

@@ -65,6 +65,8 @@ type Proxy struct {
 	asHub, asToken *httputil.ReverseProxy
 	// keys orders the cache writes of one key.
 	keys keyLocks
+	// release returns memory to the system after large lists.
+	release memoryReleaser
 }
 
 type ctxKey struct{}

@@ -98,6 +98,7 @@ func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
 				unlock := p.keys.lock(k.Bytes())
 				_ = staged.Commit(cache.ListMeta{ResourceVersion: m.ResourceVersion, Kind: tm.Kind + "List", APIVersion: tm.APIVersion})
 				unlock()
+				p.release.releaseAfterLargeList(staged.Received())
 				initial, staged = false, nil
 			case typ == cache.Added:
 				if err := staged.Add([]cache.Item{item}); err != nil {

@@ -55,10 +55,11 @@ type Config struct {
 	HealthAddress string `json:"healthAddress"`
 	// ProbeInterval is how often each apiserver is probed ("2s").
 	ProbeInterval metav1.Duration `json:"probeInterval"`
-	// MemoryLimit is the Go runtime's soft memory limit ("12Mi"): the hub's
-	// live heap is a few MiB whatever the cluster's size (lists stream
-	// through it), so the limit mostly makes the runtime return freed memory
-	// to the node promptly. "0" leaves the runtime's default (or GOMEMLIMIT).
+	// MemoryLimit, when set, is the Go runtime's soft memory limit ("12Mi"):
+	// the hub's live heap is a few MiB whatever the cluster's size (lists
+	// stream through it), and a limit near it makes the runtime hand freed
+	// memory back at once, at the price of latency (docs/hub.md has both
+	// measured). Unset or "0": the runtime's default, or GOMEMLIMIT.
 	MemoryLimit *resource.Quantity `json:"memoryLimit,omitempty"`
 }
 
@@ -75,10 +76,6 @@ func (c *Config) Defaults() {
 	}
 	if c.ProbeInterval.Duration == 0 {
 		c.ProbeInterval.Duration = 2 * time.Second
-	}
-	if c.MemoryLimit == nil {
-		q := resource.MustParse("12Mi")
-		c.MemoryLimit = &q
 	}
 }
 
@@ -135,8 +132,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if limit := cfg.MemoryLimit.Value(); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(limit)
+	if cfg.MemoryLimit != nil && cfg.MemoryLimit.Value() > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit.Value())
 	}
 	clientCAs, err := loadPool(cfg.ClientCAFile)
 	if err != nil {
