@@ -166,14 +166,6 @@ func clientFor(s *State) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// runningClient is an admin client of the running lab in workdir.
-func runningClient(workdir string) (kubernetes.Interface, error) {
-	s, err := Running(workdir)
-	if err != nil {
-		return nil, err
-	}
-	return clientFor(s)
-}
 
 // Status writes the lab's processes, sites and nodes to out.
 func Status(ctx context.Context, workdir string, out io.Writer) error {
