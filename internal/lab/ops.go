@@ -166,7 +166,6 @@ func clientFor(s *State) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-
 // Status writes the lab's processes, sites and nodes to out.
 func Status(ctx context.Context, workdir string, out io.Writer) error {
 	s, err := Running(workdir)
