@@ -147,16 +147,35 @@ func tortureWriter(path string) int {
 		name := "p" + strconv.Itoa(rand.IntN(200))
 		var err error
 		switch r := rand.IntN(100); {
-		case r < 60:
+		case r < 50:
 			err = s.ApplyEvent(k, Added, pod(name, strconv.FormatInt(rv, 10)), strconv.FormatInt(rv, 10))
-		case r < 95:
+		case r < 80:
 			err = s.ApplyEvent(k, Deleted, pod(name, strconv.FormatInt(rv, 10)), strconv.FormatInt(rv, 10))
-		default:
-			items := make([]Item, rand.IntN(300))
-			for j := range items {
-				items[j] = pod("r"+strconv.Itoa(j), strconv.FormatInt(rv, 10))
+		case r < 90: // a burst, as the proxy writes them
+			burst := make([]Event, 1+rand.IntN(50))
+			for j := range burst {
+				rv++
+				burst[j] = Event{Type: Modified, Item: pod("p"+strconv.Itoa(rand.IntN(200)), strconv.FormatInt(rv, 10)), ResourceVersion: strconv.FormatInt(rv, 10)}
 			}
-			err = s.ReplaceList(k, ListMeta{ResourceVersion: strconv.FormatInt(rv, 10)}, items)
+			err = s.ApplyEvents(k, burst)
+		case r < 95:
+			err = s.PutObject(Key{Identity: "a", Verb: VerbGet, Version: "v1", Resource: "nodes", Name: name}, strconv.FormatInt(rv, 10), pod(name, strconv.FormatInt(rv, 10)).Raw)
+		default: // a list streamed in, often long enough to be staged
+			var w *ListWriter
+			if w, err = s.BeginList(k); err != nil {
+				break
+			}
+			n := rand.IntN(3 * batchItems)
+			for j := 0; j < n && err == nil; j += 100 {
+				items := make([]Item, 0, 100)
+				for x := j; x < min(j+100, n); x++ {
+					items = append(items, pod("r"+strconv.Itoa(x), strconv.FormatInt(rv, 10)))
+				}
+				err = w.Add(items)
+			}
+			if err == nil {
+				err = w.Commit(ListMeta{ResourceVersion: strconv.FormatInt(rv, 10)})
+			}
 		}
 		if err != nil {
 			fmt.Println("error:", err)
