@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
@@ -222,22 +223,20 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	}
 	en.hubAPI = "127.0.0.1:" + strconv.Itoa(ports[0])
 	en.hubHealth = "127.0.0.1:" + strconv.Itoa(ports[1])
-	cfg := fmt.Sprintf(`# sitegrid-hub of lab node %s: its cloud is reached through the node's uplink.
-nodeName: %s
-listenAddress: %s
-healthAddress: %s
-servingCertFile: %s
-servingKeyFile: %s
-clientCAFile: %s
-serverCAFile: %s
-servers: [https://%s]
-clientCertFile: %s
-clientKeyFile: %s
-cachePath: %s
-probeInterval: 1s
-`, en.name, en.name, en.hubAPI, en.hubHealth, servingCert, servingKey, e.cp.CAFile, e.cp.CAFile, en.link.Addr(), credCert, credKey, filepath.Join(en.dir, "cache", "cache.db"))
+	// The node's hub reaches the cloud through the node's uplink only.
+	cfg, err := yaml.Marshal(server.Config{
+		NodeName: en.name, ListenAddress: en.hubAPI, HealthAddress: en.hubHealth,
+		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: e.cp.CAFile,
+		Servers: []string{"https://" + en.link.Addr()}, ServerCAFile: e.cp.CAFile,
+		ClientCertFile: credCert, ClientKeyFile: credKey,
+		CachePath:     filepath.Join(en.dir, "cache", "cache.db"),
+		ProbeInterval: metav1.Duration{Duration: time.Second},
+	})
+	if err != nil {
+		return err
+	}
 	en.hubConfig = filepath.Join(en.dir, "hub.yaml")
-	if err := os.WriteFile(en.hubConfig, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(en.hubConfig, cfg, 0o600); err != nil {
 		return err
 	}
 	hubURL := "https://" + en.hubAPI
@@ -254,21 +253,9 @@ func (en *edgeNode) startHub(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
-	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err = p.WaitReady(wctx, 100*time.Millisecond, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+en.hubHealth+"/readyz", nil)
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: %s", resp.Status)
-		}
-		return nil
-	})
+	err = p.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady("http://"+en.hubHealth+"/readyz"))
 	if err != nil {
 		p.Stop(5 * time.Second)
 		return fmt.Errorf("sitegrid-hub of %s did not start (%w):\n%s", en.name, err, process.LogTail(p.Spec.LogFile, 15))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -298,21 +297,9 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	err = p.WaitReady(wctx, 200*time.Millisecond, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort), nil)
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: %s", resp.Status)
-		}
-		return nil
-	})
+	err = p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)))
 	if err != nil {
 		p.Stop(10 * time.Second)
 		return nil, err

@@ -21,7 +21,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -42,6 +41,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
@@ -429,10 +429,18 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	}
 	h := &hubProcess{link: up, api: "127.0.0.1:" + strconv.Itoa(ports[0]), cachePath: filepath.Join(dir, "cache", "cache.db")}
 	health := "127.0.0.1:" + strconv.Itoa(ports[1])
-	config := fmt.Sprintf("nodeName: %s\nlistenAddress: %s\nhealthAddress: %s\nservingCertFile: %s\nservingKeyFile: %s\nclientCAFile: %s\nserverCAFile: %s\nservers: [https://%s]\nclientCertFile: %s\nclientKeyFile: %s\ncachePath: %s\nprobeInterval: 500ms\n",
-		node, h.api, health, servingCert, servingKey, cp.CAFile, cp.CAFile, up.Addr(), credCert, credKey, h.cachePath)
+	config, err := yaml.Marshal(server.Config{
+		NodeName: node, ListenAddress: h.api, HealthAddress: health,
+		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: cp.CAFile,
+		Servers: []string{"https://" + up.Addr()}, ServerCAFile: cp.CAFile,
+		ClientCertFile: credCert, ClientKeyFile: credKey, CachePath: h.cachePath,
+		ProbeInterval: metav1.Duration{Duration: 500 * time.Millisecond},
+	})
+	if err != nil {
+		return nil, err
+	}
 	configPath := filepath.Join(dir, "hub.yaml")
-	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
+	if err := os.WriteFile(configPath, config, 0o600); err != nil {
 		return nil, err
 	}
 	binPath := filepath.Join(dir, "sitegrid-hub")
@@ -446,15 +454,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err = h.proc.WaitReady(wctx, 100*time.Millisecond, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+health+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		return nil
-	})
+	err = h.proc.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady("http://"+health+"/readyz"))
 	if err != nil {
 		h.stop()
 		return nil, err
