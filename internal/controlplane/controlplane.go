@@ -360,7 +360,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context, cfg Config, progress io.W
 		return err
 	}
 	hc := &http.Client{Timeout: 2 * time.Second}
-	return waitReady(ctx, p, func(ctx context.Context) error { return httpOK(ctx, hc, clientURL+"/health") })
+	return waitReady(ctx, p, process.HTTPReady(hc, clientURL+"/health"))
 }
 
 func (cp *ControlPlane) startAPIServer(ctx context.Context, cfg Config, p pkiPaths, port int, etcdURL string, progress io.Writer) error {
@@ -524,9 +524,7 @@ func (cp *ControlPlane) startKwokProcess(name, kubeconfig, selectFlag string, pr
 
 func (cp *ControlPlane) waitKwok(ctx context.Context, proc *process.Process, port int) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
-	return waitReady(ctx, proc, func(ctx context.Context) error {
-		return httpOK(ctx, hc, fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
-	})
+	return waitReady(ctx, proc, process.HTTPReady(hc, fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
 }
 
 // StartNodeKwok runs a kubelet of its own, a kwok managing only this node,
@@ -561,32 +559,13 @@ func (cp *ControlPlane) waitHealthz(ctx context.Context, proc *process.Process, 
 	pool := x509.NewCertPool()
 	pool.AddCert(cp.ca.Cert)
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	return waitReady(ctx, proc, func(ctx context.Context) error {
-		return httpOK(ctx, hc, fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
-	})
+	return waitReady(ctx, proc, process.HTTPReady(hc, fmt.Sprintf("https://127.0.0.1:%d/healthz", port)))
 }
 
 func waitReady(ctx context.Context, p *process.Process, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	return p.WaitReady(ctx, 200*time.Millisecond, check)
-}
-
-func httpOK(ctx context.Context, hc *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s: %s", url, resp.Status, body)
-	}
-	return nil
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

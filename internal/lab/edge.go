@@ -255,7 +255,7 @@ func (en *edgeNode) startHub(ctx context.Context, bin string) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err = p.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady("http://"+en.hubHealth+"/readyz"))
+	err = p.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(nil, "http://"+en.hubHealth+"/readyz"))
 	if err != nil {
 		p.Stop(5 * time.Second)
 		return fmt.Errorf("sitegrid-hub of %s did not start (%w):\n%s", en.name, err, process.LogTail(p.Spec.LogFile, 15))

@@ -299,7 +299,7 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	err = p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)))
+	err = p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(nil, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)))
 	if err != nil {
 		p.Stop(10 * time.Second)
 		return nil, err

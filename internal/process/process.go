@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -199,9 +200,12 @@ func LogTail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// HTTPReady is a WaitReady check: GET url answers 200.
-func HTTPReady(url string) func(context.Context) error {
-	hc := &http.Client{Timeout: 2 * time.Second}
+// HTTPReady is a WaitReady check: GET url answers 200. A nil client is a
+// plain one with a 2 s timeout.
+func HTTPReady(hc *http.Client, url string) func(context.Context) error {
+	if hc == nil {
+		hc = &http.Client{Timeout: 2 * time.Second}
+	}
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -211,9 +215,10 @@ func HTTPReady(url string) func(context.Context) error {
 		if err != nil {
 			return err
 		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
+			return fmt.Errorf("%s: %s: %s", url, resp.Status, body)
 		}
 		return nil
 	}

@@ -454,7 +454,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err = h.proc.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady("http://"+health+"/readyz"))
+	err = h.proc.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(nil, "http://"+health+"/readyz"))
 	if err != nil {
 		h.stop()
 		return nil, err
