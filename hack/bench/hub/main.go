@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -167,6 +168,9 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		byFile, err := residentByFile(hub.proc.PID())
 		if err != nil {
 			return err
+		}
+		if stats, err := goMemory(hub.health); err == nil {
+			fmt.Printf("  Go runtime: %s\n", stats)
 		}
 		fmt.Printf("hub memory, everything cached, %s idle: RSS %s (anonymous %s, file-backed %s: the binary %s, the cache file %s), peak RSS %s; cache file %s\n",
 			wait, mib(mem["VmRSS"]), mib(mem["RssAnon"]), mib(mem["RssFile"]+mem["RssShmem"]), mib(byFile[hub.binary]), mib(byFile[hub.cachePath]), mib(mem["VmHWM"]), mib(fi.Size()))
@@ -373,6 +377,7 @@ func readerToken(ctx context.Context, cs kubernetes.Interface) (string, error) {
 }
 
 type hubProcess struct {
+	health    string
 	proc      *process.Process
 	binary    string
 	link      *link.Link
@@ -429,6 +434,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	}
 	h := &hubProcess{link: up, api: "127.0.0.1:" + strconv.Itoa(ports[0]), cachePath: filepath.Join(dir, "cache", "cache.db")}
 	health := "127.0.0.1:" + strconv.Itoa(ports[1])
+	h.health = health
 	config, err := yaml.Marshal(server.Config{
 		NodeName: node, ListenAddress: h.api, HealthAddress: health,
 		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: cp.CAFile,
@@ -532,3 +538,40 @@ func residentByFile(pid int) (map[string]int64, error) {
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%7.2f ms", float64(d)/float64(time.Millisecond)) }
+
+// hubEnv passes BENCH_HUB_ENV (for example GOGC=50) to the hub, to compare
+// runtime settings.
+func hubEnv() []string {
+	if v := os.Getenv("BENCH_HUB_ENV"); v != "" {
+		return strings.Fields(v)
+	}
+	return nil
+}
+
+// goMemory reads the Go runtime's memory figures from the hub's /metrics.
+func goMemory(addr string) (string, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	want := []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines"}
+	got := map[string]string{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && slices.Contains(want, f[0]) {
+			got[f[0]] = f[1]
+		}
+	}
+	var out []string
+	for _, w := range want {
+		v, _ := strconv.ParseFloat(got[w], 64)
+		if w == "go_goroutines" {
+			out = append(out, fmt.Sprintf("%s %.0f", strings.TrimPrefix(w, "go_"), v))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %s", strings.TrimSuffix(strings.TrimPrefix(w, "go_memstats_"), "_bytes"), mib(int64(v))))
+	}
+	return strings.Join(out, ", "), sc.Err()
+}
