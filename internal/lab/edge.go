@@ -189,10 +189,10 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 }
 
 // writeHubConfig issues the node's certificates, grants its hub credential
-// what server.ImpersonationRBAC allows, and writes the hub's config and the
+// what server.HubRBAC allows, and writes the hub's config and the
 // kubeconfigs of the node's kubelet and of `lab kubeconfig --via-hub`.
 func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
-	role, binding := server.ImpersonationRBAC(en.name)
+	role, binding := server.HubRBAC(en.name)
 	if _, err := e.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
 	}
@@ -364,7 +364,7 @@ func (e *edge) remove(ctx context.Context, name string) error {
 	if err := controlplane.DeleteNode(ctx, e.admin, name); err != nil {
 		return err
 	}
-	role, _ := server.ImpersonationRBAC(name)
+	role, _ := server.HubRBAC(name)
 	_ = e.admin.RbacV1().ClusterRoleBindings().Delete(ctx, role.Name, metav1.DeleteOptions{})
 	_ = e.admin.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})
 	return os.RemoveAll(en.dir)

@@ -403,7 +403,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	if err != nil {
 		return nil, err
 	}
-	role, binding := server.ImpersonationRBAC(node)
+	role, binding := server.HubRBAC(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}

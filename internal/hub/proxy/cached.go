@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/topology"
 )
 
 // tokenIdentity names a token's owner in cache keys without storing the
@@ -93,9 +94,11 @@ func (p *Proxy) putObject(k cache.Key, body []byte) error {
 }
 
 // serveCached answers from the cache; false if it holds nothing.
-func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key) bool {
+func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key, t topology.Transform) bool {
+	// An answer still being stored (off the client's path) is waited for.
+	p.keys.lock(k.Bytes())()
 	if k.Verb == cache.VerbList {
-		return p.serveCachedList(w, k)
+		return p.serveCachedList(w, k, t)
 	}
 	_, body, err := p.cfg.Cache.Object(k)
 	if err != nil {
@@ -111,7 +114,7 @@ func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key) bool {
 
 // serveCachedList writes a cached list at its last synced resource version
 // item by item, never holding the whole answer in memory.
-func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key) bool {
+func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key, t topology.Transform) bool {
 	started, n := false, 0
 	err := p.cfg.Cache.StreamList(k, func(meta cache.ListMeta) error {
 		if meta.Kind == "" {
@@ -132,6 +135,12 @@ func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key) bool {
 		_, err = w.Write(append(head[:len(head)-1], `,"items":[`...))
 		return err
 	}, func(it cache.Item) error {
+		if t != nil {
+			var err error
+			if it.Raw, err = t(it.Raw); err != nil {
+				return err
+			}
+		}
 		if n > 0 {
 			if _, err := w.Write([]byte{','}); err != nil {
 				return err

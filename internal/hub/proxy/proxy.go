@@ -29,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
 )
 
@@ -56,6 +57,13 @@ type Config struct {
 	// Cache, when set, keeps GET and LIST answers and serves them while the
 	// cloud is unreachable.
 	Cache *cache.Store
+	// Self is the user of the hub's own credential: the hub's own reads
+	// (its topology rules) come through the proxy, to be cached like every
+	// other, and go upstream as the hub.
+	Self string
+	// Filter, when set, confines what node components see of Services'
+	// endpoints to the node's share (service topology).
+	Filter *topology.Filter
 }
 
 // Proxy forwards node components' API requests.
@@ -101,11 +109,20 @@ func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
 			tracker.Report(endpointOf(resp.Request.URL), nil)
-			if k, ok := resp.Request.Context().Value(watchCtx{}).(cache.Key); ok && resp.StatusCode == http.StatusOK {
+			k, watch := resp.Request.Context().Value(watchCtx{}).(cache.Key)
+			if watch && resp.StatusCode == http.StatusOK {
 				p.teeWatch(resp, k)
-				return nil
+			} else if err := p.store(resp); err != nil {
+				return err
 			}
-			return p.store(resp)
+			// The cache keeps what the cloud said; a filtered component sees
+			// its node's share of it.
+			if t, ok := resp.Request.Context().Value(filterCtx{}).(topology.Transform); ok && resp.StatusCode == http.StatusOK && isJSON(resp) {
+				resp.Body = filtered(resp.Body, watch, t)
+				resp.Header.Del("Content-Length")
+				resp.ContentLength = -1
+			}
+			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil { // not the client going away
@@ -113,10 +130,11 @@ func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy
 			}
 			// The first request to find the cloud gone is answered from the
 			// cache too, not only the ones after the tracker noticed.
-			if k, ok := r.Context().Value(keyCtx{}).(cache.Key); ok && p.serveCached(w, k) {
+			t, _ := r.Context().Value(filterCtx{}).(topology.Transform)
+			if k, ok := r.Context().Value(keyCtx{}).(cache.Key); ok && p.serveCached(w, k, t) {
 				return
 			}
-			if k, ok := r.Context().Value(watchCtx{}).(cache.Key); ok && r.Context().Err() == nil && p.holdWatch(w, r, k) {
+			if k, ok := r.Context().Value(watchCtx{}).(cache.Key); ok && r.Context().Err() == nil && p.holdWatch(w, r, k, t) {
 				return
 			}
 			writeStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable, fmt.Sprintf("the cloud apiserver did not answer: %v", err))
@@ -143,7 +161,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, "the hub does not forward impersonation requests of certificate clients")
 			return
 		}
-		if !p.allowed(id) {
+		self := p.cfg.Self != "" && id.User == p.cfg.Self
+		if !self && !p.allowed(id) {
 			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, fmt.Sprintf("the hub on this node does not serve user %q", id.User))
 			return
 		}
@@ -154,9 +173,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			identity += "|" + strings.Join(groups, ",")
 		}
 		out.Header.Del("Authorization")
-		out.Header.Set("Impersonate-User", id.User)
-		for _, g := range id.Groups {
-			out.Header.Add("Impersonate-Group", g)
+		if !self { // the hub's own reads go as the hub
+			out.Header.Set("Impersonate-User", id.User)
+			for _, g := range id.Groups {
+				out.Header.Add("Impersonate-Group", g)
+			}
 		}
 	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
 		// Passed through: the apiserver authenticates and authorizes the
@@ -167,14 +188,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "present a client certificate of the cluster CA or a bearer token")
 		return
 	}
+	transform := p.cfg.Filter.For(r)
+	if transform != nil {
+		out = out.WithContext(context.WithValue(out.Context(), filterCtx{}, transform))
+	}
 	key, cacheable := p.cacheKey(identity, r)
 	wkey, watched := p.watchKey(identity, r)
 	endpoint, online := p.cfg.Upstream.Online()
 	if !online {
-		if cacheable && p.serveCached(w, key) {
+		if cacheable && p.serveCached(w, key, transform) {
 			return
 		}
-		if watched && p.holdWatch(w, r, wkey) {
+		if watched && p.holdWatch(w, r, wkey, transform) {
 			return
 		}
 		if p.offlineWrite(w, r, identity) {

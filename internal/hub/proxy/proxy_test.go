@@ -92,7 +92,7 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 		t.Fatal(err)
 	}
 	hubUser := server.HubUser(node)
-	role, binding := server.ImpersonationRBAC(node)
+	role, binding := server.HubRBAC(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

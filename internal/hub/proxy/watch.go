@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/topology"
 )
 
 // watchKey returns the list key a watch updates, if the hub keeps it.
@@ -143,7 +144,7 @@ var bookmarkEvery = 10 * time.Second
 // bookmark at the cached resource version now and then if the client asked
 // for bookmarks, and a clean end when the cloud is back, so the client
 // re-lists once instead of in a loop.
-func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key) bool {
+func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key, t topology.Transform) bool {
 	meta, err := p.cfg.Cache.Meta(k)
 	if err != nil {
 		return false
@@ -179,6 +180,12 @@ func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key) b
 			meta = m
 			return nil
 		}, func(it cache.Item) error {
+			if t != nil {
+				var err error
+				if it.Raw, err = t(it.Raw); err != nil {
+					return err
+				}
+			}
 			send(watchEvent{Type: string(cache.Added), Object: it.Raw})
 			return nil
 		})

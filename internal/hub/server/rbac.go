@@ -8,15 +8,18 @@ import (
 // HubUser is the user name of a node's hub credential.
 func HubUser(node string) string { return "sitegrid-hub:" + node }
 
-// ImpersonationRBAC is everything the hub credential of node may do:
-// impersonate that node's kubelet (user system:node:<node> in the groups
-// system:nodes and system:authenticated), nothing else.
-func ImpersonationRBAC(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
+// HubRBAC is everything the hub credential of node may do: impersonate
+// that node's kubelet (user system:node:<node> in the groups system:nodes
+// and system:authenticated), and read what its service topology rules need:
+// Nodes (it watches its own and those sharing its topology values) and
+// Services (of which it keeps only the topology keys).
+func HubRBAC(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
 	role := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-hub:" + node},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"system:node:" + node}},
 			{APIGroups: []string{""}, Resources: []string{"groups"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"system:nodes", "system:authenticated"}},
+			{APIGroups: []string{""}, Resources: []string{"nodes", "services"}, Verbs: []string{"get", "list", "watch"}},
 		},
 	}
 	binding := &rbacv1.ClusterRoleBinding{

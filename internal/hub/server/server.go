@@ -23,11 +23,14 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
+	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
 )
 
@@ -62,6 +65,17 @@ type Config struct {
 	// memory back at once, at the price of latency (docs/hub.md has both
 	// measured). Unset or "0": the runtime's default, or GOMEMLIMIT.
 	MemoryLimit *resource.Quantity `json:"memoryLimit,omitempty"`
+	// ServiceTopology configures the endpoint filter (docs/hub.md).
+	ServiceTopology ServiceTopology `json:"serviceTopology,omitempty"`
+}
+
+// ServiceTopology configures the service topology filter.
+type ServiceTopology struct {
+	// Disabled turns the filter off: every component sees every endpoint.
+	Disabled bool `json:"disabled,omitempty"`
+	// Components whose reads of EndpointSlices and Endpoints are filtered,
+	// by User-Agent name (default kube-proxy and coredns).
+	Components []string `json:"components,omitempty"`
 }
 
 // Defaults fills what is unset.
@@ -77,6 +91,9 @@ func (c *Config) Defaults() {
 	}
 	if c.ProbeInterval.Duration == 0 {
 		c.ProbeInterval.Duration = 2 * time.Second
+	}
+	if len(c.ServiceTopology.Components) == 0 {
+		c.ServiceTopology.Components = topology.DefaultComponents
 	}
 }
 
@@ -174,8 +191,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	self, err := x509.ParseCertificate(hubCred.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("hub client certificate: %w", err)
+	}
+	var rules *topology.Source
+	var filter *topology.Filter
+	if !cfg.ServiceTopology.Disabled {
+		// The rules are read through the hub itself, as the hub: cached,
+		// so they hold offline and across restarts.
+		rules = topology.NewSource(cfg.NodeName, kubernetes.NewForConfigOrDie(&rest.Config{
+			Host: "https://" + loopback(cfg.ListenAddress), UserAgent: "sitegrid-hub/topology",
+			TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.ServerCAFile, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile},
+		}))
+		filter = &topology.Filter{Rules: rules, Components: cfg.ServiceTopology.Components}
+	}
 	p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: asHub, TokenTransport: asToken, Cache: store,
-		Impersonable: []proxy.Identity{{User: "system:node:" + cfg.NodeName, Groups: []string{"system:nodes", "system:authenticated"}}}})
+		Impersonable: []proxy.Identity{{User: "system:node:" + cfg.NodeName, Groups: []string{"system:nodes", "system:authenticated"}}},
+		Self:         self.Subject.CommonName, Filter: filter})
 	if err != nil {
 		return err
 	}
@@ -214,6 +247,9 @@ func Run(ctx context.Context, cfg Config) error {
 	klog.InfoS("sitegrid-hub serving", "node", cfg.NodeName, "api", apiLn.Addr().String(), "health", healthLn.Addr().String(), "servers", cfg.Servers)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { tracker.Run(gctx); return nil })
+	if rules != nil {
+		g.Go(func() error { rules.Run(gctx); return nil })
+	}
 	g.Go(func() error { return ignoreClosed(api.ServeTLS(apiLn, "", "")) })
 	g.Go(func() error { return ignoreClosed(health.Serve(healthLn)) })
 	g.Go(func() error {
@@ -224,6 +260,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return health.Shutdown(sctx)
 	})
 	return g.Wait()
+}
+
+// loopback is how the hub reaches its own listener.
+func loopback(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func ignoreClosed(err error) error {

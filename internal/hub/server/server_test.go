@@ -65,7 +65,7 @@ func TestKubectlThroughHub(t *testing.T) {
 	if _, err := admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	role, binding := server.ImpersonationRBAC(node)
+	role, binding := server.HubRBAC(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

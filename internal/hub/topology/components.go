@@ -1,0 +1,49 @@
+package topology
+
+import (
+	"net/http"
+	"strings"
+)
+
+// DefaultComponents are the clients whose view is filtered: the node's
+// service proxy and DNS.
+var DefaultComponents = []string{"kube-proxy", "coredns"}
+
+// Filter applies Rules to the reads of the configured components.
+type Filter struct {
+	Rules Rules
+	// Components are matched against the start of the User-Agent
+	// ("kube-proxy/v1.37.1 (linux/amd64) ..."), as OpenYurt's yurthub does:
+	// the hub passes tokens through and cannot name their owners, and a
+	// client that claims to be kube-proxy only ever gets less.
+	Components []string
+}
+
+// Transform is a filter for one object of a response, in JSON.
+type Transform func([]byte) ([]byte, error)
+
+// For returns the transform for r's objects, or nil if r is not a read of
+// EndpointSlices or Endpoints by a filtered component.
+func (f *Filter) For(r *http.Request) Transform {
+	if f == nil || r.Method != http.MethodGet || !f.filtered(r.UserAgent()) {
+		return nil
+	}
+	path := r.URL.Path
+	switch {
+	case strings.HasPrefix(path, "/apis/discovery.k8s.io/v1/") && strings.HasSuffix(path, "/endpointslices"):
+		return func(raw []byte) ([]byte, error) { return EndpointSlice(raw, f.Rules) }
+	case strings.HasPrefix(path, "/api/v1/") && strings.HasSuffix(path, "/endpoints"):
+		return func(raw []byte) ([]byte, error) { return Endpoints(raw, f.Rules) }
+	}
+	return nil
+}
+
+func (f *Filter) filtered(userAgent string) bool {
+	name, _, _ := strings.Cut(userAgent, "/")
+	for _, c := range f.Components {
+		if strings.EqualFold(name, c) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,273 @@
+package topology
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+)
+
+// Source knows what Keep needs: the local node's labels, the topology keys
+// of the Services that have them, and, per key, the names of the nodes
+// sharing the local node's value. It never holds the cluster's nodes: per
+// key it watches only the nodes with the local value (its own unit), and of
+// Services only their topology keys.
+//
+// Its client talks to the hub itself, as the hub's own identity, so what it
+// reads is cached like every answer: the rules hold offline and after a
+// restart offline.
+type Source struct {
+	node   string
+	client kubernetes.Interface
+
+	mu       sync.RWMutex
+	synced   bool
+	local    map[string]string
+	services map[string][]string            // "namespace/name" -> keys
+	members  map[string]map[string]struct{} // key -> node names with the local value
+	// memberWatch stops the node watch of a key; memberValue is the value
+	// it selects.
+	memberWatch map[string]context.CancelFunc
+	memberValue map[string]string
+}
+
+// NewSource returns rules for node, read through client.
+func NewSource(node string, client kubernetes.Interface) *Source {
+	return &Source{node: node, client: client, services: map[string][]string{},
+		members: map[string]map[string]struct{}{}, memberWatch: map[string]context.CancelFunc{}, memberValue: map[string]string{}}
+}
+
+// Filters implements Rules.
+func (s *Source) Filters(namespace, service string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.services[namespace+"/"+service]) > 0
+}
+
+// Keep implements Rules: the endpoint's node must share the local node's
+// value of every key. Until the rules are known, only node-local endpoints
+// are kept: the local node is in its own unit whatever the unit is.
+func (s *Source) Keep(namespace, service, node string) bool {
+	if node == s.node {
+		return true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if !s.synced {
+		return false
+	}
+	for _, key := range s.services[namespace+"/"+service] {
+		if key == HostnameKey {
+			return false
+		}
+		if _, ok := s.local[key]; !ok {
+			continue // the local node is in no group of this key: not confined by it
+		}
+		if _, ok := s.members[key][node]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Run watches until ctx ends.
+func (s *Source) Run(ctx context.Context) {
+	nodes := toolscache.NewSharedIndexInformer(
+		toolscache.NewFilteredListWatchFromClient(s.client.CoreV1().RESTClient(), "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.node).String()
+		}), &corev1.Node{}, 0, toolscache.Indexers{})
+	_ = nodes.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Annotations = nil }))
+	_, _ = nodes.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { s.setLocal(ctx, o.(*corev1.Node).Labels) },
+		UpdateFunc: func(_, o any) { s.setLocal(ctx, o.(*corev1.Node).Labels) },
+	})
+	services := toolscache.NewSharedIndexInformer(
+		toolscache.NewListWatchFromClient(s.client.CoreV1().RESTClient(), "services", metav1.NamespaceAll, fields.Everything()),
+		&corev1.Service{}, 0, toolscache.Indexers{})
+	// Of a Service only its topology keys matter: nothing else is kept.
+	_ = services.SetTransform(keepMeta(func(m *metav1.ObjectMeta) {
+		keep := map[string]string{}
+		for _, a := range []string{AnnotationSuperEdge, AnnotationOpenYurt} {
+			if v, ok := m.Annotations[a]; ok {
+				keep[a] = v
+			}
+		}
+		m.Annotations, m.Labels = keep, nil
+	}))
+	_, _ = services.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { s.setService(ctx, o.(*corev1.Service)) },
+		UpdateFunc: func(_, o any) { s.setService(ctx, o.(*corev1.Service)) },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if svc, ok := o.(*corev1.Service); ok {
+				s.dropService(ctx, svc.Namespace+"/"+svc.Name)
+			}
+		},
+	})
+	go nodes.Run(ctx.Done())
+	go services.Run(ctx.Done())
+	if toolscache.WaitForCacheSync(ctx.Done(), nodes.HasSynced, services.HasSynced) {
+		s.mu.Lock()
+		s.synced = true
+		s.mu.Unlock()
+		klog.InfoS("service topology rules synced", "node", s.node, "services", s.filteredServices())
+	}
+	<-ctx.Done()
+	s.mu.Lock()
+	for _, stop := range s.memberWatch {
+		stop()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Source) filteredServices() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.services)
+}
+
+// keepMeta returns an informer transform that keeps only an object's
+// metadata, trimmed by trim.
+func keepMeta(trim func(*metav1.ObjectMeta)) toolscache.TransformFunc {
+	return func(o any) (any, error) {
+		switch obj := o.(type) {
+		case *corev1.Node:
+			n := &corev1.Node{ObjectMeta: *obj.ObjectMeta.DeepCopy()}
+			n.ManagedFields = nil
+			trim(&n.ObjectMeta)
+			return n, nil
+		case *corev1.Service:
+			svc := &corev1.Service{ObjectMeta: *obj.ObjectMeta.DeepCopy()}
+			svc.ManagedFields = nil
+			trim(&svc.ObjectMeta)
+			return svc, nil
+		}
+		return o, nil
+	}
+}
+
+func (s *Source) setLocal(ctx context.Context, l map[string]string) {
+	s.mu.Lock()
+	s.local = l
+	s.mu.Unlock()
+	s.watchMembers(ctx)
+}
+
+func (s *Source) setService(ctx context.Context, svc *corev1.Service) {
+	keys, err := KeysOf(svc.Annotations)
+	if err != nil {
+		klog.ErrorS(err, "Service not filtered", "service", klog.KObj(svc))
+	}
+	name := svc.Namespace + "/" + svc.Name
+	if len(keys) == 0 {
+		s.dropService(ctx, name)
+		return
+	}
+	s.mu.Lock()
+	s.services[name] = keys
+	s.mu.Unlock()
+	s.watchMembers(ctx)
+}
+
+func (s *Source) dropService(ctx context.Context, name string) {
+	s.mu.Lock()
+	_, had := s.services[name]
+	delete(s.services, name)
+	s.mu.Unlock()
+	if had {
+		s.watchMembers(ctx)
+	}
+}
+
+// watchMembers keeps one node watch per key in use, selecting the local
+// node's value of it.
+func (s *Source) watchMembers(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := map[string]string{}
+	for _, keys := range s.services {
+		for _, k := range keys {
+			if v, ok := s.local[k]; ok && k != HostnameKey {
+				want[k] = v
+			}
+		}
+	}
+	for k, stop := range s.memberWatch {
+		if v, ok := want[k]; !ok || v != s.memberValue[k] {
+			stop()
+			delete(s.memberWatch, k)
+			delete(s.memberValue, k)
+			delete(s.members, k)
+		}
+	}
+	for k, v := range want {
+		if _, ok := s.memberWatch[k]; ok {
+			continue
+		}
+		wctx, stop := context.WithCancel(ctx)
+		s.memberWatch[k], s.memberValue[k] = stop, v
+		s.members[k] = map[string]struct{}{}
+		go s.runMembers(wctx, k, v)
+	}
+}
+
+// runMembers watches the nodes whose label key has value v.
+func (s *Source) runMembers(ctx context.Context, key, value string) {
+	sel := labels.SelectorFromSet(labels.Set{key: value}).String()
+	inf := toolscache.NewSharedIndexInformer(
+		toolscache.NewFilteredListWatchFromClient(s.client.CoreV1().RESTClient(), "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
+			o.LabelSelector = sel
+		}), &corev1.Node{}, 0, toolscache.Indexers{})
+	_ = inf.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Labels, m.Annotations = nil, nil }))
+	set := func(name string, in bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.memberValue[key] != value || s.members[key] == nil {
+			return // this watch was replaced
+		}
+		if in {
+			s.members[key][name] = struct{}{}
+		} else {
+			delete(s.members[key], name)
+		}
+	}
+	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(o any) { set(o.(*corev1.Node).Name, true) },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if n, ok := o.(*corev1.Node); ok {
+				set(n.Name, false)
+			}
+		},
+	})
+	klog.V(2).InfoS("watching the nodes that share a topology value", "node", s.node, "selector", sel)
+	inf.Run(ctx.Done())
+}
+
+// WaitSynced waits until the rules are known or ctx ends.
+func (s *Source) WaitSynced(ctx context.Context) bool {
+	for {
+		s.mu.RLock()
+		synced := s.synced
+		s.mu.RUnlock()
+		if synced {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
