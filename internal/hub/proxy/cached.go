@@ -94,7 +94,7 @@ func (p *Proxy) putObject(k cache.Key, body []byte) error {
 }
 
 // serveCached answers from the cache; false if it holds nothing.
-func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key, t topology.Transform) bool {
+func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key, t *topology.Transform) bool {
 	// An answer still being stored (off the client's path) is waited for.
 	p.keys.lock(k.Bytes())()
 	if k.Verb == cache.VerbList {
@@ -114,7 +114,7 @@ func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key, t topology.Trans
 
 // serveCachedList writes a cached list at its last synced resource version
 // item by item, never holding the whole answer in memory.
-func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key, t topology.Transform) bool {
+func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key, t *topology.Transform) bool {
 	started, n := false, 0
 	err := p.cfg.Cache.StreamList(k, func(meta cache.ListMeta) error {
 		if meta.Kind == "" {
@@ -137,7 +137,7 @@ func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key, t topology.T
 	}, func(it cache.Item) error {
 		if t != nil {
 			var err error
-			if it.Raw, err = t(it.Raw); err != nil {
+			if it.Raw, err = t.Apply(it.Raw); err != nil {
 				return err
 			}
 		}

@@ -117,8 +117,12 @@ func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy
 			}
 			// The cache keeps what the cloud said; a filtered component sees
 			// its node's share of it.
-			if t, ok := resp.Request.Context().Value(filterCtx{}).(topology.Transform); ok && resp.StatusCode == http.StatusOK && isJSON(resp) {
-				resp.Body = filtered(resp.Body, watch, t)
+			if t, ok := resp.Request.Context().Value(filterCtx{}).(*topology.Transform); ok && resp.StatusCode == http.StatusOK && isJSON(resp) {
+				if watch {
+					resp.Body = p.filteredWatch(resp.Body, k, t)
+				} else {
+					resp.Body = filteredList(resp.Body, t)
+				}
 				resp.Header.Del("Content-Length")
 				resp.ContentLength = -1
 			}
@@ -130,7 +134,7 @@ func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy
 			}
 			// The first request to find the cloud gone is answered from the
 			// cache too, not only the ones after the tracker noticed.
-			t, _ := r.Context().Value(filterCtx{}).(topology.Transform)
+			t, _ := r.Context().Value(filterCtx{}).(*topology.Transform)
 			if k, ok := r.Context().Value(keyCtx{}).(cache.Key); ok && p.serveCached(w, k, t) {
 				return
 			}

@@ -144,7 +144,7 @@ var bookmarkEvery = 10 * time.Second
 // bookmark at the cached resource version now and then if the client asked
 // for bookmarks, and a clean end when the cloud is back, so the client
 // re-lists once instead of in a loop.
-func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key, t topology.Transform) bool {
+func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key, t *topology.Transform) bool {
 	meta, err := p.cfg.Cache.Meta(k)
 	if err != nil {
 		return false
@@ -182,7 +182,7 @@ func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key, t
 		}, func(it cache.Item) error {
 			if t != nil {
 				var err error
-				if it.Raw, err = t(it.Raw); err != nil {
+				if it.Raw, err = t.Apply(it.Raw); err != nil {
 					return err
 				}
 			}

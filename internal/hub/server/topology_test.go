@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,9 +81,18 @@ func TestServiceTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var lists atomic.Int64 // lists and watch-lists of kube-proxy's informer client
 	client := func(userAgent, contentType string) kubernetes.Interface {
 		cfg := &rest.Config{Host: hubURL, BearerToken: token, UserAgent: userAgent, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}}
 		cfg.ContentType, cfg.AcceptContentTypes = contentType, contentType
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+				if q := r.URL.Query(); q.Get("watch") != "true" || q.Get("sendInitialEvents") == "true" {
+					lists.Add(1)
+				}
+				return rt.RoundTrip(r)
+			})
+		})
 		return kubernetes.NewForConfigOrDie(cfg)
 	}
 	kubeProxy := client("kube-proxy/v1.37.1 (linux/amd64) kubernetes/test", "")
@@ -133,6 +144,56 @@ func TestServiceTopology(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, func(context.Context) error {
 		return compare(map[string][]string{"web": {"a-1", "a-2", "a-2"}, "plain": want["plain"]}, storeNodes()).err()
 	})
+
+	// The rules change under an open watch: the informer's view is
+	// corrected without it restarting (it makes no new list).
+	webNow := map[string][]string{"web": {"a-1", "a-2", "a-2"}, "plain": want["plain"]}
+	setLabel := func(node, unit string) {
+		t.Helper()
+		n, err := admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Labels["lab"] = unit
+		if _, err := admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setKeys := func(annotations map[string]string) {
+		t.Helper()
+		svc, err := admin.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Annotations = annotations
+		if _, err := admin.CoreV1().Services("default").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listsBefore := lists.Load()
+	for _, step := range []struct {
+		what   string
+		change func()
+		want   []string
+	}{
+		{"a-2 moves to unit b", func() { setLabel("a-2", "b") }, []string{"a-1"}},
+		{"b-2 moves to unit a", func() { setLabel("b-2", "a") }, []string{"a-1", "b-2"}},
+		{"web loses its topology keys", func() { setKeys(nil) }, []string{"a-1", "a-2", "b-1", "b-2", "a-2"}},
+		{"web gets them back", func() { setKeys(map[string]string{topology.AnnotationOpenYurt: "lab"}) }, []string{"a-1", "b-2"}},
+		{"the nodes move back", func() { setLabel("a-2", "a"); setLabel("b-2", "b") }, webNow["web"]},
+	} {
+		step.change()
+		testenv.Eventually(t, 20*time.Second, func(context.Context) error {
+			if err := compare(map[string][]string{"web": step.want, "plain": want["plain"]}, storeNodes()).err(); err != nil {
+				return fmt.Errorf("after %s: %w", step.what, err)
+			}
+			return nil
+		})
+	}
+
+	if n := lists.Load() - listsBefore; n != 0 {
+		t.Errorf("kube-proxy's informer listed %d times while the rules changed: its watch should have been corrected in place", n)
+	}
 
 	// Cut off: the same answers, from the cache.
 	uplink.Cut()
@@ -288,3 +349,7 @@ func runHub(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interf
 	})
 	return "https://" + api
 }
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

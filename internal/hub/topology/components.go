@@ -19,21 +19,47 @@ type Filter struct {
 	Components []string
 }
 
-// Transform is a filter for one object of a response, in JSON.
-type Transform func([]byte) ([]byte, error)
+// Transform filters the objects of one response, in JSON.
+type Transform struct {
+	// Apply filters one object.
+	Apply     func([]byte) ([]byte, error)
+	serviceOf func([]byte) (namespace, service string, err error)
+	rules     Rules
+}
+
+// Affected reports whether a change of the rules concerns an object.
+func (t *Transform) Affected(raw []byte, c Change) bool {
+	ns, svc, err := t.serviceOf(raw)
+	return err == nil && svc != "" && c.Affects(ns, svc)
+}
+
+// Notifier is Rules that say when they change.
+type Notifier interface {
+	Subscribe() (signal <-chan struct{}, next func() Change, cancel func())
+}
+
+// Subscribe follows rule changes, if the rules tell them.
+func (t *Transform) Subscribe() (signal <-chan struct{}, next func() Change, cancel func(), ok bool) {
+	n, ok := t.rules.(Notifier)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	signal, next, cancel = n.Subscribe()
+	return signal, next, cancel, true
+}
 
 // For returns the transform for r's objects, or nil if r is not a read of
 // EndpointSlices or Endpoints by a filtered component.
-func (f *Filter) For(r *http.Request) Transform {
+func (f *Filter) For(r *http.Request) *Transform {
 	if f == nil || r.Method != http.MethodGet || !f.filtered(r.UserAgent()) {
 		return nil
 	}
 	path := r.URL.Path
 	switch {
 	case strings.HasPrefix(path, "/apis/discovery.k8s.io/v1/") && strings.HasSuffix(path, "/endpointslices"):
-		return func(raw []byte) ([]byte, error) { return EndpointSlice(raw, f.Rules) }
+		return &Transform{Apply: func(raw []byte) ([]byte, error) { return EndpointSlice(raw, f.Rules) }, serviceOf: sliceService, rules: f.Rules}
 	case strings.HasPrefix(path, "/api/v1/") && strings.HasSuffix(path, "/endpoints"):
-		return func(raw []byte) ([]byte, error) { return Endpoints(raw, f.Rules) }
+		return &Transform{Apply: func(raw []byte) ([]byte, error) { return Endpoints(raw, f.Rules) }, serviceOf: endpointsService, rules: f.Rules}
 	}
 	return nil
 }

@@ -61,20 +61,38 @@ type Rules interface {
 	Filters(namespace, service string) bool
 }
 
-// EndpointSlice filters the endpoints of a discovery.k8s.io/v1
-// EndpointSlice in JSON. Objects of unfiltered Services come back unchanged
-// (the same bytes).
-func EndpointSlice(raw []byte, rules Rules) ([]byte, error) {
+// sliceService names an EndpointSlice's Service.
+func sliceService(raw []byte) (string, string, error) {
 	var head struct {
 		Metadata struct {
 			Namespace string            `json:"namespace"`
 			Labels    map[string]string `json:"labels"`
 		} `json:"metadata"`
 	}
-	if err := json.Unmarshal(raw, &head); err != nil {
+	err := json.Unmarshal(raw, &head)
+	return head.Metadata.Namespace, head.Metadata.Labels[serviceNameLabel], err
+}
+
+// endpointsService names an Endpoints object's Service: its own name.
+func endpointsService(raw []byte) (string, string, error) {
+	var head struct {
+		Metadata struct {
+			Namespace string `json:"namespace"`
+			Name      string `json:"name"`
+		} `json:"metadata"`
+	}
+	err := json.Unmarshal(raw, &head)
+	return head.Metadata.Namespace, head.Metadata.Name, err
+}
+
+// EndpointSlice filters the endpoints of a discovery.k8s.io/v1
+// EndpointSlice in JSON. Objects of unfiltered Services come back unchanged
+// (the same bytes).
+func EndpointSlice(raw []byte, rules Rules) ([]byte, error) {
+	ns, svc, err := sliceService(raw)
+	if err != nil {
 		return nil, err
 	}
-	ns, svc := head.Metadata.Namespace, head.Metadata.Labels[serviceNameLabel]
 	if svc == "" || !rules.Filters(ns, svc) {
 		return raw, nil
 	}
@@ -117,16 +135,10 @@ func keepEndpoints(list json.RawMessage, ns, svc string, rules Rules) (json.RawM
 // Endpoints filters the addresses of a core/v1 Endpoints object in JSON;
 // subsets left without addresses are dropped.
 func Endpoints(raw []byte, rules Rules) ([]byte, error) {
-	var head struct {
-		Metadata struct {
-			Namespace string `json:"namespace"`
-			Name      string `json:"name"`
-		} `json:"metadata"`
-	}
-	if err := json.Unmarshal(raw, &head); err != nil {
+	ns, svc, err := endpointsService(raw)
+	if err != nil {
 		return nil, err
 	}
-	ns, svc := head.Metadata.Namespace, head.Metadata.Name
 	if !rules.Filters(ns, svc) {
 		return raw, nil
 	}

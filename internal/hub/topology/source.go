@@ -2,6 +2,8 @@ package topology
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +38,97 @@ type Source struct {
 	// it selects.
 	memberWatch map[string]context.CancelFunc
 	memberValue map[string]string
+
+	subs subscribers
+}
+
+// Change says whose endpoints the rules now treat differently: the named
+// Services ("namespace/name"), or every filtered Service.
+type Change struct {
+	All      bool
+	Services map[string]bool
+}
+
+// Affects reports whether a Service is concerned.
+func (c Change) Affects(namespace, service string) bool {
+	return c.All || c.Services[namespace+"/"+service]
+}
+
+func (c Change) merge(o Change) Change {
+	if c.All || o.All {
+		return Change{All: true}
+	}
+	out := Change{Services: map[string]bool{}}
+	for _, m := range []map[string]bool{c.Services, o.Services} {
+		for k := range m {
+			out.Services[k] = true
+		}
+	}
+	return out
+}
+
+// subscribers hands changes to the open filtered watches; a slow one gets
+// its pending changes merged, never blocks the rules.
+type subscribers struct {
+	mu   sync.Mutex
+	next int
+	subs map[int]*subscriber
+}
+
+type subscriber struct {
+	ch      chan struct{}
+	mu      sync.Mutex
+	pending *Change
+}
+
+// Next returns the changes since the last call.
+func (s *subscriber) Next() Change {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil { // a signal whose change an earlier call took
+		return Change{}
+	}
+	c := *s.pending
+	s.pending = nil
+	return c
+}
+
+func (b *subscribers) publish(c Change) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range b.subs {
+		s.mu.Lock()
+		if s.pending == nil {
+			s.pending = &c
+		} else {
+			merged := s.pending.merge(c)
+			s.pending = &merged
+		}
+		s.mu.Unlock()
+		select {
+		case s.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Subscribe returns a channel that signals rule changes (read them with
+// next) and a function that ends the subscription.
+func (s *Source) Subscribe() (<-chan struct{}, func() Change, func()) {
+	s.subs.mu.Lock()
+	defer s.subs.mu.Unlock()
+	if s.subs.subs == nil {
+		s.subs.subs = map[int]*subscriber{}
+	}
+	id := s.subs.next
+	s.subs.next++
+	sub := &subscriber{ch: make(chan struct{}, 1)}
+	s.subs.subs[id] = sub
+	return sub.ch, sub.Next, func() {
+		s.subs.mu.Lock()
+		defer s.subs.mu.Unlock()
+		delete(s.subs.subs, id)
+	}
 }
 
 // NewSource returns rules for node, read through client.
@@ -157,9 +250,13 @@ func keepMeta(trim func(*metav1.ObjectMeta)) toolscache.TransformFunc {
 
 func (s *Source) setLocal(ctx context.Context, l map[string]string) {
 	s.mu.Lock()
+	changed := !maps.Equal(s.local, l)
 	s.local = l
 	s.mu.Unlock()
 	s.watchMembers(ctx)
+	if changed {
+		s.subs.publish(Change{All: true})
+	}
 }
 
 func (s *Source) setService(ctx context.Context, svc *corev1.Service) {
@@ -173,9 +270,13 @@ func (s *Source) setService(ctx context.Context, svc *corev1.Service) {
 		return
 	}
 	s.mu.Lock()
+	changed := !slices.Equal(s.services[name], keys)
 	s.services[name] = keys
 	s.mu.Unlock()
 	s.watchMembers(ctx)
+	if changed {
+		s.subs.publish(Change{Services: map[string]bool{name: true}})
+	}
 }
 
 func (s *Source) dropService(ctx context.Context, name string) {
@@ -185,6 +286,7 @@ func (s *Source) dropService(ctx context.Context, name string) {
 	s.mu.Unlock()
 	if had {
 		s.watchMembers(ctx)
+		s.subs.publish(Change{Services: map[string]bool{name: true}})
 	}
 }
 
@@ -234,10 +336,14 @@ func (s *Source) runMembers(ctx context.Context, key, value string) {
 		if s.memberValue[key] != value || s.members[key] == nil {
 			return // this watch was replaced
 		}
+		_, had := s.members[key][name]
 		if in {
 			s.members[key][name] = struct{}{}
 		} else {
 			delete(s.members[key], name)
+		}
+		if had != in {
+			defer s.subs.publish(Change{All: true})
 		}
 	}
 	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
