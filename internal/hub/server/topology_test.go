@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -353,3 +354,83 @@ func runHub(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interf
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestFilteredWatchSlowReader: a filtered watch whose reader stalls while
+// the cloud sends many events loses none of them; they arrive in order,
+// filtered, once it reads again.
+func TestFilteredWatchSlowReader(t *testing.T) {
+	cp := testenv.StartControlPlane(t, testenv.ControlPlaneOptions{})
+	admin, err := cp.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i, n := range []struct{ name, unit string }{{"a-1", "a"}, {"b-1", "b"}} {
+		if err := controlplane.CreateNode(ctx, admin, controlplane.Node{Name: n.name, Labels: map[string]string{"lab": n.unit}, InternalIP: fmt.Sprintf("198.18.1.%d", 10+i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Annotations: map[string]string{topology.AnnotationSuperEdge: `["lab"]`}},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	created, err := admin.DiscoveryV1().EndpointSlices("default").Create(ctx, slice("web", "a-1", "b-1"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := kubeProxyToken(t, admin)
+	hubURL := runHub(t, cp, admin, "a-1", cp.Endpoint)
+	caPEM, err := os.ReadFile(cp.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &rest.Config{Host: hubURL, BearerToken: token, UserAgent: "kube-proxy/v1.37.1", TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}}
+	kubeProxy := kubernetes.NewForConfigOrDie(cfg)
+	testenv.Eventually(t, 20*time.Second, func(ctx context.Context) error {
+		return sliceNodes(ctx, kubeProxy, map[string][]string{"web": {"a-1"}})
+	})
+
+	w, err := kubeProxy.DiscoveryV1().EndpointSlices("default").Watch(ctx, metav1.ListOptions{ResourceVersion: created.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	// The reader stalls while 300 updates are made, each adding an
+	// endpoint in unit b (filtered out) and moving a label (kept).
+	const updates = 300
+	for i := 0; i < updates; i++ {
+		s, err := admin.DiscoveryV1().EndpointSlices("default").Get(ctx, "web-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Labels["round"] = strconv.Itoa(i)
+		s.Endpoints = append(s.Endpoints, endpoint("b-1", 100+i%100))
+		if _, err := admin.DiscoveryV1().EndpointSlices("default").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timeout := time.After(60 * time.Second)
+	for i := 0; i < updates; {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("watch ended after %d of %d events", i, updates)
+			}
+			s, isSlice := ev.Object.(*discoveryv1.EndpointSlice)
+			if !isSlice || s.Name != "web-1" {
+				continue
+			}
+			if got := s.Labels["round"]; got != strconv.Itoa(i) {
+				t.Fatalf("event %d is round %q: an event was lost or reordered", i, got)
+			}
+			if nodes := nodeNames(s); !slices.Equal(nodes, []string{"a-1"}) {
+				t.Fatalf("event %d not filtered: %v", i, nodes)
+			}
+			i++
+		case <-timeout:
+			t.Fatalf("only %d of %d events arrived", i, updates)
+		}
+	}
+}
