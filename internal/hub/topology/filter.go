@@ -6,6 +6,7 @@
 package topology
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -61,16 +62,40 @@ type Rules interface {
 	Filters(namespace, service string) bool
 }
 
-// sliceService names an EndpointSlice's Service.
+// sliceService names an EndpointSlice's Service. It reads only up to the
+// object's metadata, which the apiserver writes before the endpoints.
 func sliceService(raw []byte) (string, string, error) {
-	var head struct {
-		Metadata struct {
-			Namespace string            `json:"namespace"`
-			Labels    map[string]string `json:"labels"`
-		} `json:"metadata"`
+	var meta struct {
+		Namespace string            `json:"namespace"`
+		Labels    map[string]string `json:"labels"`
 	}
-	err := json.Unmarshal(raw, &head)
-	return head.Metadata.Namespace, head.Metadata.Labels[serviceNameLabel], err
+	if err := decodeField(raw, "metadata", &meta); err != nil {
+		return "", "", err
+	}
+	return meta.Namespace, meta.Labels[serviceNameLabel], nil
+}
+
+// decodeField decodes one field of a JSON object into v, reading no further
+// than that field.
+func decodeField(raw []byte, field string, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return fmt.Errorf("not a JSON object: %v", err)
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if tok == field {
+			return dec.Decode(v)
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // endpointsService names an Endpoints object's Service: its own name.
@@ -96,16 +121,45 @@ func EndpointSlice(raw []byte, rules Rules) ([]byte, error) {
 	if svc == "" || !rules.Filters(ns, svc) {
 		return raw, nil
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, err
+	return rewriteField(raw, "endpoints", func(list json.RawMessage) (json.RawMessage, error) {
+		return keepEndpoints(list, ns, svc, rules)
+	})
+}
+
+// rewriteField copies a JSON object, field order and bytes unchanged,
+// except for the value of field, which fn replaces.
+func rewriteField(raw []byte, field string, fn func(json.RawMessage) (json.RawMessage, error)) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object: %v", err)
 	}
-	kept, err := keepEndpoints(obj["endpoints"], ns, svc, rules)
-	if err != nil {
-		return nil, err
+	out := bytes.NewBuffer(make([]byte, 0, len(raw)))
+	out.WriteByte('{')
+	for first := true; dec.More(); first = false {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		if key == field {
+			if v, err = fn(v); err != nil {
+				return nil, err
+			}
+		}
+		if !first {
+			out.WriteByte(',')
+		}
+		name, _ := json.Marshal(key)
+		out.Write(name)
+		out.WriteByte(':')
+		out.Write(v)
 	}
-	obj["endpoints"] = kept
-	return json.Marshal(obj)
+	out.WriteByte('}')
+	return out.Bytes(), nil
 }
 
 // keepEndpoints filters a JSON array of objects with a nodeName.
@@ -113,12 +167,19 @@ func keepEndpoints(list json.RawMessage, ns, svc string, rules Rules) (json.RawM
 	if len(list) == 0 || string(list) == "null" {
 		return json.RawMessage("[]"), nil
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(list, &items); err != nil {
-		return nil, err
+	dec := json.NewDecoder(bytes.NewReader(list))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return nil, fmt.Errorf("endpoints are not a JSON array: %v", err)
 	}
-	kept := make([]json.RawMessage, 0, len(items))
-	for _, it := range items {
+	var out bytes.Buffer
+	out.Grow(len(list))
+	out.WriteByte('[')
+	n := 0
+	for dec.More() {
+		var it json.RawMessage
+		if err := dec.Decode(&it); err != nil {
+			return nil, err
+		}
 		var ep struct {
 			NodeName string `json:"nodeName"`
 		}
@@ -126,10 +187,15 @@ func keepEndpoints(list json.RawMessage, ns, svc string, rules Rules) (json.RawM
 			return nil, err
 		}
 		if ep.NodeName != "" && rules.Keep(ns, svc, ep.NodeName) {
-			kept = append(kept, it)
+			if n > 0 {
+				out.WriteByte(',')
+			}
+			out.Write(it)
+			n++
 		}
 	}
-	return json.Marshal(kept)
+	out.WriteByte(']')
+	return out.Bytes(), nil
 }
 
 // Endpoints filters the addresses of a core/v1 Endpoints object in JSON;
