@@ -539,15 +539,6 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%7.2f ms", float64(d)/float64(time.Millisecond)) }
 
-// hubEnv passes BENCH_HUB_ENV (for example GOGC=50) to the hub, to compare
-// runtime settings.
-func hubEnv() []string {
-	if v := os.Getenv("BENCH_HUB_ENV"); v != "" {
-		return strings.Fields(v)
-	}
-	return nil
-}
-
 // goMemory reads the Go runtime's memory figures from the hub's /metrics.
 func goMemory(addr string) (string, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")

@@ -223,8 +223,13 @@ func slice(svc string, nodes ...string) *discoveryv1.EndpointSlice {
 	return s
 }
 
+// endpoints builds a core/v1 Endpoints object: deprecated, but the filter
+// still serves its readers.
+//
+//lint:ignore SA1019 the hub filters Endpoints as long as clients read them
 func endpoints(svc string, nodes ...string) *corev1.Endpoints {
 	// Not mirrored into EndpointSlices: the test reads each kind on its own.
+	//lint:ignore SA1019 the hub filters Endpoints as long as clients read them
 	e := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: svc, Labels: map[string]string{discoveryv1.LabelSkipMirror: "true"}}, Subsets: []corev1.EndpointSubset{{Ports: []corev1.EndpointPort{{Port: 80}}}}}
 	for i, n := range nodes {
 		e.Subsets[0].Addresses = append(e.Subsets[0].Addresses, corev1.EndpointAddress{IP: fmt.Sprintf("198.19.1.%d", 10+i), NodeName: ptr.To(n)})
