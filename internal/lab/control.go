@@ -174,6 +174,10 @@ func Partition(ctx context.Context, workdir string, targets []string, out io.Wri
 	if err != nil {
 		return err
 	}
+	if len(reply.Nodes) == 0 {
+		fmt.Fprintln(out, "those uplinks were cut already")
+		return nil
+	}
 	fmt.Fprintf(out, "cut the uplink of %s\n", strings.Join(reply.Nodes, ", "))
 	return nil
 }
@@ -183,6 +187,10 @@ func Heal(ctx context.Context, workdir string, targets []string, out io.Writer) 
 	reply, err := control(ctx, workdir, http.MethodPost, "/v1/heal", controlRequest{Targets: targets})
 	if err != nil {
 		return err
+	}
+	if len(reply.Nodes) == 0 {
+		fmt.Fprintln(out, "no uplink was cut")
+		return nil
 	}
 	fmt.Fprintf(out, "healed the uplink of %s\n", strings.Join(reply.Nodes, ", "))
 	return nil

@@ -423,14 +423,19 @@ func (e *edge) resolve(targets []string) ([]*edgeNode, error) {
 	return out, nil
 }
 
-// setLinks cuts or heals the uplinks of targets and returns the nodes.
+// setLinks cuts or heals the uplinks of targets and returns the nodes whose
+// uplink changed.
 func (e *edge) setLinks(targets []string, cut bool) ([]string, error) {
 	nodes, err := e.resolve(targets)
 	if err != nil {
 		return nil, err
 	}
+	// Only the nodes whose link changes are reported.
 	names := make([]string, 0, len(nodes))
 	for _, en := range nodes {
+		if en.link.IsCut() == cut {
+			continue
+		}
 		if cut {
 			en.link.Cut()
 		} else {

@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -36,6 +37,31 @@ func writePair(t *testing.T, dir, base string, kp *pki.KeyPair) (string, string)
 		t.Fatal(err)
 	}
 	return c, k
+}
+
+// hubCredentials grants node's hub its RBAC and writes its serving
+// certificate and its own client credential into dir.
+func hubCredentials(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interface, node, dir string) (servingCert, servingKey, credCert, credKey string) {
+	t.Helper()
+	ctx := context.Background()
+	role, binding := server.HubRBAC(node)
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: server.HubUser(node), Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	servingCert, servingKey = writePair(t, dir, "serving", serving)
+	credCert, credKey = writePair(t, dir, "hub", cred)
+	return servingCert, servingKey, credCert, credKey
 }
 
 func freeAddr(t *testing.T) string {
@@ -65,29 +91,12 @@ func TestKubectlThroughHub(t *testing.T) {
 	if _, err := admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	role, binding := server.HubRBAC(node)
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-
 	dir := t.TempDir()
-	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hubCred, err := cp.IssueCert(pki.LeafRequest{CommonName: server.HubUser(node), Client: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	servingCert, servingKey, hubCert, hubKey := hubCredentials(t, cp, admin, node, dir)
 	kubelet, err := cp.IssueCert(pki.LeafRequest{CommonName: "system:node:" + node, Organizations: []string{"system:nodes"}, Client: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	servingCert, servingKey := writePair(t, dir, "serving", serving)
-	hubCert, hubKey := writePair(t, dir, "hub", hubCred)
 	api, health := freeAddr(t), freeAddr(t)
 	config := fmt.Sprintf(`nodeName: %s
 listenAddress: %s

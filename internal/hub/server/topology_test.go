@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,7 +27,6 @@ import (
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/lab/link"
-	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -318,25 +316,8 @@ func kubeProxyToken(t *testing.T, cs kubernetes.Interface) string {
 // runHub runs server.Run for node in this process and returns its URL.
 func runHub(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interface, node, upstreamURL string) string {
 	t.Helper()
-	ctx := context.Background()
-	role, binding := server.HubRBAC(node)
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: server.HubUser(node), Client: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	servingCert, servingKey := writePair(t, dir, "serving", serving)
-	credCert, credKey := writePair(t, dir, "hub", cred)
+	servingCert, servingKey, credCert, credKey := hubCredentials(t, cp, admin, node, dir)
 	api := freeAddr(t)
 	cfg := server.Config{
 		NodeName: node, ListenAddress: api, HealthAddress: freeAddr(t),
@@ -344,7 +325,7 @@ func runHub(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interf
 		Servers: []string{upstreamURL}, ClientCertFile: credCert, ClientKeyFile: credKey,
 		CachePath: filepath.Join(dir, "cache.db"), ProbeInterval: metav1.Duration{Duration: 500 * time.Millisecond},
 	}
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Run(rctx, cfg) }()
 	t.Cleanup(func() {
