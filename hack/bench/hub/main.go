@@ -9,10 +9,15 @@
 //   - offline LIST throughput from the cache, with the uplink cut;
 //   - the time from the cut to the first answer served from the cache.
 //
+// With -units, nodes are grouped into units and every Service has topology
+// keys: the informers run as kube-proxy, whose EndpointSlices the hub
+// filters to its own unit's endpoints.
+//
 // The hub runs as its own process (the real binary), so its memory is its
 // own.
 //
 //	go run ./hack/bench/hub -nodes 100 -pods 2000 -services 1000 -endpoints 50
+//	go run ./hack/bench/hub -nodes 1000 -units 100 -services 5000 -endpoints 50
 package main
 
 import (
@@ -46,13 +51,14 @@ import (
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
+	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/lab/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
 )
 
-type sizes struct{ nodes, pods, services, endpoints int }
+type sizes struct{ nodes, pods, services, endpoints, units int }
 
 func main() {
 	var sz sizes
@@ -60,6 +66,7 @@ func main() {
 	flag.IntVar(&sz.pods, "pods", 2000, "Pods, spread over the nodes")
 	flag.IntVar(&sz.services, "services", 1000, "Services, each with one EndpointSlice")
 	flag.IntVar(&sz.endpoints, "endpoints", 50, "endpoints per EndpointSlice")
+	flag.IntVar(&sz.units, "units", 0, "with N > 0: nodes in N units (label lab=unit-<n>), every Service with topology keys [lab], and the informers run as kube-proxy, so the hub filters their EndpointSlices")
 	requests := flag.Int("requests", 500, "requests per latency measurement")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -87,7 +94,8 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		}
 	}()
 	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: filepath.Join(dir, "cp"), Bin: bin, APIServerOnly: true,
-		APIServerArgs: []string{"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"}})
+		APIServerArgs: []string{"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000",
+			"--service-cluster-ip-range=198.19.128.0/17"}}) // room for more than 4,096 Services
 	if err != nil {
 		return err
 	}
@@ -118,16 +126,21 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	if err != nil {
 		return err
 	}
-	clientFor := func(host string) *kubernetes.Clientset {
-		return kubernetes.NewForConfigOrDie(&rest.Config{Host: host, BearerToken: token, QPS: -1, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}})
+	clientFor := func(host, userAgent string) *kubernetes.Clientset {
+		return kubernetes.NewForConfigOrDie(&rest.Config{Host: host, BearerToken: token, QPS: -1, UserAgent: userAgent, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}})
 	}
-	direct, viaHub := clientFor(cp.Endpoint), clientFor("https://"+hub.api)
+	direct, viaHub := clientFor(cp.Endpoint, ""), clientFor("https://"+hub.api, "")
+	informed := viaHub
+	if sz.units > 0 {
+		// The hub runs on node-0, in unit-0; kube-proxy's view is filtered.
+		informed = clientFor("https://"+hub.api, "kube-proxy/bench")
+	}
 
 	// Node components' informers, through the hub: everything gets cached.
 	start = time.Now()
 	stopInformers := make(chan struct{})
 	defer close(stopInformers)
-	factory := informers.NewSharedInformerFactory(viaHub, 0)
+	factory := informers.NewSharedInformerFactory(informed, 0)
 	factory.Core().V1().Nodes().Informer()
 	factory.Core().V1().Pods().Informer()
 	factory.Core().V1().Services().Informer()
@@ -139,6 +152,14 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		}
 	}
 	fmt.Printf("informers synced through the hub in %s\n", time.Since(start).Round(time.Millisecond))
+	if sz.units > 0 {
+		kept := 0
+		for _, o := range factory.Discovery().V1().EndpointSlices().Informer().GetStore().List() {
+			kept += len(o.(*discoveryv1.EndpointSlice).Endpoints)
+		}
+		fmt.Printf("kube-proxy's store through the hub: %d endpoints of the cluster's %d (unit-0's share: %d nodes of %d)\n",
+			kept, sz.services*sz.endpoints, (sz.nodes+sz.units-1)/sz.units, sz.nodes)
+	}
 	// Plain LISTs too (what kubectl and a restarted kubelet do), so the
 	// offline measurements below read list entries.
 	for _, list := range []func() error{
@@ -296,6 +317,9 @@ func populate(ctx context.Context, cs kubernetes.Interface, sz sizes) error {
 	}
 	for i := 0; i < sz.nodes; i++ {
 		n := controlplane.Node{Name: "node-" + strconv.Itoa(i), InternalIP: fmt.Sprintf("198.18.%d.%d", 1+i/200, 10+i%200)}
+		if sz.units > 0 {
+			n.Labels = map[string]string{"lab": "unit-" + strconv.Itoa(i%sz.units)}
+		}
 		work <- func() error { return controlplane.CreateNode(ctx, cs, n) }
 	}
 	for i := 0; i < sz.pods; i++ {
@@ -316,6 +340,9 @@ func populate(ctx context.Context, cs kubernetes.Interface, sz sizes) error {
 		work <- func() error {
 			svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 				Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
+			if sz.units > 0 {
+				svc.Annotations = map[string]string{topology.AnnotationSuperEdge: `["lab"]`}
+			}
 			if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 				return err
 			}

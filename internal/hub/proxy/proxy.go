@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -194,6 +195,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	transform := p.cfg.Filter.For(r)
 	if transform != nil {
+		transform.WaitReady(r.Context(), 10*time.Second)
 		out = out.WithContext(context.WithValue(out.Context(), filterCtx{}, transform))
 	}
 	key, cacheable := p.cacheKey(identity, r)

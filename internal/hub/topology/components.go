@@ -1,8 +1,10 @@
 package topology
 
 import (
+	"context"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // DefaultComponents are the clients whose view is filtered: the node's
@@ -46,6 +48,24 @@ func (t *Transform) Subscribe() (signal <-chan struct{}, next func() Change, can
 	}
 	signal, next, cancel = n.Subscribe()
 	return signal, next, cancel, true
+}
+
+// Syncer is Rules that can say when they are known.
+type Syncer interface {
+	WaitSynced(ctx context.Context) bool
+}
+
+// WaitReady waits, up to timeout, until the rules are known: a component
+// that lists before the hub has read the Services' keys would otherwise get
+// their endpoints unfiltered. If they stay unknown (the hub started offline
+// with nothing cached), the answer goes out with what is known: Services
+// not yet seen pass unfiltered.
+func (t *Transform) WaitReady(ctx context.Context, timeout time.Duration) {
+	if s, ok := t.rules.(Syncer); ok {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		s.WaitSynced(ctx)
+	}
 }
 
 // For returns the transform for r's objects, or nil if r is not a read of

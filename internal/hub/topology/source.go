@@ -36,8 +36,9 @@ type Source struct {
 	members  map[string]map[string]struct{} // key -> node names with the local value
 	// memberWatch stops the node watch of a key; memberValue is the value
 	// it selects.
-	memberWatch map[string]context.CancelFunc
-	memberValue map[string]string
+	memberWatch  map[string]context.CancelFunc
+	memberValue  map[string]string
+	memberSynced map[string]bool
 
 	subs subscribers
 }
@@ -134,7 +135,8 @@ func (s *Source) Subscribe() (<-chan struct{}, func() Change, func()) {
 // NewSource returns rules for node, read through client.
 func NewSource(node string, client kubernetes.Interface) *Source {
 	return &Source{node: node, client: client, services: map[string][]string{},
-		members: map[string]map[string]struct{}{}, memberWatch: map[string]context.CancelFunc{}, memberValue: map[string]string{}}
+		members: map[string]map[string]struct{}{}, memberWatch: map[string]context.CancelFunc{}, memberValue: map[string]string{},
+		memberSynced: map[string]bool{}}
 }
 
 // Filters implements Rules.
@@ -177,7 +179,7 @@ func (s *Source) Run(ctx context.Context) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.node).String()
 		}), &corev1.Node{}, 0, toolscache.Indexers{})
 	_ = nodes.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Annotations = nil }))
-	_, _ = nodes.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	nodesSeen, _ := nodes.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { s.setLocal(ctx, o.(*corev1.Node).Labels) },
 		UpdateFunc: func(_, o any) { s.setLocal(ctx, o.(*corev1.Node).Labels) },
 	})
@@ -194,7 +196,7 @@ func (s *Source) Run(ctx context.Context) {
 		}
 		m.Annotations, m.Labels = keep, nil
 	}))
-	_, _ = services.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	servicesSeen, _ := services.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { s.setService(ctx, o.(*corev1.Service)) },
 		UpdateFunc: func(_, o any) { s.setService(ctx, o.(*corev1.Service)) },
 		DeleteFunc: func(o any) {
@@ -208,7 +210,8 @@ func (s *Source) Run(ctx context.Context) {
 	})
 	go nodes.Run(ctx.Done())
 	go services.Run(ctx.Done())
-	if toolscache.WaitForCacheSync(ctx.Done(), nodes.HasSynced, services.HasSynced) {
+	// Synced once the handlers, not only the stores, have seen every object.
+	if toolscache.WaitForCacheSync(ctx.Done(), nodesSeen.HasSynced, servicesSeen.HasSynced) && s.waitMembers(ctx) {
 		s.mu.Lock()
 		s.synced = true
 		s.mu.Unlock()
@@ -226,6 +229,26 @@ func (s *Source) filteredServices() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.services)
+}
+
+// waitMembers waits until every unit's node watch has listed.
+func (s *Source) waitMembers(ctx context.Context) bool {
+	for {
+		s.mu.RLock()
+		done := true
+		for k := range s.memberWatch {
+			done = done && s.memberSynced[k]
+		}
+		s.mu.RUnlock()
+		if done {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // keepMeta returns an informer transform that keeps only an object's
@@ -308,6 +331,7 @@ func (s *Source) watchMembers(ctx context.Context) {
 			stop()
 			delete(s.memberWatch, k)
 			delete(s.memberValue, k)
+			delete(s.memberSynced, k)
 			delete(s.members, k)
 		}
 	}
@@ -346,7 +370,7 @@ func (s *Source) runMembers(ctx context.Context, key, value string) {
 			defer s.subs.publish(Change{All: true})
 		}
 	}
-	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	seen, _ := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(o any) { set(o.(*corev1.Node).Name, true) },
 		DeleteFunc: func(o any) {
 			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
@@ -358,7 +382,15 @@ func (s *Source) runMembers(ctx context.Context, key, value string) {
 		},
 	})
 	klog.V(2).InfoS("watching the nodes that share a topology value", "node", s.node, "selector", sel)
-	inf.Run(ctx.Done())
+	go inf.Run(ctx.Done())
+	if toolscache.WaitForCacheSync(ctx.Done(), seen.HasSynced) {
+		s.mu.Lock()
+		if s.memberValue[key] == value {
+			s.memberSynced[key] = true
+		}
+		s.mu.Unlock()
+	}
+	<-ctx.Done()
 }
 
 // WaitSynced waits until the rules are known or ctx ends.
