@@ -48,6 +48,8 @@ func bindFlags(fs *flag.FlagSet, cfg *server.Config, configFile *string) {
 	fs.StringVar(&cfg.CachePath, "cache-path", cfg.CachePath, "Cache file (default /var/lib/sitegrid-hub/cache.db).")
 	fs.StringVar(&cfg.HealthAddress, "health-address", cfg.HealthAddress, "Address of /healthz, /readyz and /metrics (default 127.0.0.1:10291).")
 	fs.DurationVar(&cfg.ProbeInterval.Duration, "probe-interval", cfg.ProbeInterval.Duration, "How often each apiserver is probed (default 2s).")
+	fs.StringVar(&cfg.ServiceTopology.KubernetesEndpoint, "kubernetes-endpoint", cfg.ServiceTopology.KubernetesEndpoint,
+		"IP:port where the node's pods reach this hub: kube-proxy and CoreDNS then see the default/kubernetes Service there (default: off).")
 	fs.Func("memory-limit", "Go runtime soft memory limit, a quantity such as 12Mi (default none: the runtime's, or GOMEMLIMIT).", func(v string) error {
 		q, err := resource.ParseQuantity(v)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -76,6 +77,12 @@ type ServiceTopology struct {
 	// Components whose reads of EndpointSlices and Endpoints are filtered,
 	// by User-Agent name (default kube-proxy and coredns).
 	Components []string `json:"components,omitempty"`
+	// KubernetesEndpoint, an IP:port where the node's pods reach this hub,
+	// makes the default/kubernetes Service point there for those
+	// components, so in-cluster clients on the node go through the hub too
+	// and keep working offline. The hub must serve on it with a
+	// certificate of the cluster CA naming that IP.
+	KubernetesEndpoint string `json:"kubernetesEndpoint,omitempty"`
 }
 
 // Defaults fills what is unset.
@@ -110,6 +117,11 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Servers) == 0 {
 		missing = append(missing, "servers")
+	}
+	if e := c.ServiceTopology.KubernetesEndpoint; e != "" {
+		if _, err := netip.ParseAddrPort(e); err != nil {
+			return fmt.Errorf("serviceTopology.kubernetesEndpoint %q is not an IP:port: %w", e, err)
+		}
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
@@ -205,6 +217,9 @@ func Run(ctx context.Context, cfg Config) error {
 			TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.ServerCAFile, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile},
 		}))
 		filter = &topology.Filter{Rules: rules, Components: cfg.ServiceTopology.Components}
+		if e := cfg.ServiceTopology.KubernetesEndpoint; e != "" {
+			filter.KubernetesEndpoint = netip.MustParseAddrPort(e) // checked by Validate
+		}
 	}
 	p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: asHub, TokenTransport: asToken, Cache: store,
 		Impersonable: []proxy.Identity{{User: "system:node:" + cfg.NodeName, Groups: []string{"system:nodes", "system:authenticated"}}},

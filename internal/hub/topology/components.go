@@ -3,6 +3,7 @@ package topology
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -19,6 +20,11 @@ type Filter struct {
 	// the hub passes tokens through and cannot name their owners, and a
 	// client that claims to be kube-proxy only ever gets less.
 	Components []string
+	// KubernetesEndpoint, when valid, replaces the endpoints of the
+	// default/kubernetes Service with this address: the hub itself,
+	// reachable from the node's pods, so in-cluster clients on the node also
+	// go through the hub and keep working offline.
+	KubernetesEndpoint netip.AddrPort
 }
 
 // Transform filters the objects of one response, in JSON.
@@ -77,9 +83,11 @@ func (f *Filter) For(r *http.Request) *Transform {
 	path := r.URL.Path
 	switch {
 	case strings.HasPrefix(path, "/apis/discovery.k8s.io/v1/") && strings.HasSuffix(path, "/endpointslices"):
-		return &Transform{Apply: func(raw []byte) ([]byte, error) { return EndpointSlice(raw, f.Rules) }, serviceOf: sliceService, rules: f.Rules}
+		return &Transform{Apply: f.withKubernetes(sliceService, kubernetesSlice, func(raw []byte) ([]byte, error) { return EndpointSlice(raw, f.Rules) }),
+			serviceOf: sliceService, rules: f.Rules}
 	case strings.HasPrefix(path, "/api/v1/") && strings.HasSuffix(path, "/endpoints"):
-		return &Transform{Apply: func(raw []byte) ([]byte, error) { return Endpoints(raw, f.Rules) }, serviceOf: endpointsService, rules: f.Rules}
+		return &Transform{Apply: f.withKubernetes(endpointsService, kubernetesEndpoints, func(raw []byte) ([]byte, error) { return Endpoints(raw, f.Rules) }),
+			serviceOf: endpointsService, rules: f.Rules}
 	}
 	return nil
 }
@@ -92,4 +100,17 @@ func (f *Filter) filtered(userAgent string) bool {
 		}
 	}
 	return false
+}
+
+// withKubernetes puts the default/kubernetes rewrite in front of filter.
+func (f *Filter) withKubernetes(serviceOf func([]byte) (string, string, error), rewrite func([]byte, netip.AddrPort) ([]byte, error), filter func([]byte) ([]byte, error)) func([]byte) ([]byte, error) {
+	if !f.KubernetesEndpoint.IsValid() {
+		return filter
+	}
+	return func(raw []byte) ([]byte, error) {
+		if ns, svc, err := serviceOf(raw); err == nil && ns == "default" && svc == "kubernetes" {
+			return rewrite(raw, f.KubernetesEndpoint)
+		}
+		return filter(raw)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -127,7 +128,8 @@ func EndpointSlice(raw []byte, rules Rules) ([]byte, error) {
 }
 
 // rewriteField copies a JSON object, field order and bytes unchanged,
-// except for the value of field, which fn replaces.
+// except for the value of field, which fn replaces (fn(nil) is appended
+// when the object lacks the field).
 func rewriteField(raw []byte, field string, fn func(json.RawMessage) (json.RawMessage, error)) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
@@ -135,7 +137,8 @@ func rewriteField(raw []byte, field string, fn func(json.RawMessage) (json.RawMe
 	}
 	out := bytes.NewBuffer(make([]byte, 0, len(raw)))
 	out.WriteByte('{')
-	for first := true; dec.More(); first = false {
+	seen, first := false, true
+	for ; dec.More(); first = false {
 		tok, err := dec.Token()
 		if err != nil {
 			return nil, err
@@ -146,6 +149,7 @@ func rewriteField(raw []byte, field string, fn func(json.RawMessage) (json.RawMe
 			return nil, err
 		}
 		if key == field {
+			seen = true
 			if v, err = fn(v); err != nil {
 				return nil, err
 			}
@@ -154,6 +158,19 @@ func rewriteField(raw []byte, field string, fn func(json.RawMessage) (json.RawMe
 			out.WriteByte(',')
 		}
 		name, _ := json.Marshal(key)
+		out.Write(name)
+		out.WriteByte(':')
+		out.Write(v)
+	}
+	if !seen {
+		v, err := fn(nil)
+		if err != nil {
+			return nil, err
+		}
+		if !first {
+			out.WriteByte(',')
+		}
+		name, _ := json.Marshal(field)
 		out.Write(name)
 		out.WriteByte(':')
 		out.Write(v)
@@ -250,4 +267,32 @@ func Endpoints(raw []byte, rules Rules) ([]byte, error) {
 		obj["subsets"] = s
 	}
 	return json.Marshal(obj)
+}
+
+// kubernetesSlice points the default/kubernetes EndpointSlice at addr.
+func kubernetesSlice(raw []byte, addr netip.AddrPort) ([]byte, error) {
+	endpoints, _ := json.Marshal([]map[string]any{{"addresses": []string{addr.Addr().String()}, "conditions": map[string]bool{"ready": true}}})
+	ports, _ := json.Marshal([]map[string]any{{"name": "https", "protocol": "TCP", "port": addr.Port()}})
+	return rewriteFields(raw, map[string]json.RawMessage{"endpoints": endpoints, "ports": ports})
+}
+
+// kubernetesEndpoints points the default/kubernetes Endpoints at addr.
+func kubernetesEndpoints(raw []byte, addr netip.AddrPort) ([]byte, error) {
+	subsets, _ := json.Marshal([]map[string]any{{
+		"addresses": []map[string]string{{"ip": addr.Addr().String()}},
+		"ports":     []map[string]any{{"name": "https", "protocol": "TCP", "port": addr.Port()}},
+	}})
+	return rewriteFields(raw, map[string]json.RawMessage{"subsets": subsets})
+}
+
+// rewriteFields replaces the values of the named fields.
+func rewriteFields(raw []byte, values map[string]json.RawMessage) ([]byte, error) {
+	out := raw
+	for field, v := range values {
+		var err error
+		if out, err = rewriteField(out, field, func(json.RawMessage) (json.RawMessage, error) { return v, nil }); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package topology
 import (
 	"encoding/json"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -177,5 +178,34 @@ func TestFilterFor(t *testing.T) {
 	var off *Filter
 	if off.For(httptest.NewRequest("GET", "/api/v1/endpoints", nil)) != nil {
 		t.Error("a nil filter filters")
+	}
+}
+
+func TestKubernetesEndpoint(t *testing.T) {
+	hub := netip.MustParseAddrPort("169.254.2.1:10268")
+	f := &Filter{Rules: rules, Components: DefaultComponents, KubernetesEndpoint: hub}
+	read := func(path string, raw string) string {
+		t.Helper()
+		r := httptest.NewRequest("GET", path, nil)
+		r.Header.Set("User-Agent", "kube-proxy/v1.37.1")
+		out, err := f.For(r).Apply([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	slice := read("/apis/discovery.k8s.io/v1/endpointslices", `{"kind":"EndpointSlice","metadata":{"name":"kubernetes","namespace":"default","labels":{"kubernetes.io/service-name":"kubernetes"}},"addressType":"IPv4","endpoints":[{"addresses":["198.18.0.1"],"conditions":{"ready":true}}],"ports":[{"name":"https","port":6443,"protocol":"TCP"}]}`)
+	want := `{"kind":"EndpointSlice","metadata":{"name":"kubernetes","namespace":"default","labels":{"kubernetes.io/service-name":"kubernetes"}},"addressType":"IPv4","endpoints":[{"addresses":["169.254.2.1"],"conditions":{"ready":true}}],"ports":[{"name":"https","port":10268,"protocol":"TCP"}]}`
+	if diff := cmp.Diff(want, slice); diff != "" {
+		t.Errorf("kubernetes EndpointSlice (-want +got):\n%s", diff)
+	}
+	endpoints := read("/api/v1/endpoints", `{"kind":"Endpoints","metadata":{"name":"kubernetes","namespace":"default"}}`)
+	want = `{"kind":"Endpoints","metadata":{"name":"kubernetes","namespace":"default"},"subsets":[{"addresses":[{"ip":"169.254.2.1"}],"ports":[{"name":"https","port":10268,"protocol":"TCP"}]}]}`
+	if diff := cmp.Diff(want, endpoints); diff != "" {
+		t.Errorf("kubernetes Endpoints (-want +got):\n%s", diff)
+	}
+	other := `{"metadata":{"name":"kubernetes","namespace":"shop","labels":{"kubernetes.io/service-name":"kubernetes"}},"endpoints":[{"addresses":["1.2.3.4"],"nodeName":"b-1"}]}`
+	if got := read("/apis/discovery.k8s.io/v1/endpointslices", other); got != other {
+		t.Errorf("a Service named kubernetes in another namespace was rewritten: %s", got)
 	}
 }
