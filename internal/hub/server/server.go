@@ -24,7 +24,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
@@ -212,10 +211,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if !cfg.ServiceTopology.Disabled {
 		// The rules are read through the hub itself, as the hub: cached,
 		// so they hold offline and across restarts.
-		rules = topology.NewSource(cfg.NodeName, kubernetes.NewForConfigOrDie(&rest.Config{
+		throughHub, err := topology.NewClient(&rest.Config{
 			Host: "https://" + loopback(cfg.ListenAddress), UserAgent: "sitegrid-hub/topology",
 			TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.ServerCAFile, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile},
-		}))
+		})
+		if err != nil {
+			return err
+		}
+		rules = topology.NewSource(cfg.NodeName, throughHub)
 		filter = &topology.Filter{Rules: rules, Components: cfg.ServiceTopology.Components}
 		if e := cfg.ServiceTopology.KubernetesEndpoint; e != "" {
 			filter.KubernetesEndpoint = netip.MustParseAddrPort(e) // checked by Validate

@@ -11,7 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
@@ -27,7 +29,7 @@ import (
 // restart offline.
 type Source struct {
 	node   string
-	client kubernetes.Interface
+	client rest.Interface
 
 	mu       sync.RWMutex
 	synced   bool
@@ -132,8 +134,23 @@ func (s *Source) Subscribe() (<-chan struct{}, func() Change, func()) {
 	}
 }
 
-// NewSource returns rules for node, read through client.
-func NewSource(node string, client kubernetes.Interface) *Source {
+// NewClient is the client a Source reads with: core/v1 only, so the hub
+// does not register (and keep in memory) every API type of the cluster.
+func NewClient(cfg *rest.Config) (rest.Interface, error) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.APIPath = "/api"
+	cfg.ContentType = runtime.ContentTypeJSON // the hub answers in JSON anyway
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	return rest.RESTClientFor(cfg)
+}
+
+// NewSource returns rules for node, read through client (see NewClient).
+func NewSource(node string, client rest.Interface) *Source {
 	return &Source{node: node, client: client, services: map[string][]string{},
 		members: map[string]map[string]struct{}{}, memberWatch: map[string]context.CancelFunc{}, memberValue: map[string]string{},
 		memberSynced: map[string]bool{}}
@@ -175,7 +192,7 @@ func (s *Source) Keep(namespace, service, node string) bool {
 // Run watches until ctx ends.
 func (s *Source) Run(ctx context.Context) {
 	nodes := toolscache.NewSharedIndexInformer(
-		toolscache.NewFilteredListWatchFromClient(s.client.CoreV1().RESTClient(), "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		toolscache.NewFilteredListWatchFromClient(s.client, "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.node).String()
 		}), &corev1.Node{}, 0, toolscache.Indexers{})
 	_ = nodes.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Annotations = nil }))
@@ -184,7 +201,7 @@ func (s *Source) Run(ctx context.Context) {
 		UpdateFunc: func(_, o any) { s.setLocal(ctx, o.(*corev1.Node).Labels) },
 	})
 	services := toolscache.NewSharedIndexInformer(
-		toolscache.NewListWatchFromClient(s.client.CoreV1().RESTClient(), "services", metav1.NamespaceAll, fields.Everything()),
+		toolscache.NewListWatchFromClient(s.client, "services", metav1.NamespaceAll, fields.Everything()),
 		&corev1.Service{}, 0, toolscache.Indexers{})
 	// Of a Service only its topology keys matter: nothing else is kept.
 	_ = services.SetTransform(keepMeta(func(m *metav1.ObjectMeta) {
@@ -350,7 +367,7 @@ func (s *Source) watchMembers(ctx context.Context) {
 func (s *Source) runMembers(ctx context.Context, key, value string) {
 	sel := labels.SelectorFromSet(labels.Set{key: value}).String()
 	inf := toolscache.NewSharedIndexInformer(
-		toolscache.NewFilteredListWatchFromClient(s.client.CoreV1().RESTClient(), "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		toolscache.NewFilteredListWatchFromClient(s.client, "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
 			o.LabelSelector = sel
 		}), &corev1.Node{}, 0, toolscache.Indexers{})
 	_ = inf.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Labels, m.Annotations = nil, nil }))
