@@ -35,6 +35,7 @@ type Source struct {
 	synced   bool
 	local    map[string]string
 	services map[string][]string            // "namespace/name" -> keys
+	keyUse   map[string]int                 // key -> Services using it
 	members  map[string]map[string]struct{} // key -> node names with the local value
 	// memberWatch stops the node watch of a key; memberValue is the value
 	// it selects.
@@ -151,7 +152,7 @@ func NewClient(cfg *rest.Config) (rest.Interface, error) {
 
 // NewSource returns rules for node, read through client (see NewClient).
 func NewSource(node string, client rest.Interface) *Source {
-	return &Source{node: node, client: client, services: map[string][]string{},
+	return &Source{node: node, client: client, services: map[string][]string{}, keyUse: map[string]int{},
 		members: map[string]map[string]struct{}{}, memberWatch: map[string]context.CancelFunc{}, memberValue: map[string]string{},
 		memberSynced: map[string]bool{}}
 }
@@ -311,22 +312,36 @@ func (s *Source) setService(ctx context.Context, svc *corev1.Service) {
 	}
 	s.mu.Lock()
 	changed := !slices.Equal(s.services[name], keys)
-	s.services[name] = keys
-	s.mu.Unlock()
-	s.watchMembers(ctx)
 	if changed {
+		s.countKeys(s.services[name], -1)
+		s.countKeys(keys, +1)
+		s.services[name] = keys
+	}
+	s.mu.Unlock()
+	if changed {
+		s.watchMembers(ctx)
 		s.subs.publish(Change{Services: map[string]bool{name: true}})
 	}
 }
 
 func (s *Source) dropService(ctx context.Context, name string) {
 	s.mu.Lock()
-	_, had := s.services[name]
+	keys, had := s.services[name]
+	s.countKeys(keys, -1)
 	delete(s.services, name)
 	s.mu.Unlock()
 	if had {
 		s.watchMembers(ctx)
 		s.subs.publish(Change{Services: map[string]bool{name: true}})
+	}
+}
+
+// countKeys adds delta to the use count of keys; s.mu is held.
+func (s *Source) countKeys(keys []string, delta int) {
+	for _, k := range keys {
+		if s.keyUse[k] += delta; s.keyUse[k] <= 0 {
+			delete(s.keyUse, k)
+		}
 	}
 }
 
@@ -336,11 +351,9 @@ func (s *Source) watchMembers(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	want := map[string]string{}
-	for _, keys := range s.services {
-		for _, k := range keys {
-			if v, ok := s.local[k]; ok && k != HostnameKey {
-				want[k] = v
-			}
+	for k := range s.keyUse {
+		if v, ok := s.local[k]; ok && k != HostnameKey {
+			want[k] = v
 		}
 	}
 	for k, stop := range s.memberWatch {
