@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,31 +9,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-
-	"github.com/sitegrid/sitegrid/internal/hub/cache"
-	"github.com/sitegrid/sitegrid/internal/pki"
 )
 
 // BenchmarkGet compares a kubelet's GET of its node directly against the
 // apiserver and through the hub (online, so forwarded and stored).
 func BenchmarkGet(b *testing.B) {
-	store, err := cache.Open(filepath.Join(b.TempDir(), "cache.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(b)
 	f := startHub(b, store)
-	kp, err := f.cp.IssueCert(pki.LeafRequest{CommonName: "system:node:" + node, Organizations: []string{"system:nodes"}, Client: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	key, err := pki.KeyPEM(kp.Key)
-	if err != nil {
-		b.Fatal(err)
-	}
 	client := func(host string) kubernetes.Interface {
-		return kubernetes.NewForConfigOrDie(&rest.Config{Host: host, QPS: -1,
-			TLSClientConfig: rest.TLSClientConfig{CAData: f.caPEM, CertData: pki.CertPEM(kp.Cert), KeyData: key}})
+		return f.certClient("system:node:"+node, []string{"system:nodes"}, func(c *rest.Config) { c.Host, c.QPS = host, -1 })
 	}
 	for _, tc := range []struct {
 		name string
@@ -54,11 +37,7 @@ func BenchmarkGet(b *testing.B) {
 // BenchmarkOfflineList measures LISTs of 2,000 pods answered from the cache
 // while the uplink is cut.
 func BenchmarkOfflineList(b *testing.B) {
-	store, err := cache.Open(filepath.Join(b.TempDir(), "cache.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(b)
 	f := startHub(b, store)
 	ctx := context.Background()
 	for i := 0; i < 2000; i++ {
@@ -93,11 +72,7 @@ func BenchmarkOfflineList(b *testing.B) {
 // to the first answer served from the cache: the request that finds the
 // cloud gone is itself answered from the cache.
 func TestFirstAnswerAfterCloudLoss(t *testing.T) {
-	store, err := cache.Open(filepath.Join(t.TempDir(), "cache.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t)
 	f := startHub(t, store)
 	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
 	ctx := context.Background()

@@ -79,6 +79,17 @@ func (f *hubFixture) tokenClient(token string) kubernetes.Interface {
 	return kubernetes.NewForConfigOrDie(&rest.Config{Host: f.hubURL, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: f.caPEM}})
 }
 
+// openStore opens a cache file of the test's own, closed when it ends.
+func openStore(t testing.TB) *cache.Store {
+	t.Helper()
+	store, err := cache.Open(filepath.Join(t.TempDir(), "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	return store
+}
+
 // startHub runs a hub for node edge-1 in front of a real control plane, with
 // a credential RBAC lets impersonate that node's kubelet and nothing else.
 func startHub(t testing.TB, store *cache.Store) *hubFixture {
@@ -427,11 +438,7 @@ func TestInformerThroughOutage(t *testing.T) {
 // renewal and node status patch (in protobuf, as the kubelet sends them) are
 // answered, and it reads back what it wrote; other writes are refused.
 func TestKubeletStaysHealthyOffline(t *testing.T) {
-	store, err := cache.Open(filepath.Join(t.TempDir(), "cache.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t)
 	f := startHub(t, store)
 	ctx := context.Background()
 	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, func(c *rest.Config) {
@@ -439,6 +446,7 @@ func TestKubeletStaysHealthyOffline(t *testing.T) {
 	})
 	var lease *coordinationv1.Lease
 	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		var err error
 		lease, err = kubelet.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
 		return err
 	})
@@ -486,11 +494,7 @@ func TestKubeletStaysHealthyOffline(t *testing.T) {
 // after it heals, an informer through the hub gets every change exactly
 // once, and the hub's cache has them too.
 func TestReconnect(t *testing.T) {
-	store, err := cache.Open(filepath.Join(t.TempDir(), "cache.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t)
 	f := startHub(t, store)
 	ctx := context.Background()
 	f.newPod("app-1")

@@ -7,12 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sitegrid/sitegrid/internal/hub/cache"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
 	"github.com/sitegrid/sitegrid/internal/testenv"
@@ -61,11 +59,7 @@ func TestStreamsPassThrough(t *testing.T) {
 		}
 	}))
 	t.Cleanup(upstreamSrv.Close)
-	store, err := cache.Open(filepath.Join(t.TempDir(), "cache.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
+	store := openStore(t)
 	transport := upstreamSrv.Client().Transport.(*http.Transport).Clone()
 	tracker, err := upstream.New(upstream.Config{Endpoints: []string{upstreamSrv.URL}, Interval: time.Second,
 		Client: &http.Client{Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
