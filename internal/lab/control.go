@@ -170,29 +170,26 @@ func control(ctx context.Context, workdir, method, path string, req controlReque
 // Partition cuts the uplinks of the named nodes and of every node of the
 // named sites: their hubs lose the cloud, and the cloud loses their kubelets.
 func Partition(ctx context.Context, workdir string, targets []string, out io.Writer) error {
-	reply, err := control(ctx, workdir, http.MethodPost, "/v1/partition", controlRequest{Targets: targets})
-	if err != nil {
-		return err
-	}
-	if len(reply.Nodes) == 0 {
-		fmt.Fprintln(out, "those uplinks were cut already")
-		return nil
-	}
-	fmt.Fprintf(out, "cut the uplink of %s\n", strings.Join(reply.Nodes, ", "))
-	return nil
+	return setUplinks(ctx, workdir, "/v1/partition", targets, "cut the uplink of", "those uplinks were cut already", out)
 }
 
 // Heal restores the uplinks of the named nodes and sites; none means all.
 func Heal(ctx context.Context, workdir string, targets []string, out io.Writer) error {
-	reply, err := control(ctx, workdir, http.MethodPost, "/v1/heal", controlRequest{Targets: targets})
+	return setUplinks(ctx, workdir, "/v1/heal", targets, "healed the uplink of", "no uplink was cut", out)
+}
+
+// setUplinks asks the lab owner to cut or heal uplinks and says which
+// changed.
+func setUplinks(ctx context.Context, workdir, path string, targets []string, changed, unchanged string, out io.Writer) error {
+	reply, err := control(ctx, workdir, http.MethodPost, path, controlRequest{Targets: targets})
 	if err != nil {
 		return err
 	}
 	if len(reply.Nodes) == 0 {
-		fmt.Fprintln(out, "no uplink was cut")
+		fmt.Fprintln(out, unchanged)
 		return nil
 	}
-	fmt.Fprintf(out, "healed the uplink of %s\n", strings.Join(reply.Nodes, ", "))
+	fmt.Fprintf(out, "%s %s\n", changed, strings.Join(reply.Nodes, ", "))
 	return nil
 }
 

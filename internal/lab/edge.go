@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -315,12 +317,8 @@ func exited(p *process.Process) bool {
 	if p == nil {
 		return false
 	}
-	select {
-	case <-p.Done():
-		return true
-	default:
-		return false
-	}
+	done, _ := p.Exited()
+	return done
 }
 
 func (en *edgeNode) countRestart(what string) {
@@ -510,12 +508,11 @@ func hubView(ctx context.Context, addr string) string {
 		return "down"
 	}
 	defer resp.Body.Close()
-	buf := make([]byte, 64)
-	n, _ := resp.Body.Read(buf)
-	switch body := string(buf[:n]); {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+	switch {
 	case resp.StatusCode != http.StatusOK:
 		return "down"
-	case len(body) >= 10 && body[:10] == "ok: online":
+	case strings.HasPrefix(string(body), "ok: online"):
 		return "online"
 	default:
 		return "offline"
