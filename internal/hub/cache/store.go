@@ -120,19 +120,6 @@ func (s *Store) Close() error { return s.db.Close() }
 
 func itemKey(namespace, name string) []byte { return []byte(namespace + "/" + name) }
 
-// ReplaceList stores a whole list, as after a LIST from the cloud.
-func (s *Store) ReplaceList(k Key, meta ListMeta, items []Item) error {
-	w, err := s.BeginList(k)
-	if err != nil {
-		return err
-	}
-	if err := w.Add(items); err != nil {
-		w.Abort()
-		return err
-	}
-	return w.Commit(meta)
-}
-
 // ListWriter receives a list in batches, as it streams in from the cloud,
 // so the hub never holds a whole list in memory. The list replaces the
 // cached one only on Commit. A list that fits in one batch costs one
@@ -298,12 +285,6 @@ type Event struct {
 	ResourceVersion string
 }
 
-// ApplyEvent updates a cached list with one watch event, touching only that
-// item and the list's metadata.
-func (s *Store) ApplyEvent(k Key, typ EventType, item Item, resourceVersion string) error {
-	return s.ApplyEvents(k, []Event{{Type: typ, Item: item, ResourceVersion: resourceVersion}})
-}
-
 // ApplyEvents applies a burst of watch events in one transaction: one
 // commit and fsync for all of them, each touching only its item.
 func (s *Store) ApplyEvents(k Key, events []Event) error {
@@ -349,11 +330,6 @@ func applyEvent(b *bolt.Bucket, meta *ListMeta, ev Event) error {
 	}
 	meta.ResourceVersion = ev.ResourceVersion
 	return nil
-}
-
-// SetListResourceVersion records a bookmark's resource version.
-func (s *Store) SetListResourceVersion(k Key, resourceVersion string) error {
-	return s.ApplyEvents(k, []Event{{Type: Bookmark, ResourceVersion: resourceVersion}})
 }
 
 // List returns a cached list, items ordered by namespace and name.
@@ -461,11 +437,6 @@ func (s *Store) PutObject(k Key, resourceVersion string, raw []byte) error {
 	}
 	data := encodeObject(resourceVersion, raw)
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Put(k.Bytes(), data) })
-}
-
-// DeleteObject forgets the answer of a GET (the object is gone).
-func (s *Store) DeleteObject(k Key) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Delete(k.Bytes()) })
 }
 
 // Object returns the stored answer of a GET.

@@ -426,3 +426,25 @@ func TestListWriter(t *testing.T) {
 		t.Errorf("after reopening (-want +got):\n%s", diff)
 	}
 }
+
+// ReplaceList and ApplyEvent write a whole list, or one event, as the
+// proxy does through ListWriter and ApplyEvents.
+
+// ReplaceList stores a whole list, as after a LIST from the cloud.
+func (s *Store) ReplaceList(k Key, meta ListMeta, items []Item) error {
+	w, err := s.BeginList(k)
+	if err != nil {
+		return err
+	}
+	if err := w.Add(items); err != nil {
+		w.Abort()
+		return err
+	}
+	return w.Commit(meta)
+}
+
+// ApplyEvent updates a cached list with one watch event, touching only that
+// item and the list's metadata.
+func (s *Store) ApplyEvent(k Key, typ EventType, item Item, resourceVersion string) error {
+	return s.ApplyEvents(k, []Event{{Type: typ, Item: item, ResourceVersion: resourceVersion}})
+}
