@@ -101,14 +101,12 @@ func decodeField(raw []byte, field string, v any) error {
 
 // endpointsService names an Endpoints object's Service: its own name.
 func endpointsService(raw []byte) (string, string, error) {
-	var head struct {
-		Metadata struct {
-			Namespace string `json:"namespace"`
-			Name      string `json:"name"`
-		} `json:"metadata"`
+	var meta struct {
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
 	}
-	err := json.Unmarshal(raw, &head)
-	return head.Metadata.Namespace, head.Metadata.Name, err
+	err := decodeField(raw, "metadata", &meta)
+	return meta.Namespace, meta.Name, err
 }
 
 // EndpointSlice filters the endpoints of a discovery.k8s.io/v1
