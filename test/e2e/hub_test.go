@@ -90,7 +90,12 @@ func TestLabEdgeHub(t *testing.T) {
 	}
 	t.Logf("through the hub, kubectl reads:\n%s", online)
 
-	l.must("lab", "partition", "site-1")
+	if out := l.must("lab", "partition", "site-1"); !strings.Contains(out, "site-1-node-1, site-1-node-2") {
+		t.Errorf("lab partition site-1 says %q", out)
+	}
+	if out := l.must("lab", "partition", node); !strings.Contains(out, "cut already") {
+		t.Errorf("partitioning a cut node again says %q", out)
+	}
 	testenv.Eventually(t, 20*time.Second, func(context.Context) error {
 		if out := l.must("lab", "status"); !lineHas(out, node, "cut", "offline") {
 			return fmt.Errorf("lab status does not show %s cut and its hub offline:\n%s", node, out)
@@ -152,7 +157,12 @@ func TestLabEdgeHub(t *testing.T) {
 
 	// Healed: the cloud's changes reach kubectl and the informers, and the
 	// node is Ready again.
-	l.must("lab", "heal", "site-1")
+	if out := l.must("lab", "heal", "site-1"); !strings.Contains(out, "healed the uplink of site-1-node-1, site-1-node-2") {
+		t.Errorf("lab heal site-1 says %q", out)
+	}
+	if out := l.must("lab", "heal"); !strings.Contains(out, "no uplink was cut") {
+		t.Errorf("healing with nothing cut says %q", out)
+	}
 	testenv.Eventually(t, 60*time.Second, func(ctx context.Context) error {
 		if err := storesMatch(ctx, admin, stores); err != nil {
 			return err
