@@ -17,6 +17,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
@@ -169,5 +170,16 @@ func Eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Conte
 	})
 	if err != nil {
 		t.Fatalf("condition not met within %s: %v", timeout, last)
+	}
+}
+
+// Modify runs change, which reads an object, changes it and writes it back,
+// again while the write fails with a conflict: controllers (the node
+// lifecycle controller, kwok, sitegrid's own) write the same objects, so a
+// read-modify-write in a test must expect to lose a race now and then.
+func Modify(t testing.TB, change func(ctx context.Context) error) {
+	t.Helper()
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return change(context.Background()) }); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -106,16 +106,16 @@ func TestServiceGroup(t *testing.T) {
 
 	// A staged rollout: one unit at a time; shops-b cannot schedule its new
 	// pods, so the rollout halts there and shops-c keeps the old template.
-	if err := c.Get(ctx, client.ObjectKeyFromObject(g), g); err != nil {
-		t.Fatal(err)
-	}
-	g.Spec.RolloutStrategy = &gridv1.RolloutStrategy{MaxUnavailableUnits: ptr.To(intstr.FromInt32(1)), ProgressDeadlineSeconds: ptr.To[int32](15)}
-	g.Spec.Template.Template.Spec.Containers[0].Image = "web:2"
-	g.Spec.Overrides = append(g.Spec.Overrides, gridv1.Override{Name: "broken", Units: []string{"shops-b"}, NodeSelector: map[string]string{"missing": "true"}})
-	g.Spec.Overrides[0].Images = nil
-	if err := c.Update(ctx, g); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Modify(t, func(ctx context.Context) error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(g), g); err != nil {
+			return err
+		}
+		g.Spec.RolloutStrategy = &gridv1.RolloutStrategy{MaxUnavailableUnits: ptr.To(intstr.FromInt32(1)), ProgressDeadlineSeconds: ptr.To[int32](15)}
+		g.Spec.Template.Template.Spec.Containers[0].Image = "web:2"
+		g.Spec.Overrides = append(g.Spec.Overrides, gridv1.Override{Name: "broken", Units: []string{"shops-b"}, NodeSelector: map[string]string{"missing": "true"}})
+		g.Spec.Overrides[0].Images = nil
+		return c.Update(ctx, g)
+	})
 	gridCondition(t, c, g, gridv1.ConditionRolloutProgressing, metav1.ConditionFalse, "units shops-b did not become Available")
 	image := func(unit string) string {
 		d, err := cs.AppsV1().Deployments("default").Get(ctx, "web-"+unit, metav1.GetOptions{})
@@ -137,13 +137,13 @@ func TestServiceGroup(t *testing.T) {
 	})
 
 	// Fixing the unit lets the rollout finish.
-	if err := c.Get(ctx, client.ObjectKeyFromObject(g), g); err != nil {
-		t.Fatal(err)
-	}
-	g.Spec.Overrides = g.Spec.Overrides[:1]
-	if err := c.Update(ctx, g); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Modify(t, func(ctx context.Context) error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(g), g); err != nil {
+			return err
+		}
+		g.Spec.Overrides = g.Spec.Overrides[:1]
+		return c.Update(ctx, g)
+	})
 	podsPerUnit(t, cs, map[string]unitPods{"shops-a": {2, "web:2"}, "shops-b": {1, "web:2"}, "shops-c": {2, "web:2"}})
 	gridCondition(t, c, g, gridv1.ConditionRolloutProgressing, metav1.ConditionFalse, "every unit runs the current template")
 

@@ -267,14 +267,15 @@ func changeShop(t *testing.T, cs kubernetes.Interface) {
 	if _, err := cs.CoreV1().ConfigMaps(shop).Create(ctx, added, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	scale, err := cs.AppsV1().Deployments(shop).GetScale(ctx, "till", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	scale.Spec.Replicas = 3
-	if _, err := cs.AppsV1().Deployments(shop).UpdateScale(ctx, "till", scale, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Modify(t, func(ctx context.Context) error {
+		scale, err := cs.AppsV1().Deployments(shop).GetScale(ctx, "till", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		scale.Spec.Replicas = 3
+		_, err = cs.AppsV1().Deployments(shop).UpdateScale(ctx, "till", scale, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // informerStore is one informer's store, with what it held when synced.

@@ -197,21 +197,21 @@ func testGracePeriod(e *env) {
 
 	// A flap: the label goes and comes back within the grace period.
 	setLabel := func(node, value string) {
-		n := &corev1.Node{}
-		if err := e.c.Get(context.Background(), types.NamespacedName{Name: node}, n); err != nil {
-			e.t.Fatal(err)
-		}
-		if value == "" {
-			delete(n.Labels, "room")
-		} else {
-			if n.Labels == nil {
-				n.Labels = map[string]string{}
+		testenv.Modify(e.t, func(ctx context.Context) error {
+			n := &corev1.Node{}
+			if err := e.c.Get(ctx, types.NamespacedName{Name: node}, n); err != nil {
+				return err
 			}
-			n.Labels["room"] = value
-		}
-		if err := e.c.Update(context.Background(), n); err != nil {
-			e.t.Fatal(err)
-		}
+			if value == "" {
+				delete(n.Labels, "room")
+			} else {
+				if n.Labels == nil {
+					n.Labels = map[string]string{}
+				}
+				n.Labels["room"] = value
+			}
+			return e.c.Update(ctx, n)
+		})
 	}
 	setLabel("g-2", "")
 	testenv.Eventually(e.t, 10*time.Second, func(ctx context.Context) error {
@@ -293,13 +293,13 @@ func testStagedRollout(e *env) {
 	}
 
 	image := func(u string) string { return e.deployment("pay-" + u).Spec.Template.Spec.Containers[0].Image }
-	if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(g), g); err != nil {
-		e.t.Fatal(err)
-	}
-	g.Spec.Template.Template.Spec.Containers[0].Image = "pay:2"
-	if err := e.c.Update(context.Background(), g); err != nil {
-		e.t.Fatal(err)
-	}
+	testenv.Modify(e.t, func(ctx context.Context) error {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(g), g); err != nil {
+			return err
+		}
+		g.Spec.Template.Template.Spec.Containers[0].Image = "pay:2"
+		return e.c.Update(ctx, g)
+	})
 	// One unit at a time: r1 first; r2 waits until r1 is Available.
 	testenv.Eventually(e.t, 10*time.Second, func(ctx context.Context) error {
 		if image("r1") != "pay:2" {
@@ -348,13 +348,13 @@ func testServiceGrid(e *env) {
 		e.t.Errorf("Service annotations %v owners %v", svc.Annotations, svc.OwnerReferences)
 	}
 	ip := svc.Spec.ClusterIP
-	if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(sg), sg); err != nil {
-		e.t.Fatal(err)
-	}
-	sg.Spec.Template.Ports[0].Port = 8080
-	if err := e.c.Update(context.Background(), sg); err != nil {
-		e.t.Fatal(err)
-	}
+	testenv.Modify(e.t, func(ctx context.Context) error {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(sg), sg); err != nil {
+			return err
+		}
+		sg.Spec.Template.Ports[0].Port = 8080
+		return e.c.Update(ctx, sg)
+	})
 	testenv.Eventually(e.t, 30*time.Second, func(ctx context.Context) error {
 		if err := e.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "web-svc"}, svc); err != nil {
 			return err

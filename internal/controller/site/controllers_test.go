@@ -80,6 +80,21 @@ func (e *env) getNode(name string) *corev1.Node {
 	return n
 }
 
+// modifyNode changes a node as a user would, again if a controller wrote it
+// in between.
+func (e *env) modifyNode(name string, opts metav1.UpdateOptions, change func(*corev1.Node)) {
+	e.t.Helper()
+	testenv.Modify(e.t, func(ctx context.Context) error {
+		n, err := e.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		change(n)
+		_, err = e.cs.CoreV1().Nodes().Update(ctx, n, opts)
+		return err
+	})
+}
+
 // labelsEventually waits until the node's labels are exactly want.
 func (e *env) labelsEventually(name string, want map[string]string) {
 	e.t.Helper()
@@ -173,11 +188,7 @@ func testGroupLabel(e *env) {
 	})
 
 	// Relabelling a node moves it to the other unit at once.
-	n := e.getNode("gl-1")
-	n.Labels["shop"] = "south"
-	if _, err := e.cs.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.modifyNode("gl-1", metav1.UpdateOptions{}, func(n *corev1.Node) { n.Labels["shop"] = "south" })
 	e.labelsEventually("gl-1", map[string]string{"shop": "south", "shops": "south"})
 
 	// Deleting the group removes exactly the label it added.
@@ -249,11 +260,7 @@ func testCordon(e *env) {
 	e.node("cd-1", nil)
 	e.node("cd-2", nil)
 	// cd-2 was cordoned by an operator before the unit existed.
-	n := e.getNode("cd-2")
-	n.Spec.Unschedulable = true
-	if _, err := e.cs.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{FieldManager: "kubectl-cordon"}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.modifyNode("cd-2", metav1.UpdateOptions{FieldManager: "kubectl-cordon"}, func(n *corev1.Node) { n.Spec.Unschedulable = true })
 	u := &sitev1.NodeUnit{ObjectMeta: metav1.ObjectMeta{Name: "cd-unit"}, Spec: sitev1.NodeUnitSpec{Nodes: []string{"cd-1", "cd-2"}, Unschedulable: true}}
 	e.create(u)
 	unschedulable := func(name string, want bool) {
@@ -374,11 +381,9 @@ func testReadyRate(e *env) {
 
 func testForeignFields(e *env) {
 	e.node("ff-1", map[string]string{"tier": "core"})
-	n := e.getNode("ff-1")
-	n.Spec.Taints = []corev1.Taint{{Key: "dedicated", Value: "db", Effect: corev1.TaintEffectNoSchedule}}
-	if _, err := e.cs.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.modifyNode("ff-1", metav1.UpdateOptions{}, func(n *corev1.Node) {
+		n.Spec.Taints = []corev1.Taint{{Key: "dedicated", Value: "db", Effect: corev1.TaintEffectNoSchedule}}
+	})
 	u := &sitev1.NodeUnit{ObjectMeta: metav1.ObjectMeta{Name: "ff"}, Spec: sitev1.NodeUnitSpec{Nodes: []string{"ff-1"}, SetNode: sitev1.SetNode{
 		Labels: map[string]string{"tier": "edge", "site": "ff"},
 		Taints: []sitev1.Taint{{Key: "dedicated", Value: "edge", Effect: corev1.TaintEffectNoSchedule}},

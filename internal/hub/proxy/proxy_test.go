@@ -236,14 +236,15 @@ func TestIdentityThroughTheHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	n, err := f.admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.Labels["hub-test"] = "seen"
-	if _, err := f.admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Modify(t, func(ctx context.Context) error {
+		n, err := f.admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Labels["hub-test"] = "seen"
+		_, err = f.admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
 	deadline := time.After(20 * time.Second)
 	for seen := false; !seen; {
 		select {

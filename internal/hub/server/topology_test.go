@@ -158,14 +158,15 @@ func TestServiceTopology(t *testing.T) {
 	webNow := map[string][]string{"web": {"a-1", "a-2", "a-2"}, "plain": want["plain"]}
 	setLabel := func(node, unit string) {
 		t.Helper()
-		n, err := admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.Labels["lab"] = unit
-		if _, err := admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		testenv.Modify(t, func(ctx context.Context) error {
+			n, err := admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			n.Labels["lab"] = unit
+			_, err = admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+			return err
+		})
 	}
 	setKeys := func(annotations map[string]string) {
 		t.Helper()
