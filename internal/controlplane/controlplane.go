@@ -40,9 +40,13 @@ const (
 	DefaultServiceCIDR = "198.19.128.0/20"
 	// DefaultClusterCIDR holds pod IPs; each node gets a /24 of it.
 	DefaultClusterCIDR = "198.19.0.0/17"
-	// kubernetesServiceIP is the first address of DefaultServiceCIDR.
-	kubernetesServiceIP = "198.19.128.1"
+	// KubernetesServiceIP is the first address of DefaultServiceCIDR.
+	KubernetesServiceIP = "198.19.128.1"
 )
+
+// KubernetesServiceNames are the names in-cluster clients reach the
+// apiserver by; a certificate serving them as the apiserver names them all.
+var KubernetesServiceNames = []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
 
 // Component names, as used in logs, errors and the lab's status.
 const (
@@ -190,8 +194,8 @@ func (cp *ControlPlane) writePKI() (pkiPaths, error) {
 	cp.CAFile = p.ca
 	api, err := ca.Issue(pki.LeafRequest{
 		CommonName: "kube-apiserver",
-		DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPs:        []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(DefaultAdvertiseAddress), net.ParseIP(kubernetesServiceIP)},
+		DNSNames:   append([]string{"localhost"}, KubernetesServiceNames...),
+		IPs:        []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(DefaultAdvertiseAddress), net.ParseIP(KubernetesServiceIP)},
 		Server:     true, Validity: 365 * 24 * time.Hour,
 	})
 	if err != nil {

@@ -86,7 +86,8 @@ The binaries are built from source on first use.`,
 				// The detached copy runs the same command in the foreground.
 				args := []string{"lab", "up", "--workdir", opts.Workdir,
 					"--sites", strconv.Itoa(opts.Sites), "--nodes-per-site", strconv.Itoa(opts.NodesPerSite),
-					"--apiserver-port", strconv.Itoa(opts.APIServerPort), "--node-monitor-grace-period", opts.NodeMonitorGracePeriod.String()}
+					"--apiserver-port", strconv.Itoa(opts.APIServerPort), "--node-monitor-grace-period", opts.NodeMonitorGracePeriod.String(),
+					"--kube-proxy=" + strconv.FormatBool(opts.KubeProxy)}
 				return lab.Detach(cmd.Context(), opts.Workdir, args, cmd.OutOrStdout())
 			}
 			// The first signal stops the lab cleanly; a second one exits at once
@@ -109,6 +110,7 @@ The binaries are built from source on first use.`,
 	cmd.Flags().IntVar(&opts.NodesPerSite, "nodes-per-site", 2, "Simulated nodes in each site.")
 	cmd.Flags().IntVar(&opts.APIServerPort, "apiserver-port", lab.DefaultAPIServerPort, "Port of the lab's kube-apiserver on 127.0.0.1.")
 	cmd.Flags().DurationVar(&opts.NodeMonitorGracePeriod, "node-monitor-grace-period", 0, "How long the cloud waits for a node's lease before marking it NotReady (default: Kubernetes' 40s); shorter makes partitions show sooner.")
+	cmd.Flags().BoolVar(&opts.KubeProxy, "kube-proxy", false, "Run the real kube-proxy on every node, in the node's own network namespace against its hub (needs root, ip and iptables).")
 	cmd.Flags().BoolVar(&detach, "detach", false, "Return once the lab is ready and leave it running in the background.")
 	return cmd
 }

@@ -70,8 +70,12 @@ func kwokReaderRBAC() (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
 type edge struct {
 	cp        *controlplane.ControlPlane
 	admin     kubernetes.Interface
+	workdir   string
 	hubBin    string
 	userToken string
+	// kubeProxyBin, when set, runs kube-proxy on every node (kubeproxy.go).
+	kubeProxyBin   string
+	kubeProxyToken string
 	// apiserver is host:port of the cloud apiserver, what links relay to.
 	apiserver string
 
@@ -89,15 +93,28 @@ type edgeNode struct {
 	hubHealth      string
 	kubeletConfig  string
 	viaHubConfig   string
+	// With kube-proxy: the node's network namespace, the relay from the hub's
+	// address inside it to the hub, and kube-proxy's config.
+	netns           string
+	hubRelays       []*link.Link
+	kubeProxyConfig string
 
-	mu           sync.Mutex
-	hub, kubelet *process.Process
-	restarts     map[string]int
-	stopping     bool
-	done         chan struct{}
+	mu                      sync.Mutex
+	hub, kubelet, kubeProxy *process.Process
+	restarts                map[string]int
+	stopping                bool
+	done                    chan struct{}
 }
 
-func newEdge(ctx context.Context, cp *controlplane.ControlPlane, hubBin string) (*edge, error) {
+// edgeOptions are the lab-wide settings of its edge nodes.
+type edgeOptions struct {
+	workdir string
+	hubBin  string
+	// kubeProxyBin, when set, runs kube-proxy on every node.
+	kubeProxyBin string
+}
+
+func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOptions) (*edge, error) {
 	admin, err := cp.Clientset()
 	if err != nil {
 		return nil, err
@@ -106,7 +123,8 @@ func newEdge(ctx context.Context, cp *controlplane.ControlPlane, hubBin string) 
 	if err != nil {
 		return nil, err
 	}
-	e := &edge{cp: cp, admin: admin, hubBin: hubBin, apiserver: u.Host, nodes: map[string]*edgeNode{}}
+	e := &edge{cp: cp, admin: admin, workdir: opts.workdir, hubBin: opts.hubBin, kubeProxyBin: opts.kubeProxyBin,
+		apiserver: u.Host, nodes: map[string]*edgeNode{}}
 	role, binding := kwokReaderRBAC()
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
@@ -116,6 +134,11 @@ func newEdge(ctx context.Context, cp *controlplane.ControlPlane, hubBin string) 
 	}
 	if e.userToken, err = e.labUserToken(ctx); err != nil {
 		return nil, err
+	}
+	if e.kubeProxyBin != "" {
+		if e.kubeProxyToken, err = kubeProxyToken(ctx, e); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -144,7 +167,7 @@ func (e *edge) labUserToken(ctx context.Context) (string, error) {
 }
 
 // add starts an edge node's link and hub, registers the node, and starts
-// its kubelet. On failure nothing of the node is left.
+// its kubelet (and kube-proxy). On failure nothing of the node is left.
 func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err error) {
 	e.mu.Lock()
 	if _, ok := e.nodes[n.Name]; ok {
@@ -172,11 +195,25 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 	if en.link, err = link.Listen("127.0.0.1:0", e.apiserver); err != nil {
 		return fmt.Errorf("uplink of %s: %w", n.Name, err)
 	}
-	if err := e.writeHubConfig(ctx, en); err != nil {
-		return err
+	// The hub's ports are picked free, but another process may take one
+	// before the hub binds it: then it gets new ones.
+	for attempt := 1; ; attempt++ {
+		if err := e.writeHubConfig(ctx, en); err != nil {
+			return err
+		}
+		err := en.startHub(ctx, e.hubBin)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return err
+		}
+		klog.InfoS("a port of the hub was taken; trying others", "node", en.name, "err", err)
 	}
-	if err := en.startHub(ctx, e.hubBin); err != nil {
-		return err
+	if e.kubeProxyBin != "" {
+		if err := e.setUpKubeProxy(ctx, en); err != nil {
+			return err
+		}
 	}
 	n.OwnKubelet = true
 	if err := controlplane.CreateNode(ctx, e.admin, n); err != nil {
@@ -185,6 +222,12 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 	if err := en.startKubelet(ctx, e.cp); err != nil {
 		_ = e.admin.CoreV1().Nodes().Delete(context.Background(), n.Name, metav1.DeleteOptions{})
 		return err
+	}
+	if e.kubeProxyBin != "" {
+		if err := en.startKubeProxy(ctx, e.kubeProxyBin); err != nil {
+			_ = e.admin.CoreV1().Nodes().Delete(context.Background(), n.Name, metav1.DeleteOptions{})
+			return err
+		}
 	}
 	go en.supervise(e)
 	return nil
@@ -201,7 +244,14 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
 	}
-	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + en.name, IPs: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}, Server: true})
+	servingIPs, servingNames := []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}
+	if e.kubeProxyBin != "" {
+		// The node's in-cluster clients reach it as the kubernetes Service
+		// (kubeproxy.go), and verify it as they would the apiserver.
+		servingIPs = append(servingIPs, net.ParseIP(en.ip), net.ParseIP(controlplane.KubernetesServiceIP))
+		servingNames = append(servingNames, controlplane.KubernetesServiceNames...)
+	}
+	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + en.name, IPs: servingIPs, DNSNames: servingNames, Server: true})
 	if err != nil {
 		return err
 	}
@@ -226,14 +276,18 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	en.hubAPI = "127.0.0.1:" + strconv.Itoa(ports[0])
 	en.hubHealth = "127.0.0.1:" + strconv.Itoa(ports[1])
 	// The node's hub reaches the cloud through the node's uplink only.
-	cfg, err := yaml.Marshal(server.Config{
+	hubCfg := server.Config{
 		NodeName: en.name, ListenAddress: en.hubAPI, HealthAddress: en.hubHealth,
 		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: e.cp.CAFile,
 		Servers: []string{"https://" + en.link.Addr()}, ServerCAFile: e.cp.CAFile,
 		ClientCertFile: credCert, ClientKeyFile: credKey,
 		CachePath:     filepath.Join(en.dir, "cache", "cache.db"),
 		ProbeInterval: metav1.Duration{Duration: time.Second},
-	})
+	}
+	if e.kubeProxyBin != "" {
+		hubCfg.ServiceTopology.KubernetesEndpoint = en.nodeHubAddr()
+	}
+	cfg, err := yaml.Marshal(hubCfg)
 	if err != nil {
 		return err
 	}
@@ -279,9 +333,9 @@ func (en *edgeNode) startKubelet(ctx context.Context, cp *controlplane.ControlPl
 	return nil
 }
 
-// supervise restarts the node's hub or kubelet when it exits, as systemd
-// or the kubelet would on a real node: killing a hub is how a test (or a
-// user) sees it come back and serve from its cache.
+// supervise restarts the node's hub, kubelet or kube-proxy when it exits,
+// as systemd or the kubelet would on a real node: killing a hub is how a
+// test (or a user) sees it come back and serve from its cache.
 func (en *edgeNode) supervise(e *edge) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -292,7 +346,7 @@ func (en *edgeNode) supervise(e *edge) {
 		case <-tick.C:
 		}
 		en.mu.Lock()
-		hubGone, kubeletGone := exited(en.hub), exited(en.kubelet)
+		hubGone, kubeletGone, kubeProxyGone := exited(en.hub), exited(en.kubelet), exited(en.kubeProxy)
 		en.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		if hubGone {
@@ -307,6 +361,13 @@ func (en *edgeNode) supervise(e *edge) {
 			klog.InfoS("restarting kubelet (kwok)", "node", en.name)
 			if err := en.startKubelet(ctx, e.cp); err != nil {
 				klog.ErrorS(err, "restart kubelet", "node", en.name)
+			}
+		}
+		if kubeProxyGone {
+			en.countRestart("kube-proxy")
+			klog.InfoS("restarting kube-proxy", "node", en.name)
+			if err := en.startKubeProxy(ctx, e.kubeProxyBin); err != nil {
+				klog.ErrorS(err, "restart kube-proxy", "node", en.name)
 			}
 		}
 		cancel()
@@ -327,15 +388,21 @@ func (en *edgeNode) countRestart(what string) {
 	en.restarts[what]++
 }
 
-// stop ends the node's processes and its link.
+// stop ends the node's processes, its namespace and its link.
 func (en *edgeNode) stop() {
 	en.mu.Lock()
 	if !en.stopping {
 		en.stopping = true
 		close(en.done)
 	}
-	hub, kubelet := en.hub, en.kubelet
+	hub, kubelet, kubeProxy := en.hub, en.kubelet, en.kubeProxy
 	en.mu.Unlock()
+	if kubeProxy != nil {
+		kubeProxy.Stop(10 * time.Second)
+	}
+	if err := en.tearDownKubeProxy(); err != nil {
+		klog.ErrorS(err, "remove the node's network namespace", "node", en.name)
+	}
 	if kubelet != nil {
 		kubelet.Stop(10 * time.Second)
 	}
@@ -453,10 +520,15 @@ type NodeStatus struct {
 	Link string `json:"link"`
 	// Hub is the hub's view of the cloud: "online", "offline", or "down"
 	// when the hub does not answer.
-	Hub              string         `json:"hub"`
-	HubAddress       string         `json:"hubAddress"`
-	HubPID           int            `json:"hubPID"`
-	KubeletPID       int            `json:"kubeletPID"`
+	Hub        string `json:"hub"`
+	HubAddress string `json:"hubAddress"`
+	HubPID     int    `json:"hubPID"`
+	KubeletPID int    `json:"kubeletPID"`
+	// KubeProxyPID and Netns are set when the lab runs kube-proxy: its pid
+	// and the node's network namespace (`ip netns exec NETNS iptables-save`
+	// shows the node's rules).
+	KubeProxyPID     int            `json:"kubeProxyPID,omitempty"`
+	Netns            string         `json:"netns,omitempty"`
 	Restarts         map[string]int `json:"restarts,omitempty"`
 	ViaHubKubeconfig string         `json:"viaHubKubeconfig"`
 	HubLog           string         `json:"hubLog"`
@@ -489,6 +561,9 @@ func (en *edgeNode) status(ctx context.Context) NodeStatus {
 	}
 	if en.kubelet != nil {
 		s.KubeletPID = en.kubelet.PID()
+	}
+	if en.kubeProxy != nil {
+		s.KubeProxyPID, s.Netns = en.kubeProxy.PID(), en.netns
 	}
 	en.mu.Unlock()
 	if en.link.IsCut() {

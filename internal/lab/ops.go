@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/lab/netns"
 	"github.com/sitegrid/sitegrid/internal/process"
 )
 
@@ -102,6 +103,11 @@ func Down(workdir string, out io.Writer) error {
 				_ = syscall.Kill(c.PID, syscall.SIGKILL)
 				waitGone(c.PID, 10*time.Second)
 			}
+		}
+	}
+	if netns.Available() == nil {
+		if err := netns.DeleteAll(context.Background(), workdir); err != nil {
+			return err
 		}
 	}
 	if err := removeState(workdir); err != nil {
@@ -182,6 +188,9 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 		procs = append(procs,
 			controlplane.Component{Name: "sitegrid-hub/" + n.Name, PID: n.HubPID},
 			controlplane.Component{Name: "kwok/" + n.Name, PID: n.KubeletPID})
+		if n.KubeProxyPID != 0 {
+			procs = append(procs, controlplane.Component{Name: "kube-proxy/" + n.Name, PID: n.KubeProxyPID})
+		}
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROCESS\tPID\tPORT\tSTATE")

@@ -51,6 +51,9 @@ type UpOptions struct {
 	// before marking it NotReady (0: Kubernetes' default, 40s). Simulated
 	// kubelets renew their lease four times per period.
 	NodeMonitorGracePeriod time.Duration
+	// KubeProxy runs the real kube-proxy on every node, each in the node's
+	// own network namespace (root only; see kubeproxy.go).
+	KubeProxy bool
 	// ManagerBinary and HubBinary override where sitegrid-manager and
 	// sitegrid-hub are found.
 	ManagerBinary, HubBinary string
@@ -78,6 +81,9 @@ func (o *UpOptions) validate() error {
 	}
 	if o.Workdir == "" {
 		return errors.New("no workdir")
+	}
+	if o.KubeProxy {
+		return KubeProxyAvailable()
 	}
 	return nil
 }
@@ -187,7 +193,11 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	}
 	state := &State{PID: os.Getpid(), StartedAt: time.Now(), Endpoint: cp.Endpoint, Kubeconfig: cp.AdminKubeconfig}
 	if err := steps.run(fmt.Sprintf("create %d sites of %d edge nodes (each: uplink, sitegrid-hub, kwok as kubelet)", opts.Sites, opts.NodesPerSite), func() error {
-		if nodes, err = newEdge(ctx, cp, hubBin); err != nil {
+		eo := edgeOptions{workdir: opts.Workdir, hubBin: hubBin}
+		if opts.KubeProxy {
+			eo.kubeProxyBin = bin.Path(kubebin.KubeProxy)
+		}
+		if nodes, err = newEdge(ctx, cp, eo); err != nil {
 			return err
 		}
 		state.Sites, err = createSites(ctx, cp, nodes, opts.Sites, opts.NodesPerSite)

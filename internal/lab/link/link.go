@@ -29,10 +29,16 @@ func Listen(listenAddr, target string) (*Link, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Serve(ln, target), nil
+}
+
+// Serve starts a link on a listener the caller opened (one inside a network
+// namespace, say); the link owns it from now on.
+func Serve(ln net.Listener, target string) *Link {
 	l := &Link{target: target, ln: ln, conns: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.accept()
-	return l, nil
+	return l
 }
 
 // Addr is the address clients dial.

@@ -1,0 +1,173 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/lab/link"
+	"github.com/sitegrid/sitegrid/internal/lab/netns"
+	"github.com/sitegrid/sitegrid/internal/process"
+)
+
+// With `lab up --kube-proxy` (root only) every lab node also runs the real
+// kube-proxy, in iptables mode, inside the node's own network namespace: its
+// rules are that node's rules. It talks to its node's hub at the hub's
+// address, 127.0.0.1:PORT inside the namespace, which the lab relays to the
+// hub; so kube-proxy reaches the cloud only through the hub, as on a real
+// edge node, and what the hub's service-topology filter hands it is what
+// ends up in the node's iptables. The hub is also reachable at the node's
+// address inside the namespace, and the hub points the `default/kubernetes`
+// Service there for kube-proxy (serviceTopology.kubernetesEndpoint): the
+// node's in-cluster clients go through the hub as well.
+
+// kube-proxy's identity, as kubeadm sets it up: a ServiceAccount bound to
+// the system:node-proxier ClusterRole.
+const (
+	kubeProxyNamespace = "kube-system"
+	kubeProxyUser      = "kube-proxy"
+	// kubeProxyHealthz is kube-proxy's health address inside each namespace.
+	kubeProxyHealthz = "127.0.0.1:10256"
+)
+
+// KubeProxyAvailable reports why the lab cannot run kube-proxy here, or nil.
+func KubeProxyAvailable() error {
+	if err := netns.Available(); err != nil {
+		return fmt.Errorf("--kube-proxy: %w", err)
+	}
+	for _, p := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		if _, err := exec.LookPath(p); err != nil {
+			return fmt.Errorf("--kube-proxy needs %s (Debian package iptables)", p)
+		}
+	}
+	return nil
+}
+
+// kubeProxyToken creates kube-proxy's ServiceAccount and binding and returns
+// a token for it.
+func kubeProxyToken(ctx context.Context, e *edge) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: kubeProxyUser, Namespace: kubeProxyNamespace}}
+	if _, err := e.admin.CoreV1().ServiceAccounts(kubeProxyNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("create ServiceAccount %s/%s: %w", kubeProxyNamespace, kubeProxyUser, err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-lab:kube-proxy"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:node-proxier"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: kubeProxyUser, Namespace: kubeProxyNamespace}},
+	}
+	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
+	}
+	ttl := int64(labUserTokenTTL / time.Second)
+	tr, err := e.admin.CoreV1().ServiceAccounts(kubeProxyNamespace).CreateToken(ctx, kubeProxyUser,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for %s: %w", kubeProxyUser, err)
+	}
+	return tr.Status.Token, nil
+}
+
+// setUpKubeProxy gives the node its namespace, the relay to its hub and
+// kube-proxy's files.
+func (e *edge) setUpKubeProxy(ctx context.Context, en *edgeNode) error {
+	en.netns = netns.Name(e.workdir, en.name)
+	if err := netns.Create(ctx, en.netns, net.ParseIP(en.ip)); err != nil {
+		return fmt.Errorf("network namespace of %s: %w", en.name, err)
+	}
+	// Service IPs are routed on a node (a real one has a default route):
+	// kube-proxy's rules rewrite them before they leave.
+	if err := netns.Command(ctx, en.netns, "ip", "route", "add", controlplane.DefaultServiceCIDR, "dev", "lo").Run(); err != nil {
+		return fmt.Errorf("route to Services in the namespace of %s: %w", en.name, err)
+	}
+	for _, addr := range []string{en.hubAPI, en.nodeHubAddr()} {
+		ln, err := netns.Listen(en.netns, addr)
+		if err != nil {
+			return fmt.Errorf("hub address %s inside the namespace of %s: %w", addr, en.name, err)
+		}
+		en.hubRelays = append(en.hubRelays, link.Serve(ln, en.hubAPI))
+	}
+	kubeconfig, err := e.cp.WriteTokenKubeconfig("kube-proxy-"+en.name, "https://"+en.hubAPI, e.kubeProxyToken)
+	if err != nil {
+		return err
+	}
+	// Conntrack sizes and timeouts are host-wide sysctls a namespace cannot
+	// set: zero leaves them alone.
+	cfg, err := yaml.Marshal(map[string]any{
+		"apiVersion":         "kubeproxy.config.k8s.io/v1alpha1",
+		"kind":               "KubeProxyConfiguration",
+		"clientConnection":   map[string]any{"kubeconfig": kubeconfig},
+		"hostnameOverride":   en.name,
+		"mode":               "iptables",
+		"clusterCIDR":        controlplane.DefaultClusterCIDR,
+		"healthzBindAddress": kubeProxyHealthz,
+		"metricsBindAddress": "127.0.0.1:10249",
+		"conntrack":          map[string]any{"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+		"iptables":           map[string]any{"syncPeriod": "30s", "minSyncPeriod": "1s"},
+		"nodePortAddresses":  []string{"primary"},
+	})
+	if err != nil {
+		return err
+	}
+	en.kubeProxyConfig = filepath.Join(en.dir, "kube-proxy.yaml")
+	return os.WriteFile(en.kubeProxyConfig, cfg, 0o600)
+}
+
+func (en *edgeNode) startKubeProxy(ctx context.Context, bin string) error {
+	p, err := process.Start(process.Spec{Name: "kube-proxy-" + en.name, Path: "ip",
+		Args:    netns.CommandArgs(en.netns, bin, "--config", en.kubeProxyConfig, "--v=2"),
+		LogFile: filepath.Join(en.dir, "kube-proxy.log")})
+	if err != nil {
+		return err
+	}
+	// Its health address is inside the namespace; so is the dial.
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, en.netns, addr) },
+	}}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(hc, "http://"+kubeProxyHealthz+"/healthz")); err != nil {
+		p.Stop(5 * time.Second)
+		return fmt.Errorf("kube-proxy of %s did not become healthy (%w):\n%s", en.name, err, process.LogTail(p.Spec.LogFile, 15))
+	}
+	en.mu.Lock()
+	en.kubeProxy = p
+	en.mu.Unlock()
+	return nil
+}
+
+// nodeHubAddr is the hub's address on the node's IP (the hub's port).
+func (en *edgeNode) nodeHubAddr() string {
+	_, port, _ := net.SplitHostPort(en.hubAPI)
+	return net.JoinHostPort(en.ip, port)
+}
+
+// tearDownKubeProxy stops the relay and deletes the namespace, which takes
+// kube-proxy's rules with it.
+func (en *edgeNode) tearDownKubeProxy() error {
+	for _, l := range en.hubRelays {
+		l.Close()
+	}
+	if en.netns == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := netns.Delete(ctx, en.netns); err != nil {
+		return errors.Join(fmt.Errorf("node %s", en.name), err)
+	}
+	return nil
+}
