@@ -3,7 +3,10 @@ package manager
 import (
 	"context"
 
+	"time"
+
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -11,20 +14,26 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
 	"github.com/sitegrid/sitegrid/internal/controller/grid"
+	"github.com/sitegrid/sitegrid/internal/controller/health"
 	"github.com/sitegrid/sitegrid/internal/controller/site"
+	unithealth "github.com/sitegrid/sitegrid/internal/health"
 )
 
 // The API groups the manager serves, and its controllers.
 var (
 	schemeBuilders = []func(*runtime.Scheme) error{sitev1.AddToScheme, gridv1.AddToScheme}
-	setupFuncs     = []func(ctrl.Manager, Options) error{setupSite, setupGrids}
+	setupFuncs     = []func(ctrl.Manager, Options) error{setupSite, setupGrids, setupHealth}
 )
 
 func setupSite(mgr ctrl.Manager, _ Options) error {
@@ -45,6 +54,29 @@ func setupSite(mgr ctrl.Manager, _ Options) error {
 		return err
 	}
 	return (&site.NodeGroupReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sitegrid-site")}).SetupWithManager(mgr)
+}
+
+// setupHealth makes sure the units' gossip key exists and serves the node
+// health webhook when it has a certificate.
+func setupHealth(mgr ctrl.Manager, opts Options) error {
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return wait.PollUntilContextCancel(ctx, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+			if err := health.EnsureGossipKey(ctx, mgr.GetAPIReader(), mgr.GetClient()); err != nil {
+				ctrl.Log.WithName("health").Error(err, "gossip key")
+				return false, nil
+			}
+			return true, nil
+		})
+	})); err != nil {
+		return err
+	}
+	if opts.WebhookCertDir == "" {
+		ctrl.Log.WithName("health").Info("no webhook certificate: the node health webhook is off")
+		return nil
+	}
+	guard := &health.Guard{Client: mgr.GetClient(), Clock: clock.RealClock{}, MaxAutonomy: opts.MaxAutonomy}
+	mgr.GetWebhookServer().Register(health.WebhookPath, &webhook.Admission{Handler: &health.Webhook{Guard: guard, Decoder: admission.NewDecoder(mgr.GetScheme())}})
+	return nil
 }
 
 func setupGrids(mgr ctrl.Manager, opts Options) error {
@@ -71,5 +103,7 @@ func cacheOptions() cache.Options {
 		&appsv1.Deployment{}:  {Label: children},
 		&appsv1.StatefulSet{}: {Label: children},
 		&corev1.Service{}:     {Label: children},
+		// Only the units' health reports.
+		&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{unithealth.Namespace: {}}},
 	}}
 }

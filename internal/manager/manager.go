@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
 // The manager's own permissions; controllers add theirs next to their code.
@@ -53,6 +54,13 @@ type Options struct {
 	// UnitGracePeriod is how long a grid's copy outlives the last node of its
 	// unit, so a label flap never wipes a site's workload. Default 5 minutes.
 	UnitGracePeriod time.Duration
+	// WebhookPort and WebhookCertDir (tls.crt, tls.key) serve the node
+	// health webhook; no cert dir: no webhook (docs/health.md).
+	WebhookPort    int
+	WebhookCertDir string
+	// MaxAutonomy bounds how long a NotReady node its unit vouches for is
+	// kept (nodes and units may set their own); 0: no bound.
+	MaxAutonomy time.Duration
 	// SkipControllerNameValidation lets one process run several managers,
 	// as tests do; controller names are otherwise unique per process.
 	SkipControllerNameValidation bool
@@ -99,6 +107,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &shutdown,
 		Controller:                    config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
+		WebhookServer:                 webhook.NewServer(webhook.Options{Port: opts.WebhookPort, CertDir: opts.WebhookCertDir}),
 	})
 	if err != nil {
 		return nil, err

@@ -3,6 +3,8 @@ package server
 import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sitegrid/sitegrid/internal/health"
 )
 
 // HubUser is the user name of a node's hub credential.
@@ -25,6 +27,27 @@ func HubRBAC(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: HubUser(node)}},
+	}
+	return role, binding
+}
+
+// HubHealthRBAC is what the hub credential of node may do for distributed
+// health, in the health.Namespace only: read the gossip key Secret (that one
+// Secret), and read, create and renew the unit Leases its member publishes.
+// (RBAC cannot confine a create to a name: any hub may write any unit's
+// Lease; docs/health.md says what a forged report can and cannot do.)
+func HubHealthRBAC(node string) (*rbacv1.Role, *rbacv1.RoleBinding) {
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-hub:" + node, Namespace: health.Namespace},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}, ResourceNames: []string{health.GossipKeySecret}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+		},
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: health.Namespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: HubUser(node)}},
 	}
 	return role, binding

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/gossip"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
@@ -67,6 +68,25 @@ type Config struct {
 	MemoryLimit *resource.Quantity `json:"memoryLimit,omitempty"`
 	// ServiceTopology configures the endpoint filter (docs/hub.md).
 	ServiceTopology ServiceTopology `json:"serviceTopology,omitempty"`
+	// Health configures distributed health (docs/health.md).
+	Health Health `json:"health,omitempty"`
+}
+
+// Health configures the hub's member of its unit's gossip group.
+type Health struct {
+	// UnitKey is the node label naming the node's unit: the NodeGroup's
+	// name (its nodes carry <group>=<unit>). Empty: no distributed health.
+	UnitKey string `json:"unitKey,omitempty"`
+	// BindAddress is where the hub gossips, UDP and TCP (default
+	// "0.0.0.0:7946"); the others dial its port on the node's InternalIP,
+	// or the node's health.sitegrid.io/gossip-address annotation.
+	BindAddress string `json:"bindAddress,omitempty"`
+	// AdvertiseAddress overrides what the others dial.
+	AdvertiseAddress string `json:"advertiseAddress,omitempty"`
+	// ReportInterval is how often the unit's report is renewed when nothing
+	// changes (default 10s); the control plane takes a unit whose report is
+	// older than three of them for unreachable.
+	ReportInterval metav1.Duration `json:"reportInterval,omitempty"`
 }
 
 // ServiceTopology configures the service topology filter.
@@ -101,6 +121,12 @@ func (c *Config) Defaults() {
 	if len(c.ServiceTopology.Components) == 0 {
 		c.ServiceTopology.Components = topology.DefaultComponents
 	}
+	if c.Health.UnitKey != "" && c.Health.BindAddress == "" {
+		c.Health.BindAddress = "0.0.0.0:7946"
+	}
+	if c.Health.UnitKey != "" && c.Health.ReportInterval.Duration == 0 {
+		c.Health.ReportInterval.Duration = 10 * time.Second
+	}
 }
 
 // Validate says what is missing.
@@ -120,6 +146,19 @@ func (c *Config) Validate() error {
 	if e := c.ServiceTopology.KubernetesEndpoint; e != "" {
 		if _, err := netip.ParseAddrPort(e); err != nil {
 			return fmt.Errorf("serviceTopology.kubernetesEndpoint %q is not an IP:port: %w", e, err)
+		}
+	}
+	if c.Health.UnitKey != "" {
+		for name, a := range map[string]string{"health.bindAddress": c.Health.BindAddress, "health.advertiseAddress": c.Health.AdvertiseAddress} {
+			if a == "" {
+				continue
+			}
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				return fmt.Errorf("%s %q is not host:port", name, a)
+			}
+		}
+		if d := c.Health.ReportInterval.Duration; d != 0 && d < time.Second {
+			return fmt.Errorf("health.reportInterval %s is under 1s", d)
 		}
 	}
 	if len(missing) > 0 {
@@ -206,15 +245,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("hub client certificate: %w", err)
 	}
+	// What the hub reads for itself (topology rules, its unit's members) it
+	// reads through itself, as the hub: cached, so it holds offline and
+	// across restarts.
+	asSelf := func(agent string) *rest.Config {
+		return &rest.Config{
+			Host: "https://" + loopback(cfg.ListenAddress), UserAgent: "sitegrid-hub/" + agent,
+			TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.ServerCAFile, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile},
+		}
+	}
 	var rules *topology.Source
 	var filter *topology.Filter
 	if !cfg.ServiceTopology.Disabled {
-		// The rules are read through the hub itself, as the hub: cached,
-		// so they hold offline and across restarts.
-		throughHub, err := topology.NewClient(&rest.Config{
-			Host: "https://" + loopback(cfg.ListenAddress), UserAgent: "sitegrid-hub/topology",
-			TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.ServerCAFile, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile},
-		})
+		throughHub, err := topology.NewClient(asSelf("topology"))
 		if err != nil {
 			return err
 		}
@@ -267,6 +310,23 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { tracker.Run(gctx); return nil })
 	if rules != nil {
 		g.Go(func() error { rules.Run(gctx); return nil })
+	}
+	if cfg.Health.UnitKey != "" {
+		core, err := topology.NewClient(asSelf("health"))
+		if err != nil {
+			return err
+		}
+		leases, err := gossip.NewLeaseClient(asSelf("health"))
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			return gossip.Run(gctx, gossip.RunConfig{
+				Node: cfg.NodeName, UnitKey: cfg.Health.UnitKey, BindAddr: cfg.Health.BindAddress, AdvertiseAddr: cfg.Health.AdvertiseAddress,
+				Core: core, Leases: leases, ReportInterval: cfg.Health.ReportInterval.Duration,
+				Online: func() bool { _, online := tracker.Online(); return online },
+			})
+		})
 	}
 	g.Go(func() error { return ignoreClosed(api.ServeTLS(apiLn, "", "")) })
 	g.Go(func() error { return ignoreClosed(health.Serve(healthLn)) })
