@@ -25,6 +25,8 @@ type Node struct {
 	// OwnKubelet leaves the node to a kwok of its own (StartNodeKwok)
 	// instead of the shared one.
 	OwnKubelet bool
+	// Annotations are added to the node's.
+	Annotations map[string]string
 }
 
 // Validate says what is wrong with n, if anything.
@@ -81,6 +83,9 @@ func CreateNode(ctx context.Context, cs kubernetes.Interface, n Node) error {
 			},
 			NodeInfo: corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64", KubeletVersion: "kwok"},
 		},
+	}
+	for k, v := range n.Annotations {
+		node.Annotations[k] = v
 	}
 	if n.OwnKubelet {
 		node.Annotations[KwokNodeAnnotation] = kwokOwn

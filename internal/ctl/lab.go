@@ -57,6 +57,21 @@ func newLabCommand() *cobra.Command {
 				return lab.Heal(cmd.Context(), workdir, args, cmd.OutOrStdout())
 			},
 		},
+		&cobra.Command{
+			Use:   "stop-node NODE|SITE...",
+			Short: "Power nodes off: their hub, kubelet and kube-proxy stop and stay stopped, as when a machine dies",
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.StopNodes(cmd.Context(), workdir, args, cmd.OutOrStdout())
+			},
+		},
+		&cobra.Command{
+			Use:   "start-node [NODE|SITE...]",
+			Short: "Power stopped nodes on again (all when none is named)",
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.StartNodes(cmd.Context(), workdir, args, cmd.OutOrStdout())
+			},
+		},
 		newLabAddNodeCommand(&workdir),
 		&cobra.Command{
 			Use: "remove-node NAME", Short: "Remove a simulated node from the lab", Args: cobra.ExactArgs(1),

@@ -85,6 +85,17 @@ func serveControl(ctx context.Context, workdir string, e *edge) (func(), error) 
 		nodes, err := e.setLinks(req.Targets, false)
 		return controlReply{Nodes: nodes}, err
 	})
+	handle("POST /v1/stop", func(ctx context.Context, req controlRequest) (controlReply, error) {
+		if len(req.Targets) == 0 {
+			return controlReply{}, errors.New("name the nodes or sites to stop")
+		}
+		nodes, err := e.setPower(ctx, req.Targets, false)
+		return controlReply{Nodes: nodes}, err
+	})
+	handle("POST /v1/start", func(ctx context.Context, req controlRequest) (controlReply, error) {
+		nodes, err := e.setPower(ctx, req.Targets, true)
+		return controlReply{Nodes: nodes}, err
+	})
 	handle("POST /v1/nodes", func(ctx context.Context, req controlRequest) (controlReply, error) {
 		ip, err := e.addNamed(ctx, req.Name, req.Labels)
 		return controlReply{IP: ip}, err
@@ -178,8 +189,20 @@ func Heal(ctx context.Context, workdir string, targets []string, out io.Writer) 
 	return setUplinks(ctx, workdir, "/v1/heal", targets, "healed the uplink of", "no uplink was cut", out)
 }
 
-// setUplinks asks the lab owner to cut or heal uplinks and says which
-// changed.
+// StopNodes powers the named nodes (or every node of the named sites) off:
+// their hub, kubelet and kube-proxy stop and are not restarted, as when a
+// machine dies. Their peers stop hearing them; the cloud loses them too.
+func StopNodes(ctx context.Context, workdir string, targets []string, out io.Writer) error {
+	return setUplinks(ctx, workdir, "/v1/stop", targets, "stopped", "those nodes were stopped already", out)
+}
+
+// StartNodes powers stopped nodes on again; none named means all.
+func StartNodes(ctx context.Context, workdir string, targets []string, out io.Writer) error {
+	return setUplinks(ctx, workdir, "/v1/start", targets, "started", "no node was stopped", out)
+}
+
+// setUplinks asks the lab owner to change nodes (uplinks, power) and says
+// which changed.
 func setUplinks(ctx context.Context, workdir, path string, targets []string, changed, unchanged string, out io.Writer) error {
 	reply, err := control(ctx, workdir, http.MethodPost, path, controlRequest{Targets: targets})
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/health"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 	"github.com/sitegrid/sitegrid/internal/lab/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
@@ -91,6 +92,7 @@ type edgeNode struct {
 	hubConfig      string
 	hubAPI         string // host:port the node's components talk to
 	hubHealth      string
+	gossip         string // where the hub gossips with its unit
 	kubeletConfig  string
 	viaHubConfig   string
 	// With kube-proxy: the node's network namespace, the relay from the hub's
@@ -103,6 +105,8 @@ type edgeNode struct {
 	hub, kubelet, kubeProxy *process.Process
 	restarts                map[string]int
 	stopping                bool
+	// off: powered off by `lab stop-node`; nothing is restarted.
+	off bool
 	done                    chan struct{}
 }
 
@@ -216,6 +220,10 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 		}
 	}
 	n.OwnKubelet = true
+	if n.Annotations == nil {
+		n.Annotations = map[string]string{}
+	}
+	n.Annotations[health.GossipAddressAnnotation] = en.gossip
 	if err := controlplane.CreateNode(ctx, e.admin, n); err != nil {
 		return err
 	}
@@ -244,6 +252,13 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
 	}
+	hrole, hbinding := server.HubHealthRBAC(en.name)
+	if _, err := e.admin.RbacV1().Roles(hrole.Namespace).Create(ctx, hrole, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create Role %s: %w", hrole.Name, err)
+	}
+	if _, err := e.admin.RbacV1().RoleBindings(hbinding.Namespace).Create(ctx, hbinding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create RoleBinding %s: %w", hbinding.Name, err)
+	}
 	servingIPs, servingNames := []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}
 	if e.kubeProxyBin != "" {
 		// The node's in-cluster clients reach it as the kubernetes Service
@@ -267,7 +282,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	if err != nil {
 		return err
 	}
-	ports := make([]int, 2)
+	ports := make([]int, 3)
 	for i := range ports {
 		if ports[i], err = controlplane.FreePort(); err != nil {
 			return err
@@ -275,6 +290,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	}
 	en.hubAPI = "127.0.0.1:" + strconv.Itoa(ports[0])
 	en.hubHealth = "127.0.0.1:" + strconv.Itoa(ports[1])
+	en.gossip = "127.0.0.1:" + strconv.Itoa(ports[2])
 	// The node's hub reaches the cloud through the node's uplink only.
 	hubCfg := server.Config{
 		NodeName: en.name, ListenAddress: en.hubAPI, HealthAddress: en.hubHealth,
@@ -283,6 +299,9 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		ClientCertFile: credCert, ClientKeyFile: credKey,
 		CachePath:     filepath.Join(en.dir, "cache", "cache.db"),
 		ProbeInterval: metav1.Duration{Duration: time.Second},
+		// The unit's hubs gossip on the host's loopback (the lab's site
+		// LAN), each at the address its Node's annotation names.
+		Health: server.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
 	}
 	if e.kubeProxyBin != "" {
 		hubCfg.ServiceTopology.KubernetesEndpoint = en.nodeHubAddr()
@@ -347,7 +366,11 @@ func (en *edgeNode) supervise(e *edge) {
 		}
 		en.mu.Lock()
 		hubGone, kubeletGone, kubeProxyGone := exited(en.hub), exited(en.kubelet), exited(en.kubeProxy)
+		off := en.off
 		en.mu.Unlock()
+		if off {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		if hubGone {
 			en.countRestart("hub")
@@ -432,6 +455,9 @@ func (e *edge) remove(ctx context.Context, name string) error {
 	role, _ := server.HubRBAC(name)
 	_ = e.admin.RbacV1().ClusterRoleBindings().Delete(ctx, role.Name, metav1.DeleteOptions{})
 	_ = e.admin.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})
+	hrole, _ := server.HubHealthRBAC(name)
+	_ = e.admin.RbacV1().RoleBindings(hrole.Namespace).Delete(ctx, hrole.Name, metav1.DeleteOptions{})
+	_ = e.admin.RbacV1().Roles(hrole.Namespace).Delete(ctx, hrole.Name, metav1.DeleteOptions{})
 	return os.RemoveAll(en.dir)
 }
 
@@ -511,6 +537,47 @@ func (e *edge) setLinks(targets []string, cut bool) ([]string, error) {
 	return names, nil
 }
 
+// setPower stops (on false) or starts the processes of targets and returns
+// the nodes whose power changed.
+func (e *edge) setPower(ctx context.Context, targets []string, on bool) ([]string, error) {
+	nodes, err := e.resolve(targets)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, en := range nodes {
+		en.mu.Lock()
+		changed := en.off == on
+		en.off = !on
+		procs := []*process.Process{en.kubeProxy, en.kubelet, en.hub}
+		en.mu.Unlock()
+		if !changed {
+			continue
+		}
+		names = append(names, en.name)
+		if !on {
+			for _, p := range procs {
+				if p != nil {
+					p.Stop(10 * time.Second)
+				}
+			}
+			continue
+		}
+		if err := en.startHub(ctx, e.hubBin); err != nil {
+			return names, err
+		}
+		if err := en.startKubelet(ctx, e.cp); err != nil {
+			return names, err
+		}
+		if e.kubeProxyBin != "" {
+			if err := en.startKubeProxy(ctx, e.kubeProxyBin); err != nil {
+				return names, err
+			}
+		}
+	}
+	return names, nil
+}
+
 // NodeStatus is an edge node as `lab status` shows it.
 type NodeStatus struct {
 	Name string `json:"name"`
@@ -518,6 +585,8 @@ type NodeStatus struct {
 	IP   string `json:"ip"`
 	// Link is "up" or "cut".
 	Link string `json:"link"`
+	// Power is "on", or "off" after `lab stop-node`.
+	Power string `json:"power"`
 	// Hub is the hub's view of the cloud: "online", "offline", or "down"
 	// when the hub does not answer.
 	Hub        string `json:"hub"`
@@ -551,7 +620,7 @@ func (e *edge) status(ctx context.Context) []NodeStatus {
 
 func (en *edgeNode) status(ctx context.Context) NodeStatus {
 	en.mu.Lock()
-	s := NodeStatus{Name: en.name, Site: en.site, IP: en.ip, Link: "up", HubAddress: en.hubAPI,
+	s := NodeStatus{Name: en.name, Site: en.site, IP: en.ip, Link: "up", Power: "on", HubAddress: en.hubAPI,
 		ViaHubKubeconfig: en.viaHubConfig, HubLog: filepath.Join(en.dir, "hub.log"), Restarts: map[string]int{}}
 	for k, v := range en.restarts {
 		s.Restarts[k] = v
@@ -564,6 +633,9 @@ func (en *edgeNode) status(ctx context.Context) NodeStatus {
 	}
 	if en.kubeProxy != nil {
 		s.KubeProxyPID, s.Netns = en.kubeProxy.PID(), en.netns
+	}
+	if en.off {
+		s.Power = "off"
 	}
 	en.mu.Unlock()
 	if en.link.IsCut() {

@@ -222,7 +222,7 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 	}
 	fmt.Fprintln(out)
 	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SITE\tNODE\tINTERNAL-IP\tREADY\tUPLINK\tHUB\tHUB-ADDRESS")
+	fmt.Fprintln(tw, "SITE\tNODE\tINTERNAL-IP\tREADY\tPOWER\tUPLINK\tHUB\tHUB-ADDRESS")
 	sort.Slice(nodes.Items, func(i, j int) bool {
 		a, b := nodes.Items[i], nodes.Items[j]
 		if a.Labels[SiteLabel] != b.Labels[SiteLabel] {
@@ -236,11 +236,11 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 		if site == "" {
 			site = "-"
 		}
-		uplink, hub, addr := "-", "-", "-"
+		power, uplink, hub, addr := "-", "-", "-", "-"
 		if e, ok := byName[n.Name]; ok {
-			uplink, hub, addr = e.Link, e.Hub, e.HubAddress
+			power, uplink, hub, addr = e.Power, e.Link, e.Hub, e.HubAddress
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\t%s\n", site, n.Name, internalIP(n), controlplane.NodeReady(n), uplink, hub, addr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\t%s\t%s\n", site, n.Name, internalIP(n), controlplane.NodeReady(n), power, uplink, hub, addr)
 	}
 	return tw.Flush()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -19,9 +21,11 @@ import (
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	"github.com/sitegrid/sitegrid/config"
+	healthcontroller "github.com/sitegrid/sitegrid/internal/controller/health"
 	sitecontroller "github.com/sitegrid/sitegrid/internal/controller/site"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
+	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
 	"golang.org/x/sync/errgroup"
 )
@@ -294,6 +298,23 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 	if err != nil {
 		return nil, err
 	}
+	// The node health webhook, served on loopback with a certificate of
+	// the cluster CA, registered by URL once the manager is ready.
+	webhookPort, err := controlplane.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	webhookDir := filepath.Join(cp.Dir, "manager-webhook")
+	if err := os.MkdirAll(webhookDir, 0o700); err != nil {
+		return nil, err
+	}
+	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-manager-webhook", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := pki.WriteKeyPair(webhookDir, "tls", serving.Cert, serving.Key); err != nil {
+		return nil, err
+	}
 	p, err := process.Start(process.Spec{
 		Name: "sitegrid-manager", Path: path,
 		Args: []string{
@@ -301,6 +322,7 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 			"--leader-elect=true", "--leader-election-namespace=sitegrid-system",
 			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metricsPort),
 			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort),
+			"--webhook-port=" + strconv.Itoa(webhookPort), "--webhook-cert-dir=" + webhookDir,
 		},
 		LogFile: filepath.Join(cp.Dir, "logs", "sitegrid-manager.log"),
 	})
@@ -310,11 +332,30 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	err = p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(nil, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)))
+	if err == nil {
+		err = registerHealthWebhook(ctx, cp, "https://127.0.0.1:"+strconv.Itoa(webhookPort)+healthcontroller.WebhookPath)
+	}
 	if err != nil {
 		p.Stop(10 * time.Second)
 		return nil, err
 	}
 	return p, nil
+}
+
+func registerHealthWebhook(ctx context.Context, cp *controlplane.ControlPlane, url string) error {
+	ca, err := os.ReadFile(cp.CAFile)
+	if err != nil {
+		return err
+	}
+	cs, err := cp.Clientset()
+	if err != nil {
+		return err
+	}
+	wh := healthcontroller.WebhookConfiguration(admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: ca}, healthcontroller.DefaultNodeControllerUsers)
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, wh, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("register the node health webhook: %w", err)
+	}
+	return nil
 }
 
 func createSites(ctx context.Context, cp *controlplane.ControlPlane, nodes *edge, sites, perSite int) ([]Site, error) {
