@@ -106,8 +106,8 @@ type edgeNode struct {
 	restarts                map[string]int
 	stopping                bool
 	// off: powered off by `lab stop-node`; nothing is restarted.
-	off bool
-	done                    chan struct{}
+	off  bool
+	done chan struct{}
 }
 
 // edgeOptions are the lab-wide settings of its edge nodes.
