@@ -51,6 +51,11 @@ type Config struct {
 	// Tune, when set, adjusts memberlist's LAN configuration (tests and
 	// benchmarks shorten intervals; Transport may be replaced).
 	Tune func(*memberlist.Config)
+	// VoteAfter is how long a new member only listens before it votes
+	// (default 5s): its view fills up within its first state exchanges, and
+	// a vote per member learnt, gossiped by everyone, would flood a large
+	// unit that starts at once.
+	VoteAfter time.Duration
 }
 
 // Member is one hub in its unit's gossip group.
@@ -69,6 +74,8 @@ type Member struct {
 	// joining is set while a join runs (joins of unreachable peers wait
 	// for TCP timeouts; they never pile up).
 	joining bool
+	// voteFrom is when the member starts voting (Config.VoteAfter).
+	voteFrom time.Time
 }
 
 // New starts a member; it joins peers once SetPeers names them.
@@ -90,9 +97,10 @@ func New(cfg Config) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip keys: %w", err)
 	}
-	m := &Member{node: cfg.Node, keyring: keyring, votes: map[string]health.Vote{}}
-	m.own = health.Vote{Voter: cfg.Node, Seq: time.Now().UnixNano()}
-	m.votes[cfg.Node] = m.own
+	if cfg.VoteAfter == 0 {
+		cfg.VoteAfter = 5 * time.Second
+	}
+	m := &Member{node: cfg.Node, keyring: keyring, votes: map[string]health.Vote{}, voteFrom: time.Now().Add(cfg.VoteAfter)}
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Node
@@ -214,6 +222,9 @@ func (m *Member) alive() map[string]bool {
 // Tick renews this member's vote from what it hears now and, when the vote
 // changed, gossips it. It returns the vote.
 func (m *Member) Tick() health.Vote {
+	if time.Now().Before(m.voteFrom) {
+		return health.Vote{}
+	}
 	alive := m.alive()
 	m.mu.Lock()
 	var failed []string
@@ -222,7 +233,7 @@ func (m *Member) Tick() health.Vote {
 			failed = append(failed, p.Name)
 		}
 	}
-	changed := !slices.Equal(failed, m.own.Failed)
+	changed := m.own.Voter == "" || !slices.Equal(failed, m.own.Failed)
 	if changed {
 		m.own = health.Vote{Voter: m.node, Seq: time.Now().UnixNano(), Failed: failed}
 		m.votes[m.node] = m.own
@@ -241,12 +252,20 @@ func (m *Member) Regossip() {
 	m.mu.Lock()
 	own := m.own
 	m.mu.Unlock()
-	m.broadcast(own)
+	if own.Voter != "" {
+		m.broadcast(own)
+	}
 }
+
+// maxGossipVote is the largest vote gossiped in UDP packets (memberlist's
+// packets are about 1,400 bytes); larger ones (a member that hears few of
+// a large unit) travel only in the periodic state exchange over TCP, and
+// are not queued, which would hold them in every member's memory.
+const maxGossipVote = 1024
 
 func (m *Member) broadcast(v health.Vote) {
 	b, err := json.Marshal(v)
-	if err != nil {
+	if err != nil || len(b) > maxGossipVote {
 		return
 	}
 	m.queue.QueueBroadcast(&voteBroadcast{voter: v.Voter, msg: b})

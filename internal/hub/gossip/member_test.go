@@ -3,9 +3,11 @@ package gossip
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,7 +114,7 @@ func startUnit(t *testing.T, n int, keys [][]byte) *unit {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := New(Config{Node: name, BindAddr: addr, Keys: keys, Tune: func(c *memberlist.Config) {
+		m, err := New(Config{Node: name, BindAddr: addr, Keys: keys, VoteAfter: 200 * time.Millisecond, Tune: func(c *memberlist.Config) {
 			fast(c)
 			c.Transport = &walledTransport{NetTransport: nt, self: addr, wall: u.w}
 		}})
@@ -249,5 +251,27 @@ func TestGossipNeedsTheKey(t *testing.T) {
 	}
 	if err := u.members["node-1"].SetKeys(nil); err == nil {
 		t.Error("an empty key list was accepted")
+	}
+}
+
+func TestParseKeys(t *testing.T) {
+	k32 := make([]byte, 32)
+	k16 := make([]byte, 16)
+	for i := range k32 {
+		k32[i] = byte(i)
+	}
+	good := base64.StdEncoding.EncodeToString(k32) + "\n\n  " + base64.StdEncoding.EncodeToString(k16) + "  \n"
+	keys, err := ParseKeys([]byte(good))
+	if err != nil || len(keys) != 2 || len(keys[0]) != 32 || len(keys[1]) != 16 {
+		t.Fatalf("ParseKeys: %d keys, %v", len(keys), err)
+	}
+	for in, want := range map[string]string{
+		"":            "no key",
+		"not base64!": "line 1 is not base64",
+		base64.StdEncoding.EncodeToString(make([]byte, 20)): "16, 24 or 32 bytes, not 20",
+	} {
+		if _, err := ParseKeys([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseKeys(%q): %v, want an error saying %q", in, err, want)
+		}
 	}
 }

@@ -70,11 +70,18 @@ func Run(ctx context.Context, rc RunConfig) error {
 
 	// The member starts once the unit and the keys are known.
 	var m *Member
+	waiting := time.NewTicker(time.Minute)
+	defer waiting.Stop()
 	for m == nil {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-w.changed:
+		case <-waiting.C:
+			local, keys, _, _ := w.snapshot()
+			klog.InfoS("gossip member waiting", "node", rc.Node, "nodeKnown", local != nil, "keys", len(keys),
+				"secret", health.Namespace+"/"+health.GossipKeySecret)
+			continue
 		}
 		local, keys, _, _ := w.snapshot()
 		if local == nil || len(keys) == 0 {

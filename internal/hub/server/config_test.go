@@ -3,6 +3,9 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -20,6 +23,12 @@ func TestConfigValidate(t *testing.T) {
 		{"kubernetes endpoint", func(c *Config) { c.ServiceTopology.KubernetesEndpoint = "169.254.2.1:10268" }, ""},
 		{"kubernetes endpoint without port", func(c *Config) { c.ServiceTopology.KubernetesEndpoint = "169.254.2.1" }, "not an IP:port"},
 		{"kubernetes endpoint by name", func(c *Config) { c.ServiceTopology.KubernetesEndpoint = "hub.local:10268" }, "not an IP:port"},
+		{"health", func(c *Config) { c.Health = Health{UnitKey: "shops", BindAddress: "0.0.0.0:7946"} }, ""},
+		{"health bind address without port", func(c *Config) { c.Health = Health{UnitKey: "shops", BindAddress: "0.0.0.0"} }, "health.bindAddress \"0.0.0.0\" is not host:port"},
+		{"health advertise address without port", func(c *Config) { c.Health = Health{UnitKey: "shops", AdvertiseAddress: "198.18.1.10"} }, "health.advertiseAddress"},
+		{"health report interval too short", func(c *Config) {
+			c.Health = Health{UnitKey: "shops", ReportInterval: metav1.Duration{Duration: time.Millisecond}}
+		}, "under 1s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -33,5 +42,18 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("error %v, want one saying %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestConfigDefaultsHealth(t *testing.T) {
+	c := Config{Health: Health{UnitKey: "shops"}}
+	c.Defaults()
+	if c.Health.BindAddress != "0.0.0.0:7946" || c.Health.ReportInterval.Duration != 10*time.Second {
+		t.Errorf("health defaults: %+v", c.Health)
+	}
+	off := Config{}
+	off.Defaults()
+	if off.Health.BindAddress != "" {
+		t.Errorf("health is off without unitKey, yet defaults were set: %+v", off.Health)
 	}
 }

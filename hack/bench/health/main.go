@@ -1,0 +1,242 @@
+// Command health measures distributed health's gossip for units of several
+// sizes, all members real (sitegrid's gossip member: memberlist over UDP and
+// TCP on loopback, encrypted), in one process:
+//
+//   - messages each member sends per second in steady state (UDP packets
+//     plus TCP streams), next to what all-pairs probing would send at the
+//     same probe interval (a ping to every other member and an ack to every
+//     ping: 2(N-1) per interval);
+//   - bytes each member sends per second;
+//   - detection time: from one member's crash to the first survivor whose
+//     tally judges it dead (a majority of the unit agreeing), and to all
+//     survivors agreeing.
+//
+//	go run ./hack/bench/health -sizes 10,100,500
+package main
+
+import (
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/sitegrid/sitegrid/internal/health"
+	"github.com/sitegrid/sitegrid/internal/hub/gossip"
+)
+
+// counting is memberlist's real transport, counting what it sends.
+type counting struct {
+	*memberlist.NetTransport
+	packets, streams, bytes *atomic.Int64
+}
+
+func (c *counting) WriteTo(b []byte, addr string) (time.Time, error) {
+	c.packets.Add(1)
+	c.bytes.Add(int64(len(b)))
+	return c.NetTransport.WriteTo(b, addr)
+}
+
+func (c *counting) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	return c.WriteTo(b, a.Addr)
+}
+
+func (c *counting) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	c.streams.Add(1)
+	conn, err := c.NetTransport.DialTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: conn, bytes: c.bytes}, nil
+}
+
+func (c *counting) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return c.DialTimeout(a.Addr, timeout)
+}
+
+type countingConn struct {
+	net.Conn
+	bytes *atomic.Int64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.bytes.Add(int64(len(b)))
+	return c.Conn.Write(b)
+}
+
+type result struct {
+	size                         int
+	msgsPerNode, bytesPerNode    float64
+	allPairs                     float64
+	firstDetect, allDetect       time.Duration
+	probeInterval, steadyMeasure time.Duration
+}
+
+func main() {
+	sizes := flag.String("sizes", "10,100,500", "Unit sizes to measure.")
+	steady := flag.Duration("steady", 20*time.Second, "How long steady-state traffic is counted.")
+	flag.Parse()
+	var results []result
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 3 {
+			fmt.Fprintf(os.Stderr, "bad size %q: need an integer of at least 3\n", s)
+			os.Exit(2)
+		}
+		r, err := measure(n, *steady)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		results = append(results, r)
+		fmt.Fprintf(os.Stderr, "size %d done\n", n)
+	}
+	fmt.Printf("machine: %d CPUs, %s\n\n", runtime.NumCPU(), runtime.Version())
+	fmt.Println("| members | messages/member/s | all-pairs messages/member/s | bytes/member/s | first survivor judges dead | all survivors agree |")
+	fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range results {
+		fmt.Printf("| %d | %.1f | %.0f | %.0f | %.1f s | %.1f s |\n", r.size, r.msgsPerNode, r.allPairs, r.bytesPerNode, r.firstDetect.Seconds(), r.allDetect.Seconds())
+	}
+}
+
+func measure(n int, steady time.Duration) (result, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return result{}, err
+	}
+	var packets, streams, bytes atomic.Int64
+	probe := memberlist.DefaultLANConfig().ProbeInterval
+	members := make([]*gossip.Member, n)
+	peers := make([]gossip.Peer, n)
+	for i := range n {
+		name := fmt.Sprintf("node-%03d", i)
+		var m *gossip.Member
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			port, perr := freePort()
+			if perr != nil {
+				return result{}, perr
+			}
+			addr := "127.0.0.1:" + strconv.Itoa(port)
+			nt, terr := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: port})
+			if terr != nil {
+				err = terr
+				continue
+			}
+			m, err = gossip.New(gossip.Config{Node: name, BindAddr: addr, Keys: [][]byte{key}, Tune: func(c *memberlist.Config) {
+				c.Transport = &counting{NetTransport: nt, packets: &packets, streams: &streams, bytes: &bytes}
+			}})
+			if err == nil {
+				peers[i] = gossip.Peer{Name: name, Addr: addr}
+				break
+			}
+			_ = nt.Shutdown()
+		}
+		if err != nil {
+			return result{}, err
+		}
+		members[i] = m
+	}
+	defer func() {
+		for _, m := range members {
+			m.Shutdown()
+		}
+	}()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, m := range members {
+		m.SetPeers(peers)
+		wg.Add(1)
+		go func() { // what gossip.Run does each second, without the cloud
+			defer wg.Done()
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				m.Tick()
+				if i%5 == 0 {
+					m.JoinMissing()
+					m.Regossip()
+				}
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+
+	// Converged: a member's tally has everyone alive.
+	deadline := time.Now().Add(5 * time.Minute)
+	for !allAlive(members[0].Report("u"), n) || !allAlive(members[n-1].Report("u"), n) {
+		if time.Now().After(deadline) {
+			return result{}, fmt.Errorf("a unit of %d did not converge", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second) // joins' push/pulls settle
+	p0, s0, b0 := packets.Load(), streams.Load(), bytes.Load()
+	time.Sleep(steady)
+	p1, s1, b1 := packets.Load(), streams.Load(), bytes.Load()
+	secs := steady.Seconds() * float64(n)
+	r := result{size: n, probeInterval: probe, steadyMeasure: steady,
+		msgsPerNode:  float64((p1-p0)+(s1-s0)) / secs,
+		bytesPerNode: float64(b1-b0) / secs,
+		allPairs:     2 * float64(n-1) / probe.Seconds(),
+	}
+
+	// One member crashes; how long until the unit judges it dead.
+	victim := members[n/2]
+	victimName := peers[n/2].Name
+	start := time.Now()
+	victim.Shutdown()
+	survivors := slices.Delete(slices.Clone(members), n/2, n/2+1)
+	judged := make([]bool, len(survivors))
+	for left := len(survivors); left > 0; {
+		if time.Since(start) > 5*time.Minute {
+			return r, fmt.Errorf("a unit of %d did not judge a crashed member dead within 5 minutes", n)
+		}
+		for i, m := range survivors {
+			if !judged[i] && m.Report("u").Verdicts[victimName] == health.Dead {
+				judged[i] = true
+				left--
+				if r.firstDetect == 0 {
+					r.firstDetect = time.Since(start)
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.allDetect = time.Since(start)
+	members = survivors
+	return r, nil
+}
+
+func allAlive(r *health.Report, n int) bool {
+	alive := 0
+	for _, v := range r.Verdicts {
+		if v == health.Alive {
+			alive++
+		}
+	}
+	return alive == n
+}
+
+func freePort() (int, error) {
+	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.LocalAddr().(*net.UDPAddr).Port, nil
+}
