@@ -66,28 +66,33 @@ type Vote struct {
 func Tally(members []string, reachable map[string]bool, votes map[string]Vote) map[string]Verdict {
 	out := make(map[string]Verdict, len(members))
 	for _, x := range members {
-		failed, seen := 0, 0
-		for _, voter := range members {
-			v, ok := votes[voter]
-			if voter == x || !ok || !reachable[voter] {
-				continue
-			}
-			if slices.Contains(v.Failed, x) {
-				failed++
-			} else {
-				seen++
-			}
-		}
-		switch {
-		case 2*failed > len(members):
-			out[x] = Dead
-		case seen > 0:
-			out[x] = Alive
-		default:
-			out[x] = Unknown
-		}
+		out[x] = Judge(x, members, reachable, votes)
 	}
 	return out
+}
+
+// Judge is Tally for one member x.
+func Judge(x string, members []string, reachable map[string]bool, votes map[string]Vote) Verdict {
+	failed, seen := 0, 0
+	for _, voter := range members {
+		v, ok := votes[voter]
+		if voter == x || !ok || !reachable[voter] {
+			continue
+		}
+		if slices.Contains(v.Failed, x) {
+			failed++
+		} else {
+			seen++
+		}
+	}
+	switch {
+	case 2*failed > len(members):
+		return Dead
+	case seen > 0:
+		return Alive
+	default:
+		return Unknown
+	}
 }
 
 // Report is a unit's published state: its members, each counted member's

@@ -253,7 +253,8 @@ func podsByNode(ctx context.Context, cs kubernetes.Interface) (map[string]corev1
 	return out, nil
 }
 
-// readyInSlices checks every pod is a ready endpoint of the Service.
+// readyInSlices checks every pod is a ready endpoint of the Service, in
+// its EndpointSlices and in its (legacy) Endpoints.
 func readyInSlices(ctx context.Context, cs kubernetes.Interface, pods map[string]corev1.Pod) error {
 	list, err := cs.DiscoveryV1().EndpointSlices(healthNS).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=till"})
 	if err != nil {
@@ -267,9 +268,25 @@ func readyInSlices(ctx context.Context, cs kubernetes.Interface, pods map[string
 			}
 		}
 	}
+	//lint:ignore SA1019 Endpoints are deprecated, and older components still read them
+	eps, err := cs.CoreV1().Endpoints(healthNS).Get(ctx, "till", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	readyEndpoints := map[string]bool{}
+	for _, sub := range eps.Subsets {
+		for _, a := range sub.Addresses {
+			if a.TargetRef != nil {
+				readyEndpoints[a.TargetRef.Name] = true
+			}
+		}
+	}
 	for n, p := range pods {
 		if !ready[p.Name] {
-			return fmt.Errorf("pod %s on %s is not a ready endpoint", p.Name, n)
+			return fmt.Errorf("pod %s on %s is not a ready endpoint in the EndpointSlices", p.Name, n)
+		}
+		if !readyEndpoints[p.Name] {
+			return fmt.Errorf("pod %s on %s is not a ready address in the Endpoints", p.Name, n)
 		}
 	}
 	return nil

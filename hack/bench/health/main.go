@@ -177,6 +177,7 @@ func measure(n int, steady time.Duration) (result, error) {
 	defer func() { close(stop); wg.Wait() }()
 
 	// Converged: a member's tally has everyone alive.
+	fmt.Fprintf(os.Stderr, "size %d: %d members started\n", n, n)
 	deadline := time.Now().Add(5 * time.Minute)
 	for !allAlive(members[0].Report("u"), n) || !allAlive(members[n-1].Report("u"), n) {
 		if time.Now().After(deadline) {
@@ -184,6 +185,7 @@ func measure(n int, steady time.Duration) (result, error) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	fmt.Fprintf(os.Stderr, "size %d: converged\n", n)
 	time.Sleep(5 * time.Second) // joins' push/pulls settle
 	p0, s0, b0 := packets.Load(), streams.Load(), bytes.Load()
 	time.Sleep(steady)
@@ -207,7 +209,7 @@ func measure(n int, steady time.Duration) (result, error) {
 			return r, fmt.Errorf("a unit of %d did not judge a crashed member dead within 5 minutes", n)
 		}
 		for i, m := range survivors {
-			if !judged[i] && m.Report("u").Verdicts[victimName] == health.Dead {
+			if !judged[i] && m.Verdict(victimName) == health.Dead {
 				judged[i] = true
 				left--
 				if r.firstDetect == 0 {

@@ -16,8 +16,10 @@ package gossip
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -76,6 +78,54 @@ type Member struct {
 	joining bool
 	// voteFrom is when the member starts voting (Config.VoteAfter).
 	voteFrom time.Time
+	// order is the unit's member names, sorted: votes travel as bitmaps
+	// over it (wireVote); orderHash names the list, index finds a name.
+	order     []string
+	orderHash uint64
+	index     map[string]int
+}
+
+// wireVote is a vote on the wire: the members the voter cannot reach as a
+// bitmap over the unit's member names in order, with a hash of that list,
+// so a vote stays a few dozen bytes in a unit of hundreds and always fits
+// a gossip packet. A member whose list differs (a node joined or left the
+// unit a moment ago) cannot read it, and takes the voter's next one.
+type wireVote struct {
+	Voter  string `json:"v"`
+	Seq    int64  `json:"s"`
+	List   uint64 `json:"l"`
+	Failed []byte `json:"f,omitempty"`
+}
+
+// encode writes v over the current member list; callers hold m.mu.
+func (m *Member) encode(v health.Vote) (wireVote, bool) {
+	w := wireVote{Voter: v.Voter, Seq: v.Seq, List: m.orderHash}
+	if len(v.Failed) > 0 {
+		w.Failed = make([]byte, (len(m.order)+7)/8)
+	}
+	for _, n := range v.Failed {
+		i, ok := m.index[n]
+		if !ok {
+			return w, false
+		}
+		w.Failed[i/8] |= 1 << (i % 8)
+	}
+	return w, true
+}
+
+// decode reads a vote written over the same member list; callers hold
+// m.mu. Names are shared with the list, not copied.
+func (m *Member) decode(w wireVote) (health.Vote, bool) {
+	if w.List != m.orderHash || len(w.Failed) > (len(m.order)+7)/8 {
+		return health.Vote{}, false
+	}
+	v := health.Vote{Voter: w.Voter, Seq: w.Seq}
+	for i := range m.order {
+		if i/8 < len(w.Failed) && w.Failed[i/8]&(1<<(i%8)) != 0 {
+			v.Failed = append(v.Failed, m.order[i])
+		}
+	}
+	return v, true
 }
 
 // New starts a member; it joins peers once SetPeers names them.
@@ -163,9 +213,24 @@ func (m *Member) SetPeers(peers []Peer) {
 		}
 		return 0
 	})
+	names := make([]string, len(peers))
+	for i, p := range peers {
+		names[i] = p.Name
+	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.peers = peers
-	m.mu.Unlock()
+	if slices.Equal(names, m.order) {
+		return
+	}
+	h := fnv.New64a()
+	m.index = make(map[string]int, len(names))
+	for i, n := range names {
+		_, _ = h.Write([]byte(n))
+		_, _ = h.Write([]byte{0})
+		m.index[n] = i
+	}
+	m.order, m.orderHash = names, h.Sum64()
 }
 
 // SetOnline tells the others whether this member reaches the cloud (the
@@ -178,8 +243,12 @@ func (m *Member) SetOnline(online bool) {
 	}
 }
 
-// JoinMissing contacts the unit's members this member does not hear, in
-// the background; at most one join runs at a time.
+// joinFanout is how many members a join contacts: each join is a full
+// state exchange, and membership spreads by gossip from there.
+const joinFanout = 3
+
+// JoinMissing contacts a few of the unit's members this member does not
+// hear, in the background; at most one join runs at a time.
 func (m *Member) JoinMissing() {
 	alive := m.alive()
 	m.mu.Lock()
@@ -197,6 +266,8 @@ func (m *Member) JoinMissing() {
 		m.mu.Unlock()
 		return
 	}
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	addrs = addrs[:min(len(addrs), joinFanout)]
 	m.joining = true
 	m.mu.Unlock()
 	go func() {
@@ -258,13 +329,18 @@ func (m *Member) Regossip() {
 }
 
 // maxGossipVote is the largest vote gossiped in UDP packets (memberlist's
-// packets are about 1,400 bytes); larger ones (a member that hears few of
-// a large unit) travel only in the periodic state exchange over TCP, and
-// are not queued, which would hold them in every member's memory.
+// packets are about 1,400 bytes; a vote in a unit of 5,000 is 900 bytes);
+// larger ones travel only in the periodic state exchange over TCP.
 const maxGossipVote = 1024
 
 func (m *Member) broadcast(v health.Vote) {
-	b, err := json.Marshal(v)
+	m.mu.Lock()
+	w, ok := m.encode(v)
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	b, err := json.Marshal(w)
 	if err != nil || len(b) > maxGossipVote {
 		return
 	}
@@ -309,6 +385,19 @@ func (m *Member) Report(unit string) *health.Report {
 	return r
 }
 
+// Verdict is what this member's tally says of one node (Report's verdict,
+// without tallying the others).
+func (m *Member) Verdict(node string) health.Verdict {
+	alive := m.alive()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	members := make([]string, 0, len(m.peers))
+	for _, p := range m.peers {
+		members = append(members, p.Name)
+	}
+	return health.Judge(node, members, alive, m.votes)
+}
+
 // Publisher reports whether this member is the one that publishes: it
 // reaches the cloud, and no member it hears that also reaches the cloud has
 // a smaller name.
@@ -345,8 +434,14 @@ func (d *delegate) NodeMeta(limit int) []byte {
 }
 
 func (d *delegate) NotifyMsg(b []byte) {
-	var v health.Vote
-	if err := json.Unmarshal(b, &v); err == nil {
+	var w wireVote
+	if err := json.Unmarshal(b, &w); err != nil {
+		return
+	}
+	d.mu.Lock()
+	v, ok := (*Member)(d).decode(w)
+	d.mu.Unlock()
+	if ok {
 		(*Member)(d).merge(v, true)
 	}
 }
@@ -360,15 +455,29 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 func (d *delegate) LocalState(join bool) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	b, _ := json.Marshal(d.votes)
+	out := make([]wireVote, 0, len(d.votes))
+	for _, v := range d.votes {
+		if w, ok := (*Member)(d).encode(v); ok {
+			out = append(out, w)
+		}
+	}
+	b, _ := json.Marshal(out)
 	return b
 }
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
-	var votes map[string]health.Vote
-	if err := json.Unmarshal(buf, &votes); err != nil {
+	var ws []wireVote
+	if err := json.Unmarshal(buf, &ws); err != nil {
 		return
 	}
+	votes := make([]health.Vote, 0, len(ws))
+	d.mu.Lock()
+	for _, w := range ws {
+		if v, ok := (*Member)(d).decode(w); ok {
+			votes = append(votes, v)
+		}
+	}
+	d.mu.Unlock()
 	for _, v := range votes {
 		(*Member)(d).merge(v, false)
 	}

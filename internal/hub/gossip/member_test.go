@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -175,6 +177,9 @@ func TestUnitDetectsADeadMember(t *testing.T) {
 	for _, name := range []string{"node-1", "node-2", "node-3", "node-4"} {
 		u.verdicts(name, dead)
 	}
+	if v := u.members["node-2"].Verdict("node-5"); v != health.Dead {
+		t.Errorf("node-2's verdict on node-5 alone: %s, want dead", v)
+	}
 	r := u.members["node-1"].Report("u")
 	if len(r.Votes) != 4 || r.Votes[0].Voter != "node-1" || len(r.Votes[0].Failed) != 1 || r.Votes[0].Failed[0] != "node-5" {
 		t.Errorf("node-1's report holds votes %+v", r.Votes)
@@ -273,5 +278,39 @@ func TestParseKeys(t *testing.T) {
 		if _, err := ParseKeys([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseKeys(%q): %v, want an error saying %q", in, err, want)
 		}
+	}
+}
+
+func TestVoteWire(t *testing.T) {
+	m := &Member{}
+	var peers []Peer
+	for i := range 500 {
+		peers = append(peers, Peer{Name: fmt.Sprintf("node-%03d", i)})
+	}
+	m.SetPeers(peers)
+	v := health.Vote{Voter: "node-001", Seq: 7, Failed: []string{"node-000", "node-250", "node-499"}}
+	w, ok := m.encode(v)
+	if !ok {
+		t.Fatal("encode failed")
+	}
+	if b, _ := json.Marshal(w); len(b) > 150 {
+		t.Errorf("a vote in a unit of 500 takes %d bytes", len(b))
+	}
+	got, ok := m.decode(w)
+	if !ok || got.Voter != v.Voter || got.Seq != v.Seq || !slices.Equal(got.Failed, v.Failed) {
+		t.Errorf("round trip: %+v, %v", got, ok)
+	}
+	if _, ok := m.encode(health.Vote{Voter: "x", Failed: []string{"stranger"}}); ok {
+		t.Error("a vote naming a non-member was encoded")
+	}
+	// Another member list (a node joined): the vote cannot be read.
+	other := &Member{}
+	other.SetPeers(append(slices.Clone(peers), Peer{Name: "node-500"}))
+	if _, ok := other.decode(w); ok {
+		t.Error("a vote over another member list was read")
+	}
+	w.Failed = make([]byte, 200)
+	if _, ok := m.decode(w); ok {
+		t.Error("an oversized bitmap was read")
 	}
 }
