@@ -106,7 +106,7 @@ func printHealth(cmd *cobra.Command, c client.Client, unit string, maxAutonomy t
 	}
 	r, err := health.ParseReport(lease.Annotations)
 	if err != nil {
-		return fmt.Errorf("Lease %s/%s: %w", health.Namespace, unit, err)
+		return fmt.Errorf("the health report of unit %s (Lease %s/%s): %w", unit, health.Namespace, unit, err)
 	}
 	now := time.Now()
 	state := "fresh"

@@ -268,7 +268,6 @@ func readyInSlices(ctx context.Context, cs kubernetes.Interface, pods map[string
 			}
 		}
 	}
-	//lint:ignore SA1019 Endpoints are deprecated, and older components still read them
 	eps, err := cs.CoreV1().Endpoints(healthNS).Get(ctx, "till", metav1.GetOptions{})
 	if err != nil {
 		return err

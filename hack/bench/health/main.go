@@ -6,12 +6,14 @@
 //     plus TCP streams), next to what all-pairs probing would send at the
 //     same probe interval (a ping to every other member and an ack to every
 //     ping: 2(N-1) per interval);
+//
 //   - bytes each member sends per second;
+//
 //   - detection time: from one member's crash to the first survivor whose
 //     tally judges it dead (a majority of the unit agreeing), and to all
 //     survivors agreeing.
 //
-//	go run ./hack/bench/health -sizes 10,100,500
+//     go run ./hack/bench/health -sizes 10,100,500
 package main
 
 import (
