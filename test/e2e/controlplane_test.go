@@ -6,8 +6,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,5 +158,32 @@ func TestInstallManifestsWithKubectl(t *testing.T) {
 	}
 	if _, err := cs.RbacV1().RoleBindings("sitegrid-system").Get(ctx, "sitegrid-manager", metav1.GetOptions{}); err != nil {
 		t.Errorf("RoleBinding: %v", err)
+	}
+}
+
+// TestHealthWebhookOverlay: config/health-webhook renders with kustomize
+// (kubectl's) into the default install plus the webhook, its Service and
+// certificate, and a manager that serves it; the apiserver accepts the
+// webhook registration (cert-manager, which fills its CA, is not here).
+func TestHealthWebhookOverlay(t *testing.T) {
+	cp := testenv.StartControlPlane(t, testenv.ControlPlaneOptions{})
+	kubectl := testenv.Binaries(t).Path(kubebin.Kubectl)
+	out, err := exec.Command(kubectl, "kustomize", testenv.RepoRoot(t)+"/config/health-webhook").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/health-webhook: %v\n%s", err, out)
+	}
+	for _, want := range []string{"kind: MutatingWebhookConfiguration", "kind: Certificate", "name: sitegrid-webhook", "--webhook-cert-dir=/etc/sitegrid/webhook", "name: sitegrid-health"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the overlay lacks %q", want)
+		}
+	}
+	webhook, err := os.ReadFile(testenv.RepoRoot(t) + "/config/health-webhook/webhook.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply := exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "apply", "--server-side", "-f", "-")
+	apply.Stdin = strings.NewReader(string(webhook))
+	if out, err := apply.CombinedOutput(); err != nil {
+		t.Errorf("the apiserver refuses the webhook registration: %v\n%s", err, out)
 	}
 }
