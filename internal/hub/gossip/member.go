@@ -158,6 +158,9 @@ func New(cfg Config) (*Member, error) {
 	mc.AdvertiseAddr, mc.AdvertisePort = advHost, advPort
 	mc.Keyring = keyring
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	// The unit's messages are small (a vote is a bitmap): compressing each
+	// one costs CPU and saves nothing.
+	mc.EnableCompression = false
 	mc.Delegate = (*delegate)(m)
 	mc.Logger = log.New(klogWriter{node: cfg.Node}, "", 0)
 	if cfg.Tune != nil {
