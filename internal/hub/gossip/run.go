@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -289,21 +288,6 @@ func ParseKeys(data []byte) ([][]byte, error) {
 func informer(c rest.Interface, resource, namespace string, obj runtime.Object, opts func(*metav1.ListOptions)) toolscache.SharedIndexInformer {
 	lw := toolscache.NewFilteredListWatchFromClient(c, resource, namespace, opts)
 	return toolscache.NewSharedIndexInformer(lw, obj, 0, toolscache.Indexers{})
-}
-
-// NewLeaseClient is a coordination.k8s.io/v1 REST client (a client that
-// knows only Leases keeps the hub small).
-func NewLeaseClient(cfg *rest.Config) (rest.Interface, error) {
-	scheme := runtime.NewScheme()
-	if err := coordinationv1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	cfg = rest.CopyConfig(cfg)
-	cfg.GroupVersion = &coordinationv1.SchemeGroupVersion
-	cfg.APIPath = "/apis"
-	cfg.ContentType = runtime.ContentTypeJSON
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	return rest.RESTClientFor(cfg)
 }
 
 // leaseWriter publishes the unit's report: when it changes, and to renew

@@ -31,6 +31,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
 	"github.com/sitegrid/sitegrid/internal/hub/gossip"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
+	"github.com/sitegrid/sitegrid/internal/hub/selfclient"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
 )
@@ -257,7 +258,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var rules *topology.Source
 	var filter *topology.Filter
 	if !cfg.ServiceTopology.Disabled {
-		throughHub, err := topology.NewClient(asSelf("topology"))
+		throughHub, err := selfclient.Core(asSelf("topology"))
 		if err != nil {
 			return err
 		}
@@ -312,11 +313,11 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { rules.Run(gctx); return nil })
 	}
 	if cfg.Health.UnitKey != "" {
-		core, err := topology.NewClient(asSelf("health"))
+		core, err := selfclient.Core(asSelf("health"))
 		if err != nil {
 			return err
 		}
-		leases, err := gossip.NewLeaseClient(asSelf("health"))
+		leases, err := selfclient.Leases(asSelf("health"))
 		if err != nil {
 			return err
 		}

@@ -11,8 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -135,22 +133,8 @@ func (s *Source) Subscribe() (<-chan struct{}, func() Change, func()) {
 	}
 }
 
-// NewClient is the client a Source reads with: core/v1 only, so the hub
-// does not register (and keep in memory) every API type of the cluster.
-func NewClient(cfg *rest.Config) (rest.Interface, error) {
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	cfg = rest.CopyConfig(cfg)
-	cfg.GroupVersion = &corev1.SchemeGroupVersion
-	cfg.APIPath = "/api"
-	cfg.ContentType = runtime.ContentTypeJSON // the hub answers in JSON anyway
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	return rest.RESTClientFor(cfg)
-}
-
-// NewSource returns rules for node, read through client (see NewClient).
+// NewSource returns rules for node, read through client (a core/v1 client,
+// selfclient.Core).
 func NewSource(node string, client rest.Interface) *Source {
 	return &Source{node: node, client: client, services: map[string][]string{}, keyUse: map[string]int{},
 		members: map[string]map[string]struct{}{}, memberWatch: map[string]context.CancelFunc{}, memberValue: map[string]string{},

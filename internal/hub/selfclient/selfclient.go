@@ -1,0 +1,42 @@
+// Package selfclient builds the REST clients the hub reads and writes with
+// through its own front (topology rules, its unit's members, the unit's
+// health Lease). Each knows one API group version only, so the hub does not
+// register, and keep in memory, every API type of the cluster (client-go's
+// clientset cost 7 MiB), and asks for JSON, which the hub answers in anyway.
+package selfclient
+
+import (
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
+)
+
+// Core is a core/v1 client.
+func Core(cfg *rest.Config) (rest.Interface, error) {
+	return New(cfg, corev1.SchemeGroupVersion, corev1.AddToScheme)
+}
+
+// Leases is a coordination.k8s.io/v1 client.
+func Leases(cfg *rest.Config) (rest.Interface, error) {
+	return New(cfg, coordinationv1.SchemeGroupVersion, coordinationv1.AddToScheme)
+}
+
+// New is a client of one group version, whose types add registers.
+func New(cfg *rest.Config, gv schema.GroupVersion, add func(*runtime.Scheme) error) (rest.Interface, error) {
+	scheme := runtime.NewScheme()
+	if err := add(scheme); err != nil {
+		return nil, err
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.GroupVersion = &gv
+	cfg.APIPath = "/apis"
+	if gv.Group == "" {
+		cfg.APIPath = "/api"
+	}
+	cfg.ContentType = runtime.ContentTypeJSON
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	return rest.RESTClientFor(cfg)
+}
