@@ -136,36 +136,38 @@ func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOption
 	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
 	}
-	if e.userToken, err = e.labUserToken(ctx); err != nil {
+	if e.userToken, err = e.serviceAccountToken(ctx, labUserNamespace, labUser, "cluster-admin"); err != nil {
 		return nil, err
 	}
 	if e.kubeProxyBin != "" {
-		if e.kubeProxyToken, err = kubeProxyToken(ctx, e); err != nil {
+		// kube-proxy's identity, as kubeadm sets it up.
+		if e.kubeProxyToken, err = e.serviceAccountToken(ctx, kubeProxyNamespace, kubeProxyUser, "system:node-proxier"); err != nil {
 			return nil, err
 		}
 	}
 	return e, nil
 }
 
-// labUserToken creates the lab's admin ServiceAccount and a token for it.
-func (e *edge) labUserToken(ctx context.Context) (string, error) {
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: labUser, Namespace: labUserNamespace}}
-	if _, err := e.admin.CoreV1().ServiceAccounts(labUserNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
-		return "", fmt.Errorf("create ServiceAccount %s/%s: %w", labUserNamespace, labUser, err)
+// serviceAccountToken creates (or finds) ServiceAccount namespace/name,
+// binds it to clusterRole, and returns a token for it valid labUserTokenTTL.
+func (e *edge) serviceAccountToken(ctx context.Context, namespace, name, clusterRole string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	if _, err := e.admin.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("create ServiceAccount %s/%s: %w", namespace, name, err)
 	}
 	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-lab:" + labUser},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: labUser, Namespace: labUserNamespace}},
+		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-lab:" + name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: namespace}},
 	}
-	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
 	}
 	ttl := int64(labUserTokenTTL / time.Second)
-	tr, err := e.admin.CoreV1().ServiceAccounts(labUserNamespace).CreateToken(ctx, labUser,
+	tr, err := e.admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("token for %s: %w", labUser, err)
+		return "", fmt.Errorf("token for %s/%s: %w", namespace, name, err)
 	}
 	return tr.Status.Token, nil
 }

@@ -11,11 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
@@ -36,7 +31,7 @@ import (
 // node's in-cluster clients go through the hub as well.
 
 // kube-proxy's identity, as kubeadm sets it up: a ServiceAccount bound to
-// the system:node-proxier ClusterRole.
+// the system:node-proxier ClusterRole (edge.serviceAccountToken).
 const (
 	kubeProxyNamespace = "kube-system"
 	kubeProxyUser      = "kube-proxy"
@@ -55,30 +50,6 @@ func KubeProxyAvailable() error {
 		}
 	}
 	return nil
-}
-
-// kubeProxyToken creates kube-proxy's ServiceAccount and binding and returns
-// a token for it.
-func kubeProxyToken(ctx context.Context, e *edge) (string, error) {
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: kubeProxyUser, Namespace: kubeProxyNamespace}}
-	if _, err := e.admin.CoreV1().ServiceAccounts(kubeProxyNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create ServiceAccount %s/%s: %w", kubeProxyNamespace, kubeProxyUser, err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-lab:kube-proxy"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:node-proxier"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: kubeProxyUser, Namespace: kubeProxyNamespace}},
-	}
-	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
-	}
-	ttl := int64(labUserTokenTTL / time.Second)
-	tr, err := e.admin.CoreV1().ServiceAccounts(kubeProxyNamespace).CreateToken(ctx, kubeProxyUser,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token for %s: %w", kubeProxyUser, err)
-	}
-	return tr.Status.Token, nil
 }
 
 // setUpKubeProxy gives the node its namespace, the relay to its hub and
