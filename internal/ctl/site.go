@@ -137,7 +137,7 @@ func printHealth(cmd *cobra.Command, c client.Client, unit string, maxAutonomy t
 		}
 		action := "-"
 		if cloud != "Ready" {
-			d, err := guard.Decide(ctx, m)
+			d, err := guard.DecideWithReport(ctx, m, lease, r)
 			switch {
 			case err != nil:
 				action = err.Error()

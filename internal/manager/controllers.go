@@ -74,6 +74,9 @@ func setupHealth(mgr ctrl.Manager, opts Options) error {
 		ctrl.Log.WithName("health").Info("no webhook certificate: the node health webhook is off")
 		return nil
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &coordinationv1.Lease{}, health.MemberIndex, health.IndexMembers); err != nil {
+		return err
+	}
 	guard := &health.Guard{Client: mgr.GetClient(), Clock: clock.RealClock{}, MaxAutonomy: opts.MaxAutonomy}
 	mgr.GetWebhookServer().Register(health.WebhookPath, &webhook.Admission{Handler: &health.Webhook{Guard: guard, Decoder: admission.NewDecoder(mgr.GetScheme())}})
 	return nil

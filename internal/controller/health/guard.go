@@ -59,6 +59,17 @@ type Decision struct {
 // Decide says whether node's pods are kept although the cloud cannot see
 // the node.
 func (g *Guard) Decide(ctx context.Context, nodeName string) (Decision, error) {
+	lease, report, err := g.unitOf(ctx, nodeName)
+	if err != nil {
+		return Decision{}, err
+	}
+	return g.DecideWithReport(ctx, nodeName, lease, report)
+}
+
+// DecideWithReport is Decide for a caller that has the node's unit report
+// already (sitegridctl site health, whose client has no MemberIndex); nil
+// when no unit reports on the node.
+func (g *Guard) DecideWithReport(ctx context.Context, nodeName string, lease *coordinationv1.Lease, report *health.Report) (Decision, error) {
 	node := &corev1.Node{}
 	if err := g.Client.Get(ctx, client.ObjectKey{Name: nodeName}, node); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -68,10 +79,6 @@ func (g *Guard) Decide(ctx context.Context, nodeName string) (Decision, error) {
 	}
 	if node.Annotations[health.AutonomyAnnotation] == "false" {
 		return Decision{Reason: "node opted out (" + health.AutonomyAnnotation + "=false)"}, nil
-	}
-	lease, report, err := g.unitOf(ctx, nodeName)
-	if err != nil {
-		return Decision{}, err
 	}
 	if report == nil {
 		return Decision{Reason: "no unit reports on this node"}, nil
@@ -113,20 +120,31 @@ func (g *Guard) Decide(ctx context.Context, nodeName string) (Decision, error) {
 	return d, nil
 }
 
-// unitOf finds the report that lists node as a member.
+// MemberIndex indexes the units' Leases by the members their reports list,
+// so a decision (one per node and pod update of the lifecycle controller)
+// finds its unit without parsing every unit's report; reports are parsed
+// once per Lease update, by the informer.
+const MemberIndex = "health.sitegrid.io/member"
+
+// IndexMembers is MemberIndex's extractor.
+func IndexMembers(obj client.Object) []string {
+	r, err := health.ParseReport(obj.GetAnnotations())
+	if err != nil {
+		return nil
+	}
+	return r.Members
+}
+
+// unitOf finds the report that lists node as a member (Client must index
+// Leases with MemberIndex).
 func (g *Guard) unitOf(ctx context.Context, nodeName string) (*coordinationv1.Lease, *health.Report, error) {
 	leases := &coordinationv1.LeaseList{}
-	if err := g.Client.List(ctx, leases, client.InNamespace(health.Namespace)); err != nil {
+	if err := g.Client.List(ctx, leases, client.InNamespace(health.Namespace), client.MatchingFields{MemberIndex: nodeName}); err != nil {
 		return nil, nil, err
 	}
 	for i := range leases.Items {
-		l := &leases.Items[i]
-		r, err := health.ParseReport(l.Annotations)
-		if err != nil {
-			continue
-		}
-		if slices.Contains(r.Members, nodeName) {
-			return l, r, nil
+		if r, err := health.ParseReport(leases.Items[i].Annotations); err == nil {
+			return &leases.Items[i], r, nil
 		}
 	}
 	return nil, nil, nil

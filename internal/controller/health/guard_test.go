@@ -85,7 +85,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			g := &Guard{Client: fake.NewClientBuilder().WithScheme(scheme(t)).WithObjects(c.objs...).Build(), Clock: clocktesting.NewFakePassiveClock(now), MaxAutonomy: time.Hour}
+			g := &Guard{Client: fake.NewClientBuilder().WithScheme(scheme(t)).WithIndex(&coordinationv1.Lease{}, MemberIndex, IndexMembers).WithObjects(c.objs...).Build(), Clock: clocktesting.NewFakePassiveClock(now), MaxAutonomy: time.Hour}
 			d, err := g.Decide(context.Background(), c.node)
 			if err != nil {
 				t.Fatal(err)
@@ -109,7 +109,7 @@ func review(t *testing.T, kind, sub string, old, obj any) admission.Request {
 
 func TestWebhook(t *testing.T) {
 	verdicts := map[string]health.Verdict{"a": health.Alive, "c": health.Dead}
-	g := &Guard{Client: fake.NewClientBuilder().WithScheme(scheme(t)).WithObjects(
+	g := &Guard{Client: fake.NewClientBuilder().WithScheme(scheme(t)).WithIndex(&coordinationv1.Lease{}, MemberIndex, IndexMembers).WithObjects(
 		notReadyNode("a", time.Minute, nil), notReadyNode("c", time.Minute, nil), unitLease("u", time.Second, verdicts)).Build(),
 		Clock: clocktesting.NewFakePassiveClock(now)}
 	w := &Webhook{Guard: g, Decoder: admission.NewDecoder(scheme(t))}
