@@ -33,6 +33,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/health"
 	"github.com/sitegrid/sitegrid/internal/hub/gossip"
 )
@@ -146,7 +147,7 @@ func measure(n int, steady time.Duration) (result, error) {
 		var m *gossip.Member
 		var err error
 		for attempt := 0; attempt < 5; attempt++ {
-			port, perr := freePort()
+			port, perr := controlplane.FreePort() // memberlist retries below if UDP is taken
 			if perr != nil {
 				return result{}, perr
 			}
@@ -270,13 +271,4 @@ func allAlive(r *health.Report, n int) bool {
 		}
 	}
 	return alive == n
-}
-
-func freePort() (int, error) {
-	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.LocalAddr().(*net.UDPAddr).Port, nil
 }

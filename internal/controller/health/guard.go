@@ -24,6 +24,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -184,10 +185,7 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 	switch {
 	case req.Kind.Kind == "Node" && req.SubResource == "":
 		node, old := &corev1.Node{}, &corev1.Node{}
-		if err := w.Decoder.DecodeRaw(req.Object, node); err != nil {
-			return admission.Errored(http.StatusBadRequest, err)
-		}
-		if err := w.Decoder.DecodeRaw(req.OldObject, old); err != nil {
+		if err := w.decodeUpdate(req, node, old); err != nil {
 			return admission.Errored(http.StatusBadRequest, err)
 		}
 		added := addedEvictingTaints(old, node)
@@ -207,10 +205,7 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 		return patched(req.Object.Raw, node, d.Reason)
 	case req.Kind.Kind == "Pod" && req.SubResource == "status":
 		pod, old := &corev1.Pod{}, &corev1.Pod{}
-		if err := w.Decoder.DecodeRaw(req.Object, pod); err != nil {
-			return admission.Errored(http.StatusBadRequest, err)
-		}
-		if err := w.Decoder.DecodeRaw(req.OldObject, old); err != nil {
+		if err := w.decodeUpdate(req, pod, old); err != nil {
 			return admission.Errored(http.StatusBadRequest, err)
 		}
 		was, now := readyCondition(old), readyCondition(pod)
@@ -229,6 +224,14 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 		return patched(req.Object.Raw, pod, d.Reason)
 	}
 	return admission.Allowed("not a request this webhook changes")
+}
+
+// decodeUpdate reads an update's new and old objects.
+func (w *Webhook) decodeUpdate(req admission.Request, obj, old runtime.Object) error {
+	if err := w.Decoder.DecodeRaw(req.Object, obj); err != nil {
+		return err
+	}
+	return w.Decoder.DecodeRaw(req.OldObject, old)
 }
 
 func patched(raw []byte, obj any, reason string) admission.Response {

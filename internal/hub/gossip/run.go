@@ -69,6 +69,7 @@ func Run(ctx context.Context, rc RunConfig) error {
 
 	// The member starts once the unit and the keys are known.
 	var m *Member
+	var keysInstalled int // the version of the keys the member has
 	waiting := time.NewTicker(time.Minute)
 	defer waiting.Stop()
 	for m == nil {
@@ -77,12 +78,13 @@ func Run(ctx context.Context, rc RunConfig) error {
 			return nil
 		case <-w.changed:
 		case <-waiting.C:
-			local, keys, _, _ := w.snapshot()
+			local, keys, _, _, _ := w.snapshot()
 			klog.InfoS("gossip member waiting", "node", rc.Node, "nodeKnown", local != nil, "keys", len(keys),
 				"secret", health.Namespace+"/"+health.GossipKeySecret)
 			continue
 		}
-		local, keys, _, _ := w.snapshot()
+		local, keys, keysGen, _, _ := w.snapshot()
+		keysInstalled = keysGen
 		if local == nil || len(keys) == 0 {
 			continue
 		}
@@ -100,14 +102,13 @@ func Run(ctx context.Context, rc RunConfig) error {
 	leases := &leaseWriter{client: rc.Leases, interval: rc.ReportInterval}
 	tick := time.NewTicker(rc.Tick)
 	defer tick.Stop()
-	var keysSeen string
 	for i := 0; ; i++ {
-		_, keys, unit, peers := w.snapshot()
-		if k := fmt.Sprint(keys); k != keysSeen && len(keys) > 0 {
+		_, keys, v, unit, peers := w.snapshot()
+		if v != keysInstalled {
 			if err := m.SetKeys(keys); err != nil {
 				klog.ErrorS(err, "gossip: installing rotated keys", "node", rc.Node)
 			} else {
-				keysSeen = k
+				keysInstalled = v
 			}
 		}
 		m.SetPeers(peers)
@@ -155,11 +156,15 @@ type watcher struct {
 	unit  string
 	peers map[string]Peer
 	keys  [][]byte
+	// keysGen counts the key lists seen, so the member installs each once.
+	keysGen int
 	// stopPeers ends the watch of the current unit's nodes.
 	stopPeers context.CancelFunc
 }
 
-func (w *watcher) snapshot() (*corev1.Node, [][]byte, string, []Peer) {
+// snapshot returns the local node, the keys and their version, the unit
+// and its peers with an address.
+func (w *watcher) snapshot() (*corev1.Node, [][]byte, int, string, []Peer) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	peers := make([]Peer, 0, len(w.peers))
@@ -168,7 +173,7 @@ func (w *watcher) snapshot() (*corev1.Node, [][]byte, string, []Peer) {
 			peers = append(peers, p)
 		}
 	}
-	return w.local, w.keys, w.unit, peers
+	return w.local, w.keys, w.keysGen, w.unit, peers
 }
 
 func (w *watcher) poke() {
@@ -256,6 +261,7 @@ func (w *watcher) setKeys(s *corev1.Secret) {
 	}
 	w.mu.Lock()
 	w.keys = keys
+	w.keysGen++
 	w.mu.Unlock()
 	w.poke()
 }
