@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,7 +22,6 @@ import (
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/health"
 	"github.com/sitegrid/sitegrid/internal/lab"
-	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -42,27 +39,11 @@ const tolerationSeconds = 5
 // as usual; a whole unit cut off keeps all its pods; after healing nothing
 // restarted.
 func TestLabDistributedHealth(t *testing.T) {
-	testenv.Binaries(t)
-	l := labRunner{t: t, bin: sitegridctl(t), root: testenv.RepoRoot(t), workdir: t.TempDir()}
-	port, err := controlplane.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = l.run("lab", "down") })
-	l.must("lab", "up", "--detach", "--sites", "2", "--nodes-per-site", "3", "--apiserver-port", strconv.Itoa(port), "--node-monitor-grace-period", "8s")
-	kubeconfig := strings.TrimSpace(l.must("lab", "kubeconfig"))
-	admin := labClient(t, kubeconfig, nil)
-	restCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(restCfg, client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := upLab(t, "--sites", "2", "--nodes-per-site", "3", "--node-monitor-grace-period", "8s")
+	kubeconfig, admin, c := l.clients()
 	site1, site2 := lab.UnitName("site-1"), lab.UnitName("site-2")
 	cutOff, dead := lab.NodeName("site-1", 0), lab.NodeName("site-1", 1)
-	seedHealth(t, admin, c)
+	seedHealth(t, c)
 
 	// Every node runs one pod, Ready in the Service's slice; both units
 	// report every member alive.
@@ -199,17 +180,14 @@ func TestLabDistributedHealth(t *testing.T) {
 // seedHealth runs one pod per node (a DeploymentGrid of three per unit,
 // spread over the unit's nodes) tolerating unreachable nodes only briefly,
 // behind a Service.
-func seedHealth(t *testing.T, cs kubernetes.Interface, c client.Client) {
+func seedHealth(t *testing.T, c client.Client) {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: healthNS}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	labels := map[string]string{"app": "till"}
 	tolerate := func(key string) corev1.Toleration {
 		return corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](tolerationSeconds)}
 	}
-	objs := []client.Object{
+	createAll(t, c,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: healthNS}},
 		&gridv1.DeploymentGrid{ObjectMeta: metav1.ObjectMeta{Name: "till", Namespace: healthNS}, Spec: gridv1.DeploymentGridSpec{
 			GridUniqKey: lab.GroupName,
 			Template: &appsv1.DeploymentSpec{
@@ -230,12 +208,7 @@ func seedHealth(t *testing.T, cs kubernetes.Interface, c client.Client) {
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "till", Namespace: healthNS}, Spec: corev1.ServiceSpec{
 			Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
 		}},
-	}
-	for _, o := range objs {
-		if err := c.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 }
 
 // podsByNode is the running pod (not being deleted) of each node.

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -40,14 +39,7 @@ const shop = "shop"
 // and the cloud sees the node go NotReady; after `lab heal`, what changed in
 // the cloud meanwhile reaches them.
 func TestLabEdgeHub(t *testing.T) {
-	testenv.Binaries(t)
-	l := labRunner{t: t, bin: sitegridctl(t), root: testenv.RepoRoot(t), workdir: t.TempDir()}
-	port, err := controlplane.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = l.run("lab", "down") })
-	l.must("lab", "up", "--detach", "--sites", "2", "--nodes-per-site", "2", "--apiserver-port", strconv.Itoa(port), "--node-monitor-grace-period", "8s")
+	l := upLab(t, "--sites", "2", "--nodes-per-site", "2", "--node-monitor-grace-period", "8s")
 	ctx := context.Background()
 	const node = "site-1-node-1"
 
@@ -85,7 +77,8 @@ func TestLabEdgeHub(t *testing.T) {
 	// Settled: what kubectl reads now is what the hub holds at the cut.
 	time.Sleep(2 * time.Second)
 	testenv.Eventually(t, 30*time.Second, func(context.Context) error { return storesMatch(ctx, admin, stores) })
-	if online, err = kubectl(shopObjects...); err != nil {
+	online, err := kubectl(shopObjects...)
+	if err != nil {
 		t.Fatalf("kubectl through the hub: %v\n%s", err, online)
 	}
 	t.Logf("through the hub, kubectl reads:\n%s", online)

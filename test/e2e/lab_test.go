@@ -14,9 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	labpkg "github.com/sitegrid/sitegrid/internal/lab"
+	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/process"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
@@ -53,6 +58,47 @@ type labRunner struct {
 	bin     string
 	root    string
 	workdir string
+}
+
+// upLab starts a lab in a temporary workdir (`lab up --detach` with args,
+// on a free apiserver port) and takes it down when the test ends.
+func upLab(t *testing.T, args ...string) labRunner {
+	t.Helper()
+	testenv.Binaries(t)
+	l := labRunner{t: t, bin: sitegridctl(t), root: testenv.RepoRoot(t), workdir: t.TempDir()}
+	port, err := controlplane.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = l.run("lab", "down") })
+	l.must(append([]string{"lab", "up", "--detach", "--apiserver-port", strconv.Itoa(port)}, args...)...)
+	return l
+}
+
+// clients returns the lab's admin kubeconfig, a clientset and a
+// controller-runtime client knowing sitegrid's types.
+func (l labRunner) clients() (string, kubernetes.Interface, client.Client) {
+	l.t.Helper()
+	kubeconfig := strings.TrimSpace(l.must("lab", "kubeconfig"))
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return kubeconfig, labClient(l.t, kubeconfig, nil), c
+}
+
+// createAll creates objects in order, failing the test on the first error.
+func createAll(t *testing.T, c client.Client, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := c.Create(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (l labRunner) run(args ...string) (string, error) {

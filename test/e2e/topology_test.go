@@ -31,7 +31,6 @@ import (
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/lab/netns"
-	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -64,24 +63,9 @@ func TestLabServiceTopology(t *testing.T) {
 	if !withKubeProxy {
 		t.Logf("the real kube-proxy is skipped (%v); informers with kube-proxy's User-Agent read each node's endpoints through its hub instead. CI runs the kube-proxy variant as root.", why)
 	}
-	l := labRunner{t: t, bin: sitegridctl(t), root: testenv.RepoRoot(t), workdir: t.TempDir()}
-	port, err := controlplane.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = l.run("lab", "down") })
-	l.must("lab", "up", "--detach", "--sites", "2", "--nodes-per-site", "2", "--apiserver-port", strconv.Itoa(port),
-		"--node-monitor-grace-period", "8s", "--kube-proxy="+strconv.FormatBool(withKubeProxy))
+	l := upLab(t, "--sites", "2", "--nodes-per-site", "2", "--node-monitor-grace-period", "8s", "--kube-proxy="+strconv.FormatBool(withKubeProxy))
 	ctx := context.Background()
-	admin := labClient(t, strings.TrimSpace(l.must("lab", "kubeconfig")), nil)
-	restCfg, err := clientcmd.BuildConfigFromFlags("", strings.TrimSpace(l.must("lab", "kubeconfig")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(restCfg, client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, admin, c := l.clients()
 	nodes := []string{lab.NodeName("site-1", 0), lab.NodeName("site-1", 1), lab.NodeName("site-2", 0), lab.NodeName("site-2", 1)}
 	unitOf := map[string]string{}
 	for _, n := range nodes {
@@ -99,7 +83,7 @@ func TestLabServiceTopology(t *testing.T) {
 
 	// The ServiceGrid's Service is filtered per unit; web-all, a plain
 	// Service over the same pods, is not.
-	seedTopology(t, admin, c)
+	seedTopology(t, c)
 	svc, all := topoNS+"/web-svc", topoNS+"/web-all"
 	// want is what each node must route to, from the cloud's view; with
 	// counts, only once each unit has that many ready pods.
@@ -240,15 +224,12 @@ func TestLabServiceTopology(t *testing.T) {
 
 // seedTopology creates the ServiceGrid and DeploymentGrid across the lab's
 // units, and web-all, a plain Service over the same pods.
-func seedTopology(t *testing.T, cs kubernetes.Interface, c client.Client) {
+func seedTopology(t *testing.T, c client.Client) {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: topoNS}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	labels := map[string]string{"app": "web"}
 	ports := []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}
-	objs := []client.Object{
+	createAll(t, c,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: topoNS}},
 		&gridv1.DeploymentGrid{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: topoNS}, Spec: gridv1.DeploymentGridSpec{
 			GridUniqKey: lab.GroupName,
 			Template: &appsv1.DeploymentSpec{
@@ -265,12 +246,7 @@ func seedTopology(t *testing.T, cs kubernetes.Interface, c client.Client) {
 			GridUniqKey: lab.GroupName, Template: corev1.ServiceSpec{Selector: labels, Ports: ports},
 		}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web-all", Namespace: topoNS}, Spec: corev1.ServiceSpec{Selector: labels, Ports: ports}},
-	}
-	for _, o := range objs {
-		if err := c.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 }
 
 // scaleUnit sets one unit's replicas through the DeploymentGrid's overrides.
