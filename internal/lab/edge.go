@@ -330,15 +330,21 @@ func (en *edgeNode) startHub(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
+	return en.adopt(ctx, p, process.HTTPReady(nil, "http://"+en.hubHealth+"/readyz"), &en.hub)
+}
+
+// adopt waits (a minute at most) until a started process of the node
+// passes ready and keeps it in slot; a process that does not is stopped,
+// and the error carries the tail of its log.
+func (en *edgeNode) adopt(ctx context.Context, p *process.Process, ready func(context.Context) error, slot **process.Process) error {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err = p.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(nil, "http://"+en.hubHealth+"/readyz"))
-	if err != nil {
+	if err := p.WaitReady(wctx, 100*time.Millisecond, ready); err != nil {
 		p.Stop(5 * time.Second)
-		return fmt.Errorf("sitegrid-hub of %s did not start (%w):\n%s", en.name, err, process.LogTail(p.Spec.LogFile, 15))
+		return fmt.Errorf("%s did not become ready (%w):\n%s", p.Spec.Name, err, process.LogTail(p.Spec.LogFile, 15))
 	}
 	en.mu.Lock()
-	en.hub = p
+	*slot = p
 	en.mu.Unlock()
 	return nil
 }

@@ -108,16 +108,7 @@ func (en *edgeNode) startKubeProxy(ctx context.Context, bin string) error {
 	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, en.netns, addr) },
 	}}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(hc, "http://"+kubeProxyHealthz+"/healthz")); err != nil {
-		p.Stop(5 * time.Second)
-		return fmt.Errorf("kube-proxy of %s did not become healthy (%w):\n%s", en.name, err, process.LogTail(p.Spec.LogFile, 15))
-	}
-	en.mu.Lock()
-	en.kubeProxy = p
-	en.mu.Unlock()
-	return nil
+	return en.adopt(ctx, p, process.HTTPReady(hc, "http://"+kubeProxyHealthz+"/healthz"), &en.kubeProxy)
 }
 
 // nodeHubAddr is the hub's address on the node's IP (the hub's port).

@@ -136,7 +136,17 @@ func rewriteField(raw []byte, field string, fn func(json.RawMessage) (json.RawMe
 	out := bytes.NewBuffer(make([]byte, 0, len(raw)))
 	out.WriteByte('{')
 	seen, first := false, true
-	for ; dec.More(); first = false {
+	write := func(key string, v []byte) {
+		if !first {
+			out.WriteByte(',')
+		}
+		first = false
+		name, _ := json.Marshal(key)
+		out.Write(name)
+		out.WriteByte(':')
+		out.Write(v)
+	}
+	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return nil, err
@@ -152,26 +162,14 @@ func rewriteField(raw []byte, field string, fn func(json.RawMessage) (json.RawMe
 				return nil, err
 			}
 		}
-		if !first {
-			out.WriteByte(',')
-		}
-		name, _ := json.Marshal(key)
-		out.Write(name)
-		out.WriteByte(':')
-		out.Write(v)
+		write(key, v)
 	}
 	if !seen {
 		v, err := fn(nil)
 		if err != nil {
 			return nil, err
 		}
-		if !first {
-			out.WriteByte(',')
-		}
-		name, _ := json.Marshal(field)
-		out.Write(name)
-		out.WriteByte(':')
-		out.Write(v)
+		write(field, v)
 	}
 	out.WriteByte('}')
 	return out.Bytes(), nil
