@@ -53,8 +53,6 @@ type Guard struct {
 type Decision struct {
 	Keep   bool
 	Reason string
-	// Unit is the node's unit, when it has one that reports.
-	Unit string
 }
 
 // Decide says whether node's pods are kept although the cloud cannot see
@@ -84,7 +82,7 @@ func (g *Guard) DecideWithReport(ctx context.Context, nodeName string, lease *co
 	if report == nil {
 		return Decision{Reason: "no unit reports on this node"}, nil
 	}
-	d := Decision{Unit: report.Unit}
+	var d Decision
 	unit := &sitev1.NodeUnit{}
 	if err := g.Client.Get(ctx, client.ObjectKey{Name: report.Unit}, unit); err != nil && !apierrors.IsNotFound(err) {
 		return Decision{}, err
