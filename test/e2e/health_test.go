@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
@@ -68,6 +69,9 @@ func TestLabDistributedHealth(t *testing.T) {
 	// One node's uplink is cut; its peers still hear it. Another node dies.
 	l.must("lab", "partition", cutOff)
 	l.must("lab", "stop-node", dead)
+	if out := l.must("lab", "status"); !lineHas(out, dead, "off") {
+		t.Errorf("lab status does not show %s powered off:\n%s", dead, out)
+	}
 	testenv.Eventually(t, 60*time.Second, func(ctx context.Context) error {
 		return verdictsAre(ctx, c, site1, map[string]health.Verdict{cutOff: health.Alive, dead: health.Dead})
 	})
@@ -175,6 +179,34 @@ func TestLabDistributedHealth(t *testing.T) {
 			}
 		}
 	}
+
+	// The gossip key is rotated (a new key added, made first, the old one
+	// dropped) while the hubs run; a hub that starts afterwards knows only
+	// the new key, so it joins its unit only if the running hubs installed
+	// each step.
+	secret, err := admin.CoreV1().Secrets(health.Namespace).Get(context.Background(), health.GossipKeySecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := strings.TrimSpace(string(secret.Data["keys"]))
+	next := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	for _, keys := range []string{old + "\n" + next, next + "\n" + old, next} {
+		testenv.Modify(t, func(ctx context.Context) error {
+			s, err := admin.CoreV1().Secrets(health.Namespace).Get(ctx, health.GossipKeySecret, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			s.Data["keys"] = []byte(keys + "\n")
+			_, err = admin.CoreV1().Secrets(health.Namespace).Update(ctx, s, metav1.UpdateOptions{})
+			return err
+		})
+		time.Sleep(3 * time.Second) // the hubs watch the Secret
+	}
+	l.must("lab", "stop-node", dead)
+	l.must("lab", "start-node", dead)
+	testenv.Eventually(t, 60*time.Second, func(ctx context.Context) error {
+		return verdictsAre(ctx, c, site1, map[string]health.Verdict{})
+	})
 }
 
 // seedHealth runs one pod per node (a DeploymentGrid of three per unit,
