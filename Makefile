@@ -13,8 +13,8 @@ all: build
 ##@ Build
 
 .PHONY: build
-build: ## Build sitegrid-manager, sitegrid-hub and sitegridctl into bin/.
-	$(GO) build -o $(BIN)/ ./cmd/...
+build: ## Build sitegrid-manager, sitegrid-hub and sitegridctl into bin/ (static, as released).
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: kube-bin
 kube-bin: ## Build the pinned Kubernetes, etcd and kwok binaries (once per pin).
@@ -35,7 +35,7 @@ generate: tools ## Generate deepcopy functions.
 
 .PHONY: manifests
 manifests: tools ## Generate CRDs and RBAC into config/.
-	$(CONTROLLER_GEN) rbac:roleName=sitegrid-manager crd paths=./api/site/... paths=./internal/... \
+	$(CONTROLLER_GEN) rbac:roleName=sitegrid-manager crd paths=./api/site/... paths=./internal/controller/... paths=./internal/manager/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@# The grids embed whole Deployment, StatefulSet and Service specs: with
 	@# descriptions their CRDs would pass etcd's 1.5 MB object limit.

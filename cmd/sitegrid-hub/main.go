@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -56,6 +57,14 @@ func bindFlags(fs *flag.FlagSet, cfg *server.Config, configFile *string) {
 			return err
 		}
 		cfg.MemoryLimit = &q
+		return nil
+	})
+	fs.Func("gc-percent", "Go garbage collection target, as GOGC (default 50; the GOGC environment variable wins).", func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return err
+		}
+		cfg.GCPercent = &n
 		return nil
 	})
 	klog.InitFlags(fs)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/health"
+	"github.com/sitegrid/sitegrid/internal/hub/rbac"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 	"github.com/sitegrid/sitegrid/internal/lab/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
@@ -244,17 +245,17 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 }
 
 // writeHubConfig issues the node's certificates, grants its hub credential
-// what server.HubRBAC allows, and writes the hub's config and the
+// what rbac.Cluster allows, and writes the hub's config and the
 // kubeconfigs of the node's kubelet and of `lab kubeconfig --via-hub`.
 func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
-	role, binding := server.HubRBAC(en.name)
+	role, binding := rbac.Cluster(en.name)
 	if _, err := e.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
 	}
 	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
 	}
-	hrole, hbinding := server.HubHealthRBAC(en.name)
+	hrole, hbinding := rbac.Health(en.name)
 	if _, err := e.admin.RbacV1().Roles(hrole.Namespace).Create(ctx, hrole, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create Role %s: %w", hrole.Name, err)
 	}
@@ -272,7 +273,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	if err != nil {
 		return err
 	}
-	cred, err := e.cp.IssueCert(pki.LeafRequest{CommonName: server.HubUser(en.name), Client: true})
+	cred, err := e.cp.IssueCert(pki.LeafRequest{CommonName: rbac.User(en.name), Client: true})
 	if err != nil {
 		return err
 	}
@@ -460,10 +461,10 @@ func (e *edge) remove(ctx context.Context, name string) error {
 	if err := controlplane.DeleteNode(ctx, e.admin, name); err != nil {
 		return err
 	}
-	role, _ := server.HubRBAC(name)
+	role, _ := rbac.Cluster(name)
 	_ = e.admin.RbacV1().ClusterRoleBindings().Delete(ctx, role.Name, metav1.DeleteOptions{})
 	_ = e.admin.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})
-	hrole, _ := server.HubHealthRBAC(name)
+	hrole, _ := rbac.Health(name)
 	_ = e.admin.RbacV1().RoleBindings(hrole.Namespace).Delete(ctx, hrole.Name, metav1.DeleteOptions{})
 	_ = e.admin.RbacV1().Roles(hrole.Namespace).Delete(ctx, hrole.Name, metav1.DeleteOptions{})
 	return os.RemoveAll(en.dir)

@@ -28,7 +28,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -50,15 +49,20 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/hub/rbac"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
+	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/lab/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
 )
 
-type sizes struct{ nodes, pods, services, endpoints, units int }
+type sizes struct {
+	nodes, pods, services, endpoints, units int
+	code                                    bool
+}
 
 func main() {
 	var sz sizes
@@ -68,6 +72,7 @@ func main() {
 	flag.IntVar(&sz.endpoints, "endpoints", 50, "endpoints per EndpointSlice")
 	flag.IntVar(&sz.units, "units", 0, "with N > 0: nodes in N units (label lab=unit-<n>), every Service with topology keys [lab], and the informers run as kube-proxy, so the hub filters their EndpointSlices")
 	requests := flag.Int("requests", 500, "requests per latency measurement")
+	flag.BoolVar(&sz.code, "code", false, "after the idle period, print which sections and packages of the hub's executable are resident")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -174,13 +179,22 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		}
 	}
 	// Writes land within a second or two; the Go runtime hands freed memory
-	// back to the system gradually, so memory is read after a short and a
-	// longer idle period.
-	for _, wait := range []time.Duration{5 * time.Second, 25 * time.Second} {
-		time.Sleep(wait)
+	// back to the system gradually and collects garbage when its heap goal
+	// is reached, so memory is sampled every second from 5 s to 35 s of
+	// idling (the hub still probes the cloud and receives bookmarks), with
+	// details at both ends.
+	var rss, anon []int64
+	for i := 1; i <= 35; i++ {
+		time.Sleep(time.Second)
 		mem, err := memory(hub.proc.PID())
 		if err != nil {
 			return err
+		}
+		if i >= 5 { // the hub releases memory 2 s after the last large list
+			rss, anon = append(rss, mem["VmRSS"]), append(anon, mem["RssAnon"])
+		}
+		if i != 5 && i != 35 {
+			continue
 		}
 		fi, err := os.Stat(hub.cachePath)
 		if err != nil {
@@ -193,8 +207,26 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		if stats, err := goMemory(hub.health); err == nil {
 			fmt.Printf("  Go runtime: %s\n", stats)
 		}
-		fmt.Printf("hub memory, everything cached, %s idle: RSS %s (anonymous %s, file-backed %s: the binary %s, the cache file %s), peak RSS %s; cache file %s\n",
-			wait, mib(mem["VmRSS"]), mib(mem["RssAnon"]), mib(mem["RssFile"]+mem["RssShmem"]), mib(byFile[hub.binary]), mib(byFile[hub.cachePath]), mib(mem["VmHWM"]), mib(fi.Size()))
+		fmt.Printf("hub memory, everything cached, %ds idle: RSS %s (anonymous %s, file-backed %s: the binary %s, the cache file %s), peak RSS %s; cache file %s\n",
+			i, mib(mem["VmRSS"]), mib(mem["RssAnon"]), mib(mem["RssFile"]+mem["RssShmem"]), mib(byFile[hub.binary]), mib(byFile[hub.cachePath]), mib(mem["VmHWM"]), mib(fi.Size()))
+	}
+	slices.Sort(rss)
+	slices.Sort(anon)
+	fmt.Printf("hub RSS from 5 s to 35 s idle, sampled every second: min %s, median %s, max %s (%.1f MB); anonymous min %s, median %s, max %s\n",
+		mib(rss[0]), mib(rss[len(rss)/2]), mib(rss[len(rss)-1]), float64(rss[len(rss)-1])/1e6, mib(anon[0]), mib(anon[len(anon)/2]), mib(anon[len(anon)-1]))
+	if sz.code {
+		sections, packages, err := residentCode(hub.proc.PID(), hub.binary)
+		if err != nil {
+			return err
+		}
+		fmt.Println("resident executable pages by section:")
+		for _, r := range sections {
+			fmt.Printf("  %8s  %s\n", mib(r.bytes), r.name)
+		}
+		fmt.Println("resident executable pages by package (top 40):")
+		for _, r := range packages[:min(40, len(packages))] {
+			fmt.Printf("  %8s  %s\n", mib(r.bytes), r.name)
+		}
 	}
 
 	// Latency, direct and through the hub, same client, same requests.
@@ -430,7 +462,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	if err != nil {
 		return nil, err
 	}
-	role, binding := server.HubRBAC(node)
+	role, binding := rbac.Cluster(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
@@ -441,7 +473,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	if err != nil {
 		return nil, err
 	}
-	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: server.HubUser(node), Client: true})
+	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: rbac.User(node), Client: true})
 	if err != nil {
 		return nil, err
 	}
@@ -477,7 +509,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 		return nil, err
 	}
 	binPath := filepath.Join(dir, "sitegrid-hub")
-	build := exec.CommandContext(ctx, "go", "build", "-o", binPath, "./cmd/sitegrid-hub")
+	build := lab.GoBuild(ctx, binPath, "./cmd/sitegrid-hub")
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build sitegrid-hub: %w\n%s", err, out)
 	}
@@ -573,7 +605,7 @@ func goMemory(addr string) (string, error) {
 		return "", err
 	}
 	defer resp.Body.Close()
-	want := []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines"}
+	want := []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_mspan_inuse_bytes", "go_memstats_gc_sys_bytes", "go_memstats_other_sys_bytes", "go_memstats_buck_hash_sys_bytes", "go_memstats_sys_bytes", "go_goroutines"}
 	got := map[string]string{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {

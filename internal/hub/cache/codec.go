@@ -4,23 +4,38 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
 
 // Objects are stored zstd-compressed: Kubernetes JSON repeats its keys in
-// every object and compresses about fivefold, and every page of the file the
-// hub reads is memory the node pays for.
+// every object, and every page of the file the hub reads is memory the node
+// pays for. Encoders and decoders (a quarter MiB of state each) live in
+// pools, so an idle hub holds none: the garbage collector empties a pool
+// that went unused over two cycles.
 var (
-	encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-		zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(1<<17))
-	decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(64<<20))
+	encoders = sync.Pool{New: func() any {
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+			zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(1<<17))
+		return e
+	}}
+	decoders = sync.Pool{New: func() any {
+		d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(64<<20))
+		return d
+	}}
 )
 
-func compress(raw []byte) []byte { return encoder.EncodeAll(raw, make([]byte, 0, len(raw)/4+16)) }
+func compress(raw []byte) []byte {
+	e := encoders.Get().(*zstd.Encoder)
+	defer encoders.Put(e)
+	return e.EncodeAll(raw, make([]byte, 0, len(raw)/4+16))
+}
 
 func decompress(v []byte) ([]byte, error) {
-	out, err := decoder.DecodeAll(v, nil)
+	d := decoders.Get().(*zstd.Decoder)
+	defer decoders.Put(d)
+	out, err := d.DecodeAll(v, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cached value: %w", err)
 	}

@@ -105,17 +105,20 @@ func startUnit(t *testing.T, n int, keys [][]byte) *unit {
 	u := &unit{t: t, w: &wall{}, members: map[string]*Member{}}
 	for i := range n {
 		name := fmt.Sprintf("node-%d", i+1)
-		ln, err := net.ListenPacket("udp", "127.0.0.1:0")
+		// Port 0: the transport binds TCP to a free port and UDP to the
+		// same one, which another process may hold; memberlist retries that
+		// itself when it makes its transport, and so does this.
+		var nt *memberlist.NetTransport
+		var err error
+		for range 10 {
+			if nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}}); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		port := ln.LocalAddr().(*net.UDPAddr).Port
-		_ = ln.Close()
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: port})
-		if err != nil {
-			t.Fatal(err)
-		}
+		addr := "127.0.0.1:" + strconv.Itoa(nt.GetAutoBindPort())
 		m, err := New(Config{Node: name, BindAddr: addr, Keys: keys, VoteAfter: 200 * time.Millisecond, Tune: func(c *memberlist.Config) {
 			fast(c)
 			c.Transport = &walledTransport{NetTransport: nt, self: addr, wall: u.w}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -21,6 +20,8 @@ import (
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/sitegrid/sitegrid/internal/hub/selfclient"
 	"k8s.io/utils/ptr"
 
 	"github.com/sitegrid/sitegrid/internal/health"
@@ -133,12 +134,12 @@ func Run(ctx context.Context, rc RunConfig) error {
 }
 
 // peerOf is where a node's hub gossips.
-func peerOf(n *corev1.Node, port int) Peer {
+func peerOf(n *selfclient.Node, port int) Peer {
 	if a := n.Annotations[health.GossipAddressAnnotation]; a != "" {
 		return Peer{Name: n.Name, Addr: a}
 	}
 	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
+		if a.Type == selfclient.NodeInternalIP {
 			return Peer{Name: n.Name, Addr: net.JoinHostPort(a.Address, strconv.Itoa(port))}
 		}
 	}
@@ -152,7 +153,7 @@ type watcher struct {
 	changed chan struct{}
 
 	mu    sync.Mutex
-	local *corev1.Node
+	local *selfclient.Node
 	unit  string
 	peers map[string]Peer
 	keys  [][]byte
@@ -164,7 +165,7 @@ type watcher struct {
 
 // snapshot returns the local node, the keys and their version, the unit
 // and its peers with an address.
-func (w *watcher) snapshot() (*corev1.Node, [][]byte, int, string, []Peer) {
+func (w *watcher) snapshot() (*selfclient.Node, [][]byte, int, string, []Peer) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	peers := make([]Peer, 0, len(w.peers))
@@ -184,25 +185,25 @@ func (w *watcher) poke() {
 }
 
 func (w *watcher) run(ctx context.Context) {
-	local := informer(w.rc.Core, "nodes", "", &corev1.Node{}, func(o *metav1.ListOptions) {
+	local := informer(w.rc.Core, "nodes", "", &selfclient.Node{}, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.rc.Node).String()
 	})
 	_, _ = local.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { w.setLocal(ctx, o.(*corev1.Node)) },
-		UpdateFunc: func(_, o any) { w.setLocal(ctx, o.(*corev1.Node)) },
+		AddFunc:    func(o any) { w.setLocal(ctx, o.(*selfclient.Node)) },
+		UpdateFunc: func(_, o any) { w.setLocal(ctx, o.(*selfclient.Node)) },
 	})
-	secret := informer(w.rc.Core, "secrets", health.Namespace, &corev1.Secret{}, func(o *metav1.ListOptions) {
+	secret := informer(w.rc.Core, "secrets", health.Namespace, &selfclient.Secret{}, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", health.GossipKeySecret).String()
 	})
 	_, _ = secret.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { w.setKeys(o.(*corev1.Secret)) },
-		UpdateFunc: func(_, o any) { w.setKeys(o.(*corev1.Secret)) },
+		AddFunc:    func(o any) { w.setKeys(o.(*selfclient.Secret)) },
+		UpdateFunc: func(_, o any) { w.setKeys(o.(*selfclient.Secret)) },
 	})
 	go local.Run(ctx.Done())
 	secret.Run(ctx.Done())
 }
 
-func (w *watcher) setLocal(ctx context.Context, n *corev1.Node) {
+func (w *watcher) setLocal(ctx context.Context, n *selfclient.Node) {
 	unit := n.Labels[w.rc.UnitKey]
 	w.mu.Lock()
 	w.local = n
@@ -221,9 +222,9 @@ func (w *watcher) setLocal(ctx context.Context, n *corev1.Node) {
 		w.stopPeers = cancel
 		w.mu.Unlock()
 		sel := labels.SelectorFromSet(labels.Set{w.rc.UnitKey: unit}).String()
-		inf := informer(w.rc.Core, "nodes", "", &corev1.Node{}, func(o *metav1.ListOptions) { o.LabelSelector = sel })
+		inf := informer(w.rc.Core, "nodes", "", &selfclient.Node{}, func(o *metav1.ListOptions) { o.LabelSelector = sel })
 		set := func(o any) {
-			n := o.(*corev1.Node)
+			n := o.(*selfclient.Node)
 			w.mu.Lock()
 			if w.unit == unit {
 				w.peers[n.Name] = peerOf(n, w.port)
@@ -238,7 +239,7 @@ func (w *watcher) setLocal(ctx context.Context, n *corev1.Node) {
 				if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
 					o = d.Obj
 				}
-				if n, ok := o.(*corev1.Node); ok {
+				if n, ok := o.(*selfclient.Node); ok {
 					w.mu.Lock()
 					if w.unit == unit {
 						delete(w.peers, n.Name)
@@ -253,7 +254,7 @@ func (w *watcher) setLocal(ctx context.Context, n *corev1.Node) {
 	w.poke()
 }
 
-func (w *watcher) setKeys(s *corev1.Secret) {
+func (w *watcher) setKeys(s *selfclient.Secret) {
 	keys, err := ParseKeys(s.Data["keys"])
 	if err != nil {
 		klog.ErrorS(err, "gossip keys", "secret", health.Namespace+"/"+health.GossipKeySecret)

@@ -115,7 +115,9 @@ func (p *Proxy) serveCached(w http.ResponseWriter, k cache.Key, t *topology.Tran
 // serveCachedList writes a cached list at its last synced resource version
 // item by item, never holding the whole answer in memory.
 func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key, t *topology.Transform) bool {
-	started, n := false, 0
+	started, n, size := false, 0, int64(0)
+	// Reading a large list maps much of the cache file: released after.
+	defer func() { p.release.releaseAfterLargeList(size) }()
 	err := p.cfg.Cache.StreamList(k, func(meta cache.ListMeta) error {
 		if meta.Kind == "" {
 			return errors.New("cached list has no kind")
@@ -147,6 +149,7 @@ func (p *Proxy) serveCachedList(w http.ResponseWriter, k cache.Key, t *topology.
 			}
 		}
 		n++
+		size += int64(len(it.Raw))
 		_, err := w.Write(it.Raw)
 		return err
 	})

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"encoding/json"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -32,5 +34,28 @@ func TestItemOfDropsManagedFields(t *testing.T) {
 	plain := []byte(`{"kind":"Pod","metadata":{"name":"app"}}`)
 	if it, _, err := itemOf(plain); err != nil || string(it.Raw) != string(plain) {
 		t.Errorf("an object without managedFields changed: %s, %v", it.Raw, err)
+	}
+}
+
+// TestMemoryReleaser: small lists release nothing; a run of large lists
+// releases once, after the last.
+func TestMemoryReleaser(t *testing.T) {
+	var released atomic.Int32
+	m := memoryReleaser{release: func() { released.Add(1) }, after: time.Second}
+	m.releaseAfterLargeList(largeList - 1)
+	for range 5 {
+		m.releaseAfterLargeList(largeList)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := released.Load(); n != 0 {
+		t.Fatalf("released %d times while lists kept coming", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for released.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // a second release would come by now
+	if n := released.Load(); n != 1 {
+		t.Errorf("released %d times after the lists, want 1", n)
 	}
 }

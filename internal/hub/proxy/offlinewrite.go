@@ -9,14 +9,15 @@ import (
 	"sync"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/nodepatch"
 )
 
 // offlineWrite answers the two writes a kubelet must make to stay healthy
@@ -79,31 +80,78 @@ func (p *Proxy) patchNodeStatus(w http.ResponseWriter, r *http.Request, identity
 	if err != nil {
 		return false
 	}
-	patched, err := strategicpatch.StrategicMergePatch(current, patch, &corev1.Node{})
+	patched, err := nodepatch.Apply(current, patch)
+	if err == nil {
+		err = checkNode(patched)
+	}
 	if err != nil {
 		writeStatus(w, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "node status patch does not apply to the cached node: "+err.Error())
 		return true
 	}
-	var n corev1.Node
-	if err := json.Unmarshal(patched, &n); err != nil {
+	var n map[string]any
+	if err := utiljson.Unmarshal(patched, &n); err != nil {
 		return false
 	}
-	n.ResourceVersion = rv
-	raw, err := json.Marshal(&n)
+	if meta, ok := n["metadata"].(map[string]any); ok {
+		meta["resourceVersion"] = rv
+	}
+	raw, err := json.Marshal(n)
 	if err != nil {
 		return false
 	}
 	// Keep both the node's GET answer and the status subresource's.
 	_ = p.cfg.Cache.PutObject(k, rv, raw)
-	writeObject(w, r, &n, raw)
+	writeObject(w, r, nil, raw)
 	return true
 }
 
+// checkNode refuses a patched node whose fields the kubelet writes would
+// not decode, as the apiserver refuses a patch whose result is not a Node.
+func checkNode(b []byte) error {
+	var n struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
+		Spec     struct {
+			PodCIDR       string   `json:"podCIDR"`
+			PodCIDRs      []string `json:"podCIDRs"`
+			ProviderID    string   `json:"providerID"`
+			Unschedulable bool     `json:"unschedulable"`
+			Taints        []struct {
+				Key, Value, Effect string
+				TimeAdded          *metav1.Time `json:"timeAdded"`
+			} `json:"taints"`
+		} `json:"spec"`
+		Status struct {
+			Capacity    map[string]resource.Quantity `json:"capacity"`
+			Allocatable map[string]resource.Quantity `json:"allocatable"`
+			Phase       string                       `json:"phase"`
+			Conditions  []struct {
+				Type, Status, Reason, Message         string
+				LastHeartbeatTime, LastTransitionTime metav1.Time
+			} `json:"conditions"`
+			Addresses       []struct{ Type, Address string } `json:"addresses"`
+			DaemonEndpoints struct {
+				KubeletEndpoint struct{ Port int32 } `json:"kubeletEndpoint"`
+			} `json:"daemonEndpoints"`
+			NodeInfo map[string]any `json:"nodeInfo"`
+			Images   []struct {
+				Names     []string `json:"names"`
+				SizeBytes int64    `json:"sizeBytes"`
+			} `json:"images"`
+			VolumesInUse    []string `json:"volumesInUse"`
+			VolumesAttached []struct {
+				Name, DevicePath string
+			} `json:"volumesAttached"`
+		} `json:"status"`
+	}
+	return utiljson.Unmarshal(b, &n)
+}
+
 // writeObject answers with obj in JSON, or in protobuf when the client
-// accepts only that.
+// accepts only that and obj is given (a Lease; the hub has no protobuf
+// codec for Nodes, whose answers are JSON as all its cached answers).
 func writeObject(w http.ResponseWriter, r *http.Request, obj runtime.Object, jsonBody []byte) {
 	accept := r.Header.Get("Accept")
-	if accept != "" && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*") && strings.Contains(accept, runtime.ContentTypeProtobuf) {
+	if obj != nil && accept != "" && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*") && strings.Contains(accept, runtime.ContentTypeProtobuf) {
 		if info, ok := runtime.SerializerInfoForMediaType(offlineCodecs().SupportedMediaTypes(), runtime.ContentTypeProtobuf); ok {
 			w.Header().Set("Content-Type", runtime.ContentTypeProtobuf)
 			w.Header().Set("X-Sitegrid-Hub-Cache", "offline")
@@ -118,12 +166,12 @@ func writeObject(w http.ResponseWriter, r *http.Request, obj runtime.Object, jso
 	_, _ = w.Write(jsonBody)
 }
 
-// offlineCodecs decode and encode the two kinds the hub writes offline. A
-// scheme of just these, built on the first offline write, keeps the hub from
-// registering every API type of the cluster (memory the node would pay for).
+// offlineCodecs decode and encode the Lease the kubelet renews offline (in
+// protobuf or JSON). A scheme of just that kind, built on the first offline
+// write, keeps the hub from registering every API type of the cluster
+// (memory the node would pay for).
 var offlineCodecs = sync.OnceValue(func() serializer.CodecFactory {
 	s := runtime.NewScheme()
-	utilruntime.Must(corev1.AddToScheme(s))
 	utilruntime.Must(coordinationv1.AddToScheme(s))
 	return serializer.NewCodecFactory(s)
 })

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"k8s.io/klog/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -92,12 +93,28 @@ func (l *keyLocks) lock(key []byte) func() {
 	}
 }
 
+// copyBuffers are the reverse proxy's copy buffers: 8 KiB instead of its
+// default 32 KiB, and pooled. Every open watch holds one for its lifetime,
+// and a watch's events are small; an HTTP/2 frame is at most 16 KiB anyway.
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}}
+
+type bufferPool struct{ sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.Pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.Pool.Put(&b) }
+
 // memoryReleaser hands the memory a large list passed through back to the
 // system shortly after the last one, instead of leaving it to the runtime's
 // gradual scavenger: the hub's live heap is small, and on an edge node the
-// difference is most of its resident memory. Collecting only after large
-// lists keeps the cost off ordinary requests.
+// difference is most of its resident memory. It also drops the hub's
+// mapping of the cache file pages such a list wrote or read. Collecting only
+// after large lists keeps the cost off ordinary requests.
 type memoryReleaser struct {
+	// release does the work (freeMemory); after is how long lists must
+	// stop coming first.
+	release func()
+	after   time.Duration
+
 	mu    sync.Mutex
 	timer *time.Timer
 }
@@ -108,7 +125,7 @@ const largeList = 1 << 20
 // releaseAfterLargeList schedules a release, postponed while lists keep
 // coming (an informer sync lists several resources in a row).
 func (m *memoryReleaser) releaseAfterLargeList(size int64) {
-	if size < largeList {
+	if size < largeList || m.release == nil {
 		return
 	}
 	m.mu.Lock()
@@ -116,5 +133,16 @@ func (m *memoryReleaser) releaseAfterLargeList(size int64) {
 	if m.timer != nil {
 		m.timer.Stop()
 	}
-	m.timer = time.AfterFunc(2*time.Second, debug.FreeOSMemory)
+	m.timer = time.AfterFunc(m.after, m.release)
+}
+
+// freeMemory returns the Go heap's free memory to the system and drops the
+// cache file's mapped pages.
+func (p *Proxy) freeMemory() {
+	debug.FreeOSMemory()
+	if p.cfg.Cache != nil {
+		if err := p.cfg.Cache.ReleaseMapping(); err != nil {
+			klog.V(2).InfoS("cache file pages not released", "err", err)
+		}
+	}
 }

@@ -93,6 +93,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("proxy: Upstream, Transport and TokenTransport are required")
 	}
 	p := &Proxy{cfg: cfg}
+	p.release = memoryReleaser{release: p.freeMemory, after: 2 * time.Second}
 	p.asHub, p.asToken = p.reverseProxy(cfg.Transport), p.reverseProxy(cfg.TokenTransport)
 	return p, nil
 }
@@ -108,6 +109,7 @@ func (p *Proxy) reverseProxy(transport http.RoundTripper) *httputil.ReverseProxy
 		Transport: transport,
 		// Watches and logs stream: flush every write at once.
 		FlushInterval: -1,
+		BufferPool:    copyBuffers,
 		ModifyResponse: func(resp *http.Response) error {
 			tracker.Report(endpointOf(resp.Request.URL), nil)
 			k, watch := resp.Request.Context().Value(watchCtx{}).(cache.Key)

@@ -32,7 +32,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
-	"github.com/sitegrid/sitegrid/internal/hub/server"
+	"github.com/sitegrid/sitegrid/internal/hub/rbac"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
 	"github.com/sitegrid/sitegrid/internal/lab/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
@@ -102,8 +102,8 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 	if err := controlplane.CreateNode(ctx, admin, controlplane.Node{Name: node, InternalIP: "198.18.1.10"}); err != nil {
 		t.Fatal(err)
 	}
-	hubUser := server.HubUser(node)
-	role, binding := server.HubRBAC(node)
+	hubUser := rbac.User(node)
+	role, binding := rbac.Cluster(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
 			}
 		}}
 	initial := resp.Request.URL.Query().Get("sendInitialEvents") == "true"
-	ops := make(chan cache.Event, 1024)
+	ops := make(chan cache.Event, 128)
 	go p.writeCache(k, ops)
 	go func() {
 		defer close(ops)

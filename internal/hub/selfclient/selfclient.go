@@ -7,16 +7,16 @@ package selfclient
 
 import (
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 )
 
-// Core is a core/v1 client.
+// Core is a core/v1 client of the hub's own Node, Service and Secret
+// types (types.go).
 func Core(cfg *rest.Config) (rest.Interface, error) {
-	return New(cfg, corev1.SchemeGroupVersion, corev1.AddToScheme)
+	return New(cfg, CoreV1, addCore)
 }
 
 // Leases is a coordination.k8s.io/v1 client.

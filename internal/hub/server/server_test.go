@@ -3,6 +3,9 @@ package server_test
 import (
 	"context"
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"io"
 	"net"
 	"net/http"
@@ -21,7 +24,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
-	"github.com/sitegrid/sitegrid/internal/hub/server"
+	"github.com/sitegrid/sitegrid/internal/hub/rbac"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
@@ -44,7 +47,7 @@ func writePair(t *testing.T, dir, base string, kp *pki.KeyPair) (string, string)
 func hubCredentials(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interface, node, dir string) (servingCert, servingKey, credCert, credKey string) {
 	t.Helper()
 	ctx := context.Background()
-	role, binding := server.HubRBAC(node)
+	role, binding := rbac.Cluster(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +58,7 @@ func hubCredentials(t *testing.T, cp *controlplane.ControlPlane, admin kubernete
 	if err != nil {
 		t.Fatal(err)
 	}
-	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: server.HubUser(node), Client: true})
+	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: rbac.User(node), Client: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,10 +187,38 @@ probeInterval: 500ms
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"sitegrid_hub_upstream_online 0", `sitegrid_hub_requests_total{served="cache"}`} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %q", want)
+	// Prometheus' own parser reads the page; the hub's metrics have their
+	// types, and the offline reads above were served from the cache.
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(metrics))
+	if err != nil {
+		t.Fatalf("Prometheus cannot parse /metrics: %v\n%s", err, metrics)
+	}
+	for name, typ := range map[string]dto.MetricType{
+		"sitegrid_hub_upstream_online": dto.MetricType_GAUGE, "sitegrid_hub_requests_total": dto.MetricType_COUNTER,
+		"sitegrid_hub_request_duration_seconds": dto.MetricType_SUMMARY, "sitegrid_hub_cache_size_bytes": dto.MetricType_GAUGE,
+		"process_resident_memory_bytes": dto.MetricType_GAUGE, "go_memstats_heap_inuse_bytes": dto.MetricType_GAUGE,
+	} {
+		if f := families[name]; f == nil || f.GetType() != typ {
+			t.Errorf("metric %s: %v, want a %v", name, f, typ)
 		}
+	}
+	value := func(name string, label ...string) float64 {
+		for _, m := range families[name].GetMetric() {
+			if len(label) == 0 || len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == label[0] {
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+		return -1
+	}
+	if v := value("sitegrid_hub_upstream_online"); v != 0 {
+		t.Errorf("sitegrid_hub_upstream_online %v while offline", v)
+	}
+	if v := value("sitegrid_hub_requests_total", "cache"); v < 1 {
+		t.Errorf("sitegrid_hub_requests_total{served=cache} %v after reads from the cache", v)
+	}
+	if v := value("sitegrid_hub_cache_size_bytes"); v <= 0 {
+		t.Errorf("sitegrid_hub_cache_size_bytes %v", v)
 	}
 }
 

@@ -7,13 +7,14 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/sitegrid/sitegrid/internal/hub/selfclient"
 )
 
 // Source knows what Keep needs: the local node's labels, the topology keys
@@ -179,15 +180,15 @@ func (s *Source) Run(ctx context.Context) {
 	nodes := toolscache.NewSharedIndexInformer(
 		toolscache.NewFilteredListWatchFromClient(s.client, "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.node).String()
-		}), &corev1.Node{}, 0, toolscache.Indexers{})
+		}), &selfclient.Node{}, 0, toolscache.Indexers{})
 	_ = nodes.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Annotations = nil }))
 	nodesSeen, _ := nodes.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { s.setLocal(ctx, o.(*corev1.Node).Labels) },
-		UpdateFunc: func(_, o any) { s.setLocal(ctx, o.(*corev1.Node).Labels) },
+		AddFunc:    func(o any) { s.setLocal(ctx, o.(*selfclient.Node).Labels) },
+		UpdateFunc: func(_, o any) { s.setLocal(ctx, o.(*selfclient.Node).Labels) },
 	})
 	services := toolscache.NewSharedIndexInformer(
 		toolscache.NewListWatchFromClient(s.client, "services", metav1.NamespaceAll, fields.Everything()),
-		&corev1.Service{}, 0, toolscache.Indexers{})
+		&selfclient.Service{}, 0, toolscache.Indexers{})
 	// Of a Service only its topology keys matter: nothing else is kept.
 	_ = services.SetTransform(keepMeta(func(m *metav1.ObjectMeta) {
 		keep := map[string]string{}
@@ -199,13 +200,13 @@ func (s *Source) Run(ctx context.Context) {
 		m.Annotations, m.Labels = keep, nil
 	}))
 	servicesSeen, _ := services.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { s.setService(ctx, o.(*corev1.Service)) },
-		UpdateFunc: func(_, o any) { s.setService(ctx, o.(*corev1.Service)) },
+		AddFunc:    func(o any) { s.setService(ctx, o.(*selfclient.Service)) },
+		UpdateFunc: func(_, o any) { s.setService(ctx, o.(*selfclient.Service)) },
 		DeleteFunc: func(o any) {
 			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
 				o = t.Obj
 			}
-			if svc, ok := o.(*corev1.Service); ok {
+			if svc, ok := o.(*selfclient.Service); ok {
 				s.dropService(ctx, svc.Namespace+"/"+svc.Name)
 			}
 		},
@@ -253,21 +254,22 @@ func (s *Source) waitMembers(ctx context.Context) bool {
 	}
 }
 
-// keepMeta returns an informer transform that keeps only an object's
-// metadata, trimmed by trim.
+// keepMeta returns an informer transform that keeps only an object's name,
+// namespace, labels and annotations, trimmed by trim: the informers' stores
+// hold nothing else (not even resource versions, which the reflector reads
+// from the events themselves).
 func keepMeta(trim func(*metav1.ObjectMeta)) toolscache.TransformFunc {
+	meta := func(m *metav1.ObjectMeta) metav1.ObjectMeta {
+		out := metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, Labels: m.Labels, Annotations: m.Annotations}
+		trim(&out)
+		return out
+	}
 	return func(o any) (any, error) {
 		switch obj := o.(type) {
-		case *corev1.Node:
-			n := &corev1.Node{ObjectMeta: *obj.ObjectMeta.DeepCopy()}
-			n.ManagedFields = nil
-			trim(&n.ObjectMeta)
-			return n, nil
-		case *corev1.Service:
-			svc := &corev1.Service{ObjectMeta: *obj.ObjectMeta.DeepCopy()}
-			svc.ManagedFields = nil
-			trim(&svc.ObjectMeta)
-			return svc, nil
+		case *selfclient.Node:
+			return &selfclient.Node{ObjectMeta: meta(&obj.ObjectMeta)}, nil
+		case *selfclient.Service:
+			return &selfclient.Service{ObjectMeta: meta(&obj.ObjectMeta)}, nil
 		}
 		return o, nil
 	}
@@ -284,7 +286,7 @@ func (s *Source) setLocal(ctx context.Context, l map[string]string) {
 	}
 }
 
-func (s *Source) setService(ctx context.Context, svc *corev1.Service) {
+func (s *Source) setService(ctx context.Context, svc *selfclient.Service) {
 	keys, err := KeysOf(svc.Annotations)
 	if err != nil {
 		klog.ErrorS(err, "Service not filtered", "service", klog.KObj(svc))
@@ -366,7 +368,7 @@ func (s *Source) runMembers(ctx context.Context, key, value string) {
 	inf := toolscache.NewSharedIndexInformer(
 		toolscache.NewFilteredListWatchFromClient(s.client, "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
 			o.LabelSelector = sel
-		}), &corev1.Node{}, 0, toolscache.Indexers{})
+		}), &selfclient.Node{}, 0, toolscache.Indexers{})
 	_ = inf.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Labels, m.Annotations = nil, nil }))
 	set := func(name string, in bool) {
 		s.mu.Lock()
@@ -385,12 +387,12 @@ func (s *Source) runMembers(ctx context.Context, key, value string) {
 		}
 	}
 	seen, _ := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(o any) { set(o.(*corev1.Node).Name, true) },
+		AddFunc: func(o any) { set(o.(*selfclient.Node).Name, true) },
 		DeleteFunc: func(o any) {
 			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
 				o = t.Obj
 			}
-			if n, ok := o.(*corev1.Node); ok {
+			if n, ok := o.(*selfclient.Node); ok {
 				set(n.Name, false)
 			}
 		},

@@ -1,4 +1,6 @@
-package server
+// Package rbac holds the RBAC a node's hub credential needs, for installers
+// and the lab; the hub itself does not link it.
+package rbac
 
 import (
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -7,15 +9,15 @@ import (
 	"github.com/sitegrid/sitegrid/internal/health"
 )
 
-// HubUser is the user name of a node's hub credential.
-func HubUser(node string) string { return "sitegrid-hub:" + node }
+// User is the user name of a node's hub credential.
+func User(node string) string { return "sitegrid-hub:" + node }
 
-// HubRBAC is everything the hub credential of node may do: impersonate
+// Cluster is everything the hub credential of node may do: impersonate
 // that node's kubelet (user system:node:<node> in the groups system:nodes
 // and system:authenticated), and read what its service topology rules need:
 // Nodes (it watches its own and those sharing its topology values) and
 // Services (of which it keeps only the topology keys).
-func HubRBAC(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
+func Cluster(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
 	role := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-hub:" + node},
 		Rules: []rbacv1.PolicyRule{
@@ -27,17 +29,17 @@ func HubRBAC(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: HubUser(node)}},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: User(node)}},
 	}
 	return role, binding
 }
 
-// HubHealthRBAC is what the hub credential of node may do for distributed
+// Health is what the hub credential of node may do for distributed
 // health, in the health.Namespace only: read the gossip key Secret (that one
 // Secret), and read, create and renew the unit Leases its member publishes.
 // (RBAC cannot confine a create to a name: any hub may write any unit's
 // Lease; docs/health.md says what a forged report can and cannot do.)
-func HubHealthRBAC(node string) (*rbacv1.Role, *rbacv1.RoleBinding) {
+func Health(node string) (*rbacv1.Role, *rbacv1.RoleBinding) {
 	role := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-hub:" + node, Namespace: health.Namespace},
 		Rules: []rbacv1.PolicyRule{
@@ -48,7 +50,7 @@ func HubHealthRBAC(node string) (*rbacv1.Role, *rbacv1.RoleBinding) {
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: health.Namespace},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: HubUser(node)}},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: User(node)}},
 	}
 	return role, binding
 }
