@@ -79,7 +79,7 @@ func setupHealth(mgr ctrl.Manager, opts Options) error {
 	}
 	guard := &health.Guard{Client: mgr.GetClient(), Clock: clock.RealClock{}, MaxAutonomy: opts.MaxAutonomy}
 	mgr.GetWebhookServer().Register(health.WebhookPath, &webhook.Admission{Handler: &health.Webhook{Guard: guard, Decoder: admission.NewDecoder(mgr.GetScheme())}})
-	return nil
+	return (&health.Releaser{Guard: guard, Client: mgr.GetClient(), Pods: mgr.GetAPIReader()}).SetupWithManager(mgr)
 }
 
 func setupGrids(mgr ctrl.Manager, opts Options) error {

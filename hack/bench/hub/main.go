@@ -23,6 +23,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"net"
@@ -49,6 +51,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/health"
 	"github.com/sitegrid/sitegrid/internal/hub/rbac"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
@@ -61,7 +64,7 @@ import (
 
 type sizes struct {
 	nodes, pods, services, endpoints, units int
-	code                                    bool
+	code, health                            bool
 }
 
 func main() {
@@ -72,6 +75,7 @@ func main() {
 	flag.IntVar(&sz.endpoints, "endpoints", 50, "endpoints per EndpointSlice")
 	flag.IntVar(&sz.units, "units", 0, "with N > 0: nodes in N units (label lab=unit-<n>), every Service with topology keys [lab], and the informers run as kube-proxy, so the hub filters their EndpointSlices")
 	requests := flag.Int("requests", 500, "requests per latency measurement")
+	flag.BoolVar(&sz.health, "health", false, "run the hub with distributed health on (a unit of its own node: memberlist, the unit's watches and its Lease)")
 	flag.BoolVar(&sz.code, "code", false, "after the idle period, print which sections and packages of the hub's executable are resident")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -122,7 +126,7 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	if err != nil {
 		return err
 	}
-	hub, err := startHub(ctx, cp, dir)
+	hub, err := startHub(ctx, cp, dir, sz.health)
 	if err != nil {
 		return err
 	}
@@ -164,6 +168,21 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		}
 		fmt.Printf("kube-proxy's store through the hub: %d endpoints of the cluster's %d (unit-0's share: %d nodes of %d)\n",
 			kept, sz.services*sz.endpoints, (sz.nodes+sz.units-1)/sz.units, sz.nodes)
+	}
+	if sz.health {
+		// Health runs: its member publishes the unit's report.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			leases, err := admin.CoordinationV1().Leases(health.Namespace).List(ctx, metav1.ListOptions{})
+			if err == nil && len(leases.Items) > 0 && ptr.Deref(leases.Items[0].Spec.HolderIdentity, "") == "node-0" {
+				fmt.Printf("health: node-0's member published Lease %s/%s\n", health.Namespace, leases.Items[0].Name)
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("health on, but no unit Lease from node-0 within 60 s: %v", err)
+			}
+			time.Sleep(time.Second)
+		}
 	}
 	// Plain LISTs too (what kubectl and a restarted kubelet do), so the
 	// offline measurements below read list entries.
@@ -451,7 +470,7 @@ func (h *hubProcess) stop() {
 
 // startHub builds and starts sitegrid-hub, reaching the apiserver through a
 // link the benchmark can cut.
-func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*hubProcess, error) {
+func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, withHealth bool) (*hubProcess, error) {
 	const node = "node-0"
 	apiserver := strings.TrimPrefix(cp.Endpoint, "https://")
 	up, err := link.Listen("127.0.0.1:0", apiserver)
@@ -485,7 +504,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	if err != nil {
 		return nil, err
 	}
-	ports := [2]int{}
+	ports := [3]int{}
 	for i := range ports {
 		if ports[i], err = controlplane.FreePort(); err != nil {
 			return nil, err
@@ -494,13 +513,20 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 	h := &hubProcess{link: up, api: "127.0.0.1:" + strconv.Itoa(ports[0]), cachePath: filepath.Join(dir, "cache", "cache.db")}
 	health := "127.0.0.1:" + strconv.Itoa(ports[1])
 	h.health = health
-	config, err := yaml.Marshal(server.Config{
+	cfg := server.Config{
 		NodeName: node, ListenAddress: h.api, HealthAddress: health,
 		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: cp.CAFile,
 		Servers: []string{"https://" + up.Addr()}, ServerCAFile: cp.CAFile,
 		ClientCertFile: credCert, ClientKeyFile: credKey, CachePath: h.cachePath,
 		ProbeInterval: metav1.Duration{Duration: 500 * time.Millisecond},
-	})
+	}
+	if withHealth {
+		if err := setupHealth(ctx, admin, node); err != nil {
+			return nil, err
+		}
+		cfg.Health = server.Health{UnitKey: benchUnitKey, BindAddress: "127.0.0.1:" + strconv.Itoa(ports[2])}
+	}
+	config, err := yaml.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -525,6 +551,43 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string) (*
 		return nil, err
 	}
 	return h, nil
+}
+
+// benchUnitKey is the unit label of the hub's node with -health: a unit of
+// one member.
+const benchUnitKey = "bench-unit"
+
+// setupHealth gives node a unit of its own, creates the units' gossip key
+// and lets node's hub read it and write its unit's Lease.
+func setupHealth(ctx context.Context, admin kubernetes.Interface, node string) error {
+	n, err := admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
+	n.Labels[benchUnitKey] = "solo"
+	if _, err := admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: health.Namespace}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	if _, err := admin.CoreV1().Secrets(health.Namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: health.GossipKeySecret},
+		Data: map[string][]byte{"keys": []byte(base64.StdEncoding.EncodeToString(key) + "\n")}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	role, binding := rbac.Health(node)
+	if _, err := admin.RbacV1().Roles(health.Namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err = admin.RbacV1().RoleBindings(health.Namespace).Create(ctx, binding, metav1.CreateOptions{})
+	return err
 }
 
 // percentiles runs call n times and returns p50, p90 and p99.
