@@ -39,6 +39,9 @@ type RunConfig struct {
 	// AdvertiseAddr overrides what the others dial (default: the node's
 	// annotation, else its InternalIP and the bind port).
 	AdvertiseAddr string
+	// LocalNode informs of the local node (selfclient.LocalNode), run by
+	// the caller.
+	LocalNode toolscache.SharedIndexInformer
 	// Core reads Nodes and the key Secret (core/v1), Leases writes the
 	// unit's Lease (coordination.k8s.io/v1): both through the hub, as the
 	// hub, so reads hold offline and across restarts.
@@ -185,10 +188,7 @@ func (w *watcher) poke() {
 }
 
 func (w *watcher) run(ctx context.Context) {
-	local := informer(w.rc.Core, "nodes", "", &selfclient.Node{}, func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.rc.Node).String()
-	})
-	_, _ = local.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	_, _ = w.rc.LocalNode.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { w.setLocal(ctx, o.(*selfclient.Node)) },
 		UpdateFunc: func(_, o any) { w.setLocal(ctx, o.(*selfclient.Node)) },
 	})
@@ -199,7 +199,6 @@ func (w *watcher) run(ctx context.Context) {
 		AddFunc:    func(o any) { w.setKeys(o.(*selfclient.Secret)) },
 		UpdateFunc: func(_, o any) { w.setKeys(o.(*selfclient.Secret)) },
 	})
-	go local.Run(ctx.Done())
 	secret.Run(ctx.Done())
 }
 

@@ -7,10 +7,13 @@ package selfclient
 
 import (
 	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 )
 
 // Core is a core/v1 client of the hub's own Node, Service and Secret
@@ -39,4 +42,20 @@ func New(cfg *rest.Config, gv schema.GroupVersion, add func(*runtime.Scheme) err
 	cfg.ContentType = runtime.ContentTypeJSON
 	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
 	return rest.RESTClientFor(cfg)
+}
+
+// LocalNode is an informer of the hub's own Node, for the service topology
+// rules and the health member both: one watch, one copy.
+func LocalNode(core rest.Interface, node string) toolscache.SharedIndexInformer {
+	lw := toolscache.NewFilteredListWatchFromClient(core, "nodes", "", func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", node).String()
+	})
+	inf := toolscache.NewSharedIndexInformer(lw, &Node{}, 0, toolscache.Indexers{})
+	_ = inf.SetTransform(func(o any) (any, error) {
+		if n, ok := o.(*Node); ok {
+			n.ManagedFields = nil
+		}
+		return o, nil
+	})
+	return inf
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"net"
 	"net/http"
@@ -253,6 +254,16 @@ func Run(ctx context.Context, cfg Config) error {
 			TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.ServerCAFile, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile},
 		}
 	}
+	// The topology rules and the health member share one watch of the local
+	// node.
+	var localNode toolscache.SharedIndexInformer
+	if !cfg.ServiceTopology.Disabled || cfg.Health.UnitKey != "" {
+		core, err := selfclient.Core(asSelf("node"))
+		if err != nil {
+			return err
+		}
+		localNode = selfclient.LocalNode(core, cfg.NodeName)
+	}
 	var rules *topology.Source
 	var filter *topology.Filter
 	if !cfg.ServiceTopology.Disabled {
@@ -260,7 +271,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
-		rules = topology.NewSource(cfg.NodeName, throughHub)
+		rules = topology.NewSource(cfg.NodeName, throughHub, localNode)
 		filter = &topology.Filter{Rules: rules, Components: cfg.ServiceTopology.Components}
 		if e := cfg.ServiceTopology.KubernetesEndpoint; e != "" {
 			filter.KubernetesEndpoint = netip.MustParseAddrPort(e) // checked by Validate
@@ -305,6 +316,9 @@ func Run(ctx context.Context, cfg Config) error {
 	klog.InfoS("sitegrid-hub serving", "node", cfg.NodeName, "api", apiLn.Addr().String(), "health", healthLn.Addr().String(), "servers", cfg.Servers)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { tracker.Run(gctx); return nil })
+	if localNode != nil {
+		g.Go(func() error { localNode.Run(gctx.Done()); return nil })
+	}
 	if rules != nil {
 		g.Go(func() error { rules.Run(gctx); return nil })
 	}
@@ -320,7 +334,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error {
 			return gossip.Run(gctx, gossip.RunConfig{
 				Node: cfg.NodeName, UnitKey: cfg.Health.UnitKey, BindAddr: cfg.Health.BindAddress, AdvertiseAddr: cfg.Health.AdvertiseAddress,
-				Core: core, Leases: leases, ReportInterval: cfg.Health.ReportInterval.Duration,
+				LocalNode: localNode, Core: core, Leases: leases, ReportInterval: cfg.Health.ReportInterval.Duration,
 				Online: func() bool { _, online := tracker.Online(); return online },
 			})
 		})

@@ -29,6 +29,9 @@ import (
 type Source struct {
 	node   string
 	client rest.Interface
+	// localNode informs of the local node (selfclient.LocalNode), run by
+	// the caller.
+	localNode toolscache.SharedIndexInformer
 
 	mu       sync.RWMutex
 	synced   bool
@@ -135,9 +138,10 @@ func (s *Source) Subscribe() (<-chan struct{}, func() Change, func()) {
 }
 
 // NewSource returns rules for node, read through client (a core/v1 client,
-// selfclient.Core).
-func NewSource(node string, client rest.Interface) *Source {
-	return &Source{node: node, client: client, services: map[string][]string{}, keyUse: map[string]int{},
+// selfclient.Core), with the local node from local (selfclient.LocalNode,
+// which the caller runs).
+func NewSource(node string, client rest.Interface, local toolscache.SharedIndexInformer) *Source {
+	return &Source{node: node, client: client, localNode: local, services: map[string][]string{}, keyUse: map[string]int{},
 		members: map[string]map[string]struct{}{}, memberWatch: map[string]context.CancelFunc{}, memberValue: map[string]string{},
 		memberSynced: map[string]bool{}}
 }
@@ -177,12 +181,7 @@ func (s *Source) Keep(namespace, service, node string) bool {
 
 // Run watches until ctx ends.
 func (s *Source) Run(ctx context.Context) {
-	nodes := toolscache.NewSharedIndexInformer(
-		toolscache.NewFilteredListWatchFromClient(s.client, "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.node).String()
-		}), &selfclient.Node{}, 0, toolscache.Indexers{})
-	_ = nodes.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Annotations = nil }))
-	nodesSeen, _ := nodes.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	nodesSeen, _ := s.localNode.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { s.setLocal(ctx, o.(*selfclient.Node).Labels) },
 		UpdateFunc: func(_, o any) { s.setLocal(ctx, o.(*selfclient.Node).Labels) },
 	})
@@ -211,7 +210,6 @@ func (s *Source) Run(ctx context.Context) {
 			}
 		},
 	})
-	go nodes.Run(ctx.Done())
 	go services.Run(ctx.Done())
 	// Synced once the handlers, not only the stores, have seen every object.
 	if toolscache.WaitForCacheSync(ctx.Done(), nodesSeen.HasSynced, servicesSeen.HasSynced) && s.waitMembers(ctx) {
