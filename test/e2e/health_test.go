@@ -83,7 +83,17 @@ func TestLabDistributedHealth(t *testing.T) {
 			return err
 		}
 		if !hasTaint(n, corev1.TaintNodeUnreachable, corev1.TaintEffectNoExecute) {
-			return fmt.Errorf("dead node %s has no NoExecute taint: %v", dead, n.Spec.Taints)
+			// The lifecycle controller stops tainting in a zone it finds
+			// mostly NotReady: say which nodes it sees so.
+			var notReady []string
+			if all, err := admin.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+				for _, o := range all.Items {
+					if !controlplane.NodeReady(&o) {
+						notReady = append(notReady, o.Name)
+					}
+				}
+			}
+			return fmt.Errorf("dead node %s has no NoExecute taint: %v (NotReady nodes: %v)", dead, n.Spec.Taints, notReady)
 		}
 		p, err := admin.CoreV1().Pods(healthNS).Get(ctx, start[dead].Name, metav1.GetOptions{})
 		if err != nil || p.DeletionTimestamp == nil {

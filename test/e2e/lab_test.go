@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -70,9 +71,33 @@ func upLab(t *testing.T, args ...string) labRunner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = l.run("lab", "down") })
+	t.Cleanup(func() {
+		if t.Failed() {
+			l.dumpLogs()
+		}
+		_, _ = l.run("lab", "down")
+	})
 	l.must(append([]string{"lab", "up", "--detach", "--apiserver-port", strconv.Itoa(port)}, args...)...)
 	return l
+}
+
+// dumpLogs prints the end of every log in the lab's workdir (control plane,
+// manager, hubs, kwok, kube-proxy), for a failed test.
+func (l labRunner) dumpLogs() {
+	_ = filepath.WalkDir(l.workdir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		lines = lines[max(0, len(lines)-40):]
+		rel, _ := filepath.Rel(l.workdir, path)
+		l.t.Logf("--- last %d lines of %s:\n%s", len(lines), rel, strings.Join(lines, "\n"))
+		return nil
+	})
 }
 
 // clients returns the lab's admin kubeconfig, a clientset and a
