@@ -161,9 +161,11 @@ func Eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Conte
 	var last error
 	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		err := cond(ctx)
-		// A check cut short by the deadline says nothing about the condition;
-		// keep the reason the previous check gave.
-		if err == nil || last == nil || ctx.Err() == nil {
+		// A check cut short by the deadline (or by a client's rate limiter
+		// that sees it coming) says nothing about the condition; keep the
+		// reason the previous check gave.
+		deadline, _ := ctx.Deadline()
+		if err == nil || last == nil || ctx.Err() == nil && time.Until(deadline) > time.Second {
 			last = err
 		}
 		return err == nil, nil
