@@ -31,7 +31,7 @@ tools: $(TOOLS)/.stamp ## Build controller-gen and staticcheck.
 
 .PHONY: generate
 generate: tools ## Generate deepcopy functions.
-	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) object paths=./api/... paths=./internal/hub/selfclient/...
 
 .PHONY: manifests
 manifests: tools ## Generate CRDs and RBAC into config/.

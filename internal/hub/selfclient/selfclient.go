@@ -3,6 +3,8 @@
 // health Lease). Each knows one API group version only, so the hub does not
 // register, and keep in memory, every API type of the cluster (client-go's
 // clientset cost 7 MiB), and asks for JSON, which the hub answers in anyway.
+//
+// +kubebuilder:object:generate=true
 package selfclient
 
 import (

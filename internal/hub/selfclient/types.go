@@ -1,7 +1,6 @@
 package selfclient
 
 import (
-	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -17,6 +16,7 @@ import (
 var CoreV1 = schema.GroupVersion{Version: "v1"}
 
 // Node is what the hub reads of a Node: its metadata and addresses.
+// +kubebuilder:object:root=true
 type Node struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -38,6 +38,7 @@ type NodeAddress struct {
 const NodeInternalIP = "InternalIP"
 
 // NodeList is a list of Nodes.
+// +kubebuilder:object:root=true
 type NodeList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
@@ -45,12 +46,14 @@ type NodeList struct {
 }
 
 // Service is what the hub reads of a Service: its metadata.
+// +kubebuilder:object:root=true
 type Service struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 }
 
 // ServiceList is a list of Services.
+// +kubebuilder:object:root=true
 type ServiceList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
@@ -58,6 +61,7 @@ type ServiceList struct {
 }
 
 // Secret is what the hub reads of a Secret: its metadata and data.
+// +kubebuilder:object:root=true
 type Secret struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -65,6 +69,7 @@ type Secret struct {
 }
 
 // SecretList is a list of Secrets.
+// +kubebuilder:object:root=true
 type SecretList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
@@ -77,67 +82,4 @@ func addCore(s *runtime.Scheme) error {
 	s.AddKnownTypes(CoreV1, &Node{}, &NodeList{}, &Service{}, &ServiceList{}, &Secret{}, &SecretList{})
 	metav1.AddToGroupVersion(s, CoreV1)
 	return nil
-}
-
-// DeepCopyObject implements runtime.Object.
-func (n *Node) DeepCopyObject() runtime.Object {
-	out := &Node{TypeMeta: n.TypeMeta, Status: NodeStatus{Addresses: slices.Clone(n.Status.Addresses)}}
-	n.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (l *NodeList) DeepCopyObject() runtime.Object {
-	out := &NodeList{TypeMeta: l.TypeMeta, Items: copyItems(l.Items)}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (s *Service) DeepCopyObject() runtime.Object {
-	out := &Service{TypeMeta: s.TypeMeta}
-	s.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (l *ServiceList) DeepCopyObject() runtime.Object {
-	out := &ServiceList{TypeMeta: l.TypeMeta, Items: copyItems(l.Items)}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (s *Secret) DeepCopyObject() runtime.Object {
-	out := &Secret{TypeMeta: s.TypeMeta}
-	s.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
-	if s.Data != nil {
-		out.Data = make(map[string][]byte, len(s.Data))
-		for k, v := range s.Data {
-			out.Data[k] = slices.Clone(v)
-		}
-	}
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (l *SecretList) DeepCopyObject() runtime.Object {
-	out := &SecretList{TypeMeta: l.TypeMeta, Items: copyItems(l.Items)}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	return out
-}
-
-// copyItems deep-copies a list's items.
-func copyItems[T any, P interface {
-	*T
-	DeepCopyObject() runtime.Object
-}](items []T) []T {
-	if items == nil {
-		return nil
-	}
-	out := make([]T, len(items))
-	for i := range items {
-		out[i] = *P(&items[i]).DeepCopyObject().(P)
-	}
-	return out
 }
