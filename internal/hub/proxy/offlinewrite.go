@@ -108,6 +108,18 @@ func (p *Proxy) patchNodeStatus(w http.ResponseWriter, r *http.Request, identity
 // checkNode refuses a patched node whose fields the kubelet writes would
 // not decode, as the apiserver refuses a patch whose result is not a Node.
 func checkNode(b []byte) error {
+	type condition struct {
+		Type               string      `json:"type"`
+		Status             string      `json:"status"`
+		Reason             string      `json:"reason"`
+		Message            string      `json:"message"`
+		LastHeartbeatTime  metav1.Time `json:"lastHeartbeatTime"`
+		LastTransitionTime metav1.Time `json:"lastTransitionTime"`
+	}
+	type address struct {
+		Type    string `json:"type"`
+		Address string `json:"address"`
+	}
 	var n struct {
 		Metadata metav1.ObjectMeta `json:"metadata"`
 		Spec     struct {
@@ -116,21 +128,22 @@ func checkNode(b []byte) error {
 			ProviderID    string   `json:"providerID"`
 			Unschedulable bool     `json:"unschedulable"`
 			Taints        []struct {
-				Key, Value, Effect string
-				TimeAdded          *metav1.Time `json:"timeAdded"`
+				Key       string       `json:"key"`
+				Value     string       `json:"value"`
+				Effect    string       `json:"effect"`
+				TimeAdded *metav1.Time `json:"timeAdded"`
 			} `json:"taints"`
 		} `json:"spec"`
 		Status struct {
-			Capacity    map[string]resource.Quantity `json:"capacity"`
-			Allocatable map[string]resource.Quantity `json:"allocatable"`
-			Phase       string                       `json:"phase"`
-			Conditions  []struct {
-				Type, Status, Reason, Message         string
-				LastHeartbeatTime, LastTransitionTime metav1.Time
-			} `json:"conditions"`
-			Addresses       []struct{ Type, Address string } `json:"addresses"`
+			Capacity        map[string]resource.Quantity `json:"capacity"`
+			Allocatable     map[string]resource.Quantity `json:"allocatable"`
+			Phase           string                       `json:"phase"`
+			Conditions      []condition                  `json:"conditions"`
+			Addresses       []address                    `json:"addresses"`
 			DaemonEndpoints struct {
-				KubeletEndpoint struct{ Port int32 } `json:"kubeletEndpoint"`
+				KubeletEndpoint struct {
+					Port int32 `json:"Port"`
+				} `json:"kubeletEndpoint"`
 			} `json:"daemonEndpoints"`
 			NodeInfo map[string]any `json:"nodeInfo"`
 			Images   []struct {
@@ -139,7 +152,8 @@ func checkNode(b []byte) error {
 			} `json:"images"`
 			VolumesInUse    []string `json:"volumesInUse"`
 			VolumesAttached []struct {
-				Name, DevicePath string
+				Name       string `json:"name"`
+				DevicePath string `json:"devicePath"`
 			} `json:"volumesAttached"`
 		} `json:"status"`
 	}
