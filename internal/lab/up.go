@@ -333,7 +333,7 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 	defer cancel()
 	err = p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(nil, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)))
 	if err == nil {
-		err = registerHealthWebhook(ctx, cp, "https://127.0.0.1:"+strconv.Itoa(webhookPort)+healthcontroller.WebhookPath)
+		err = registerHealthWebhooks(ctx, cp, "https://127.0.0.1:"+strconv.Itoa(webhookPort))
 	}
 	if err != nil {
 		p.Stop(10 * time.Second)
@@ -342,7 +342,9 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 	return p, nil
 }
 
-func registerHealthWebhook(ctx context.Context, cp *controlplane.ControlPlane, url string) error {
+// registerHealthWebhooks registers the manager's health webhooks, served
+// at base.
+func registerHealthWebhooks(ctx context.Context, cp *controlplane.ControlPlane, base string) error {
 	ca, err := os.ReadFile(cp.CAFile)
 	if err != nil {
 		return err
@@ -351,9 +353,15 @@ func registerHealthWebhook(ctx context.Context, cp *controlplane.ControlPlane, u
 	if err != nil {
 		return err
 	}
+	url := base + healthcontroller.WebhookPath
 	wh := healthcontroller.WebhookConfiguration(admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: ca}, healthcontroller.DefaultNodeControllerUsers)
 	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, wh, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("register the node health webhook: %w", err)
+	}
+	reportsURL := base + healthcontroller.ReportsWebhookPath
+	rw := healthcontroller.ReportsWebhookConfiguration(admissionregistrationv1.WebhookClientConfig{URL: &reportsURL, CABundle: ca})
+	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, rw, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("register the health reports webhook: %w", err)
 	}
 	return nil
 }

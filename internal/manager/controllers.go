@@ -79,6 +79,7 @@ func setupHealth(mgr ctrl.Manager, opts Options) error {
 	}
 	guard := &health.Guard{Client: mgr.GetClient(), Clock: clock.RealClock{}, MaxAutonomy: opts.MaxAutonomy}
 	mgr.GetWebhookServer().Register(health.WebhookPath, &webhook.Admission{Handler: &health.Webhook{Guard: guard, Decoder: admission.NewDecoder(mgr.GetScheme())}})
+	mgr.GetWebhookServer().Register(health.ReportsWebhookPath, &webhook.Admission{Handler: &health.ReportValidator{Client: mgr.GetClient(), Decoder: admission.NewDecoder(mgr.GetScheme())}})
 	return (&health.Releaser{Guard: guard, Client: mgr.GetClient(), Pods: mgr.GetAPIReader()}).SetupWithManager(mgr)
 }
 

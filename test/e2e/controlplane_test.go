@@ -172,18 +172,20 @@ func TestHealthWebhookOverlay(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl kustomize config/health-webhook: %v\n%s", err, out)
 	}
-	for _, want := range []string{"kind: MutatingWebhookConfiguration", "kind: Certificate", "name: sitegrid-webhook", "--webhook-cert-dir=/etc/sitegrid/webhook", "name: sitegrid-health"} {
+	for _, want := range []string{"kind: MutatingWebhookConfiguration", "kind: ValidatingWebhookConfiguration", "kind: Certificate", "name: sitegrid-webhook", "--webhook-cert-dir=/etc/sitegrid/webhook", "name: sitegrid-health"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the overlay lacks %q", want)
 		}
 	}
-	webhook, err := os.ReadFile(testenv.RepoRoot(t) + "/config/health-webhook/webhook.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	apply := exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "apply", "--server-side", "-f", "-")
-	apply.Stdin = strings.NewReader(string(webhook))
-	if out, err := apply.CombinedOutput(); err != nil {
-		t.Errorf("the apiserver refuses the webhook registration: %v\n%s", err, out)
+	for _, file := range []string{"webhook.yaml", "reports-webhook.yaml"} {
+		webhook, err := os.ReadFile(testenv.RepoRoot(t) + "/config/health-webhook/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply := exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "apply", "--server-side", "-f", "-")
+		apply.Stdin = strings.NewReader(string(webhook))
+		if out, err := apply.CombinedOutput(); err != nil {
+			t.Errorf("the apiserver refuses the registration in %s: %v\n%s", file, err, out)
+		}
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -65,6 +68,10 @@ func TestLabDistributedHealth(t *testing.T) {
 		start = pods
 		return readyInSlices(ctx, admin, pods)
 	})
+
+	// Every report above passed the reports webhook; a hub cannot write
+	// another unit's (here: site-2's hub claims site-1's nodes alive).
+	forgeReport(t, l, kubeconfig, lab.NodeName("site-2", 0), site1)
 
 	// One node's uplink is cut; its peers still hear it. Another node dies.
 	l.must("lab", "partition", cutOff)
@@ -334,4 +341,45 @@ func verdictsAre(ctx context.Context, c client.Client, unit string, want map[str
 
 func hasTaint(n *corev1.Node, key string, effect corev1.TaintEffect) bool {
 	return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == key && t.Effect == effect })
+}
+
+// forgeReport has node's hub credential rewrite unit's report as its own,
+// and fails the test unless the apiserver refuses it.
+func forgeReport(t *testing.T, l labRunner, kubeconfig, node, unit string) {
+	t.Helper()
+	certs, err := filepath.Glob(filepath.Join(l.workdir, "*", "nodes", node, "hub-client.crt"))
+	if err != nil || len(certs) != 1 {
+		t.Fatalf("hub credential of %s: %v %v", node, certs, err)
+	}
+	admin, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubCfg := rest.AnonymousClientConfig(admin)
+	hubCfg.CertFile, hubCfg.KeyFile = certs[0], strings.TrimSuffix(certs[0], ".crt")+".key"
+	hub, err := kubernetes.NewForConfig(hubCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lease, err := hub.CoordinationV1().Leases(health.Namespace).Get(ctx, unit, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("hub %s reads unit %s's Lease: %v", node, unit, err)
+	}
+	report, err := health.ParseReport(lease.Annotations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report.Reporter = node
+	for m := range report.Verdicts {
+		report.Verdicts[m] = health.Alive
+	}
+	if lease.Annotations[health.ReportAnnotation], err = report.Annotation(); err != nil {
+		t.Fatal(err)
+	}
+	lease.Spec.HolderIdentity = &node
+	_, err = hub.CoordinationV1().Leases(health.Namespace).Update(ctx, lease, metav1.UpdateOptions{})
+	if err == nil || !strings.Contains(err.Error(), "denied") || !strings.Contains(err.Error(), "is in no unit "+unit) {
+		t.Errorf("hub %s rewrote unit %s's report: %v", node, unit, err)
+	}
 }

@@ -177,4 +177,18 @@ func TestWebhookManifest(t *testing.T) {
 	if !reflect.DeepEqual(got.Webhooks, want.Webhooks) || got.Name != want.Name {
 		t.Errorf("config/health-webhook/webhook.yaml differs from WebhookConfiguration:\n%+v\nwant\n%+v", got.Webhooks, want.Webhooks)
 	}
+
+	data, err = os.ReadFile(filepath.Join("..", "..", "..", "config", "health-webhook", "reports-webhook.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotReports := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(data, gotReports); err != nil {
+		t.Fatal(err)
+	}
+	wantReports := ReportsWebhookConfiguration(admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
+		Namespace: "sitegrid-system", Name: "sitegrid-webhook", Path: ptr.To(ReportsWebhookPath), Port: ptr.To[int32](443)}})
+	if !reflect.DeepEqual(gotReports.Webhooks, wantReports.Webhooks) || gotReports.Name != wantReports.Name {
+		t.Errorf("config/health-webhook/reports-webhook.yaml differs from ReportsWebhookConfiguration:\n%+v\nwant\n%+v", gotReports.Webhooks, wantReports.Webhooks)
+	}
 }

@@ -37,8 +37,8 @@ func Cluster(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
 // Health is what the hub credential of node may do for distributed
 // health, in the health.Namespace only: read the gossip key Secret (that one
 // Secret), and read, create and renew the unit Leases its member publishes.
-// (RBAC cannot confine a create to a name: any hub may write any unit's
-// Lease; docs/health.md says what a forged report can and cannot do.)
+// (RBAC cannot confine a create to a name: the manager's reports webhook
+// admits a hub's write of its own unit's report only; docs/health.md.)
 func Health(node string) (*rbacv1.Role, *rbacv1.RoleBinding) {
 	role := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-hub:" + node, Namespace: health.Namespace},
