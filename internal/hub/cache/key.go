@@ -26,6 +26,10 @@ const (
 	// /apis/<group>[/<version>], /version); Resource holds its path. Clients
 	// such as kubectl cannot find any resource offline without them.
 	VerbDiscovery = "discovery"
+	// VerbTable is a read asking for a server-side printed Table (kubectl
+	// get): the answer is kept whole and served offline as it was last
+	// seen; watch events do not update it.
+	VerbTable = "table"
 )
 
 // Key identifies one cached response.

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -202,8 +203,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	key, cacheable := p.cacheKey(identity, r)
 	wkey, watched := p.watchKey(identity, r)
+	// A read asking for a Table (kubectl get) goes up as asked and its answer
+	// is kept as a Table; offline, a Table seen before is served, else the
+	// objects (kubectl prints those itself, with fewer columns).
+	tableKey, table := key, cacheable && transform == nil && wantsTable(r)
+	tableKey.Verb = cache.VerbTable
 	endpoint, online := p.cfg.Upstream.Online()
 	if !online {
+		if table && p.serveCached(w, tableKey, nil) {
+			return
+		}
 		if cacheable && p.serveCached(w, key, transform) {
 			return
 		}
@@ -225,10 +234,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// accept JSON whatever else they prefer. Without the client's
 		// Accept-Encoding, the transport asks for gzip itself and hands the
 		// hub the plain body.
-		out.Header.Set("Accept", "application/json")
+		if !table {
+			out.Header.Set("Accept", "application/json")
+		}
 		out.Header.Del("Accept-Encoding")
 	}
-	if cacheable {
+	switch {
+	case table:
+		out = out.WithContext(context.WithValue(out.Context(), keyCtx{}, tableKey))
+	case cacheable:
 		out = out.WithContext(context.WithValue(out.Context(), keyCtx{}, key))
 	}
 	if watched {
@@ -240,6 +254,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	forward.ServeHTTP(w, out.WithContext(withTarget(out, target)))
+}
+
+// wantsTable reports a read that asks for a server-side printed Table in
+// JSON first (kubectl get does).
+func wantsTable(r *http.Request) bool {
+	first, _, _ := strings.Cut(r.Header.Get("Accept"), ",")
+	mt, params, err := mime.ParseMediaType(first)
+	return err == nil && mt == "application/json" && params["as"] == "Table"
 }
 
 func (p *Proxy) allowed(id Identity) bool {

@@ -169,6 +169,12 @@ probeInterval: 500ms
 			if out, err := kubectl("get", "pods", "-A", "--field-selector", "spec.nodeName="+node, "-o", "name"); err != nil || strings.TrimSpace(out) != "pod/app" {
 				return fmt.Errorf("get pods: %v %s", err, out)
 			}
+			// kubectl's own table: the apiserver's columns, online and
+			// offline (the Table the hub kept).
+			out, err := kubectl("get", "pods", "-A", "--field-selector", "spec.nodeName="+node)
+			if header, _, _ := strings.Cut(out, "\n"); err != nil || strings.Join(strings.Fields(header), " ") != "NAMESPACE NAME READY STATUS RESTARTS AGE" || !strings.Contains(out, "app") {
+				return fmt.Errorf("kubectl get pods: %v\n%s", err, out)
+			}
 			return nil
 		})
 	}
