@@ -1,11 +1,16 @@
 package server
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -55,5 +60,36 @@ func TestConfigDefaultsHealth(t *testing.T) {
 	off.Defaults()
 	if off.Health.BindAddress != "" {
 		t.Errorf("health is off without unitKey, yet defaults were set: %+v", off.Health)
+	}
+}
+
+// TestShippedFiles: config/hub's example configuration is a valid hub
+// configuration (with its placeholders filled in), and its static pod
+// decodes strictly as a Pod running the hub with that configuration.
+func TestShippedFiles(t *testing.T) {
+	root := filepath.Join("..", "..", "..", "config", "hub")
+	data, err := os.ReadFile(filepath.Join(root, "hub.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg Config
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		t.Fatalf("hub.yaml: %v", err)
+	}
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("hub.yaml: %v", err)
+	}
+	data, err = os.ReadFile(filepath.Join(root, "sitegrid-hub-pod.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := yaml.UnmarshalStrict(data, &pod); err != nil {
+		t.Fatalf("sitegrid-hub-pod.yaml: %v", err)
+	}
+	c := pod.Spec.Containers[0]
+	if !pod.Spec.HostNetwork || len(c.Args) != 2 || c.Args[1] != "/etc/sitegrid/hub.yaml" || c.SecurityContext == nil || ptr.Deref(c.SecurityContext.RunAsUser, -1) != 0 {
+		t.Errorf("the static pod does not run the hub as expected: %+v", pod.Spec)
 	}
 }
