@@ -44,6 +44,7 @@ func TestGridControllers(t *testing.T) {
 		{"templates and overrides differ per unit", testPerUnitDifferences},
 		{"a vanished unit keeps its copy for the grace period", testGracePeriod},
 		{"a name taken by someone else is left alone", testNameConflict},
+		{"a copy whose grid labels were removed is taken back", testLabelsRemoved},
 		{"a bad override is reported, other units go on", testBadOverride},
 		{"status and staged rollout", testStagedRollout},
 		{"ServiceGrid yields its Service", testServiceGrid},
@@ -164,6 +165,31 @@ func testOnePerUnit(e *env) {
 	if got.Generation != 1 {
 		e.t.Errorf("the grid's spec was written: generation %d", got.Generation)
 	}
+}
+
+func testLabelsRemoved(e *env) {
+	e.node("l-1", map[string]string{"lab-site": "one"})
+	e.grid("relabel", "lab-site", nil)
+	d := e.deployment("relabel-one")
+	uid := d.UID
+	testenv.Modify(e.t, func(ctx context.Context) error {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(d), d); err != nil {
+			return err
+		}
+		d.Labels = nil
+		return e.c.Update(ctx, d)
+	})
+	e.node("l-2", map[string]string{"lab-site": "one"}) // a reconcile of the grid
+	testenv.Eventually(e.t, 30*time.Second, func(ctx context.Context) error {
+		got := &appsv1.Deployment{}
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(d), got); err != nil {
+			return err
+		}
+		if got.UID != uid || got.Labels[gridv1.LabelGridSelector] != "relabel" || got.Labels[gridv1.LabelGridUnit] != "one" {
+			return fmt.Errorf("copy %s (uid %s, was %s) labels %v", got.Name, got.UID, uid, got.Labels)
+		}
+		return nil
+	})
 }
 
 func testPerUnitDifferences(e *env) {

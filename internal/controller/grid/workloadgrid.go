@@ -355,15 +355,31 @@ func (r *workloadGridReconciler[G, C, S]) createChild(ctx context.Context, grid 
 		if err := r.apiReader.Get(ctx, types.NamespacedName{Namespace: grid.GetNamespace(), Name: p.name}, existing); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
-		return !metav1.IsControlledBy(existing, grid), nil // ours: seen on the next pass
+		if !metav1.IsControlledBy(existing, grid) {
+			return true, nil
+		}
+		if existing.GetLabels()[gridv1.LabelGridSelector] == grid.GetName() {
+			return false, nil // ours, just created: seen on the next pass
+		}
+		// Ours, but someone removed its grid labels, so the cache lost it:
+		// labelled again, it is back in view (its spec is left to the
+		// rollout, like any copy's).
+		r.label(existing, grid, p)
+		if err := r.client.Update(ctx, existing); err != nil {
+			return false, fmt.Errorf("re-label %s %s: %w", r.k.kind, p.name, err)
+		}
+		log.FromContext(ctx).Info("re-labelled a unit copy whose grid labels were removed", "grid", grid.GetName(), "unit", p.value, "child", p.name)
+		p.child, p.has = existing, true
+		return false, nil
 	}
 	log.FromContext(ctx).V(1).Info("created unit copy", "grid", grid.GetName(), "unit", p.value, "child", p.name)
 	p.child, p.has = child, true
 	return false, nil
 }
 
-// stamp sets the labels and annotations that tie a child to grid and unit.
-func (r *workloadGridReconciler[G, C, S]) stamp(child C, grid G, p *unitPlan[C, S]) {
+// label sets the labels that tie a child to grid and unit (and put it in
+// the manager's cache).
+func (r *workloadGridReconciler[G, C, S]) label(child C, grid G, p *unitPlan[C, S]) {
 	l := child.GetLabels()
 	if l == nil {
 		l = map[string]string{}
@@ -372,6 +388,11 @@ func (r *workloadGridReconciler[G, C, S]) stamp(child C, grid G, p *unitPlan[C, 
 	l[gridv1.LabelGridUniqKey] = r.k.spec(grid).uniqKey
 	l[gridv1.LabelGridUnit] = p.value
 	child.SetLabels(l)
+}
+
+// stamp sets the labels and annotations that tie a child to grid and unit.
+func (r *workloadGridReconciler[G, C, S]) stamp(child C, grid G, p *unitPlan[C, S]) {
+	r.label(child, grid, p)
 	a := child.GetAnnotations()
 	if a == nil {
 		a = map[string]string{}
