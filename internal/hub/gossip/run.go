@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -192,7 +191,7 @@ func (w *watcher) run(ctx context.Context) {
 		AddFunc:    func(o any) { w.setLocal(ctx, o.(*selfclient.Node)) },
 		UpdateFunc: func(_, o any) { w.setLocal(ctx, o.(*selfclient.Node)) },
 	})
-	secret := informer(w.rc.Core, "secrets", health.Namespace, &selfclient.Secret{}, func(o *metav1.ListOptions) {
+	secret := selfclient.Informer(w.rc.Core, "secrets", health.Namespace, &selfclient.Secret{}, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", health.GossipKeySecret).String()
 	})
 	_, _ = secret.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -221,7 +220,7 @@ func (w *watcher) setLocal(ctx context.Context, n *selfclient.Node) {
 		w.stopPeers = cancel
 		w.mu.Unlock()
 		sel := labels.SelectorFromSet(labels.Set{w.rc.UnitKey: unit}).String()
-		inf := informer(w.rc.Core, "nodes", "", &selfclient.Node{}, func(o *metav1.ListOptions) { o.LabelSelector = sel })
+		inf := selfclient.Informer(w.rc.Core, "nodes", "", &selfclient.Node{}, func(o *metav1.ListOptions) { o.LabelSelector = sel })
 		set := func(o any) {
 			n := o.(*selfclient.Node)
 			w.mu.Lock()
@@ -289,11 +288,6 @@ func ParseKeys(data []byte) ([][]byte, error) {
 		return nil, fmt.Errorf("no key")
 	}
 	return keys, nil
-}
-
-func informer(c rest.Interface, resource, namespace string, obj runtime.Object, opts func(*metav1.ListOptions)) toolscache.SharedIndexInformer {
-	lw := toolscache.NewFilteredListWatchFromClient(c, resource, namespace, opts)
-	return toolscache.NewSharedIndexInformer(lw, obj, 0, toolscache.Indexers{})
 }
 
 // leaseWriter publishes the unit's report: when it changes, and to renew

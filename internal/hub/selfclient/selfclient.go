@@ -46,13 +46,22 @@ func New(cfg *rest.Config, gv schema.GroupVersion, add func(*runtime.Scheme) err
 	return rest.RESTClientFor(cfg)
 }
 
+// Informer is an informer of one resource through a client of this
+// package, its lists and watches narrowed by opts (nil: everything).
+func Informer(c rest.Interface, resource, namespace string, obj runtime.Object, opts func(*metav1.ListOptions)) toolscache.SharedIndexInformer {
+	if opts == nil {
+		opts = func(*metav1.ListOptions) {}
+	}
+	lw := toolscache.NewFilteredListWatchFromClient(c, resource, namespace, opts)
+	return toolscache.NewSharedIndexInformer(lw, obj, 0, toolscache.Indexers{})
+}
+
 // LocalNode is an informer of the hub's own Node, for the service topology
 // rules and the health member both: one watch, one copy.
 func LocalNode(core rest.Interface, node string) toolscache.SharedIndexInformer {
-	lw := toolscache.NewFilteredListWatchFromClient(core, "nodes", "", func(o *metav1.ListOptions) {
+	inf := Informer(core, "nodes", "", &Node{}, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", node).String()
 	})
-	inf := toolscache.NewSharedIndexInformer(lw, &Node{}, 0, toolscache.Indexers{})
 	_ = inf.SetTransform(func(o any) (any, error) {
 		if n, ok := o.(*Node); ok {
 			n.ManagedFields = nil

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -185,9 +184,7 @@ func (s *Source) Run(ctx context.Context) {
 		AddFunc:    func(o any) { s.setLocal(ctx, o.(*selfclient.Node).Labels) },
 		UpdateFunc: func(_, o any) { s.setLocal(ctx, o.(*selfclient.Node).Labels) },
 	})
-	services := toolscache.NewSharedIndexInformer(
-		toolscache.NewListWatchFromClient(s.client, "services", metav1.NamespaceAll, fields.Everything()),
-		&selfclient.Service{}, 0, toolscache.Indexers{})
+	services := selfclient.Informer(s.client, "services", metav1.NamespaceAll, &selfclient.Service{}, nil)
 	// Of a Service only its topology keys matter: nothing else is kept.
 	_ = services.SetTransform(keepMeta(func(m *metav1.ObjectMeta) {
 		keep := map[string]string{}
@@ -363,10 +360,7 @@ func (s *Source) watchMembers(ctx context.Context) {
 // runMembers watches the nodes whose label key has value v.
 func (s *Source) runMembers(ctx context.Context, key, value string) {
 	sel := labels.SelectorFromSet(labels.Set{key: value}).String()
-	inf := toolscache.NewSharedIndexInformer(
-		toolscache.NewFilteredListWatchFromClient(s.client, "nodes", metav1.NamespaceAll, func(o *metav1.ListOptions) {
-			o.LabelSelector = sel
-		}), &selfclient.Node{}, 0, toolscache.Indexers{})
+	inf := selfclient.Informer(s.client, "nodes", metav1.NamespaceAll, &selfclient.Node{}, func(o *metav1.ListOptions) { o.LabelSelector = sel })
 	_ = inf.SetTransform(keepMeta(func(m *metav1.ObjectMeta) { m.Labels, m.Annotations = nil, nil }))
 	set := func(name string, in bool) {
 		s.mu.Lock()
