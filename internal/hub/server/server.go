@@ -254,12 +254,12 @@ func Run(ctx context.Context, cfg Config) error {
 			TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.ServerCAFile, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile},
 		}
 	}
-	// The topology rules and the health member share one watch of the local
-	// node.
+	// The topology rules and the health member read core objects with one
+	// client, and share one watch of the local node.
+	var core rest.Interface
 	var localNode toolscache.SharedIndexInformer
 	if !cfg.ServiceTopology.Disabled || cfg.Health.UnitKey != "" {
-		core, err := selfclient.Core(asSelf("node"))
-		if err != nil {
+		if core, err = selfclient.Core(asSelf("self")); err != nil {
 			return err
 		}
 		localNode = selfclient.LocalNode(core, cfg.NodeName)
@@ -267,11 +267,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var rules *topology.Source
 	var filter *topology.Filter
 	if !cfg.ServiceTopology.Disabled {
-		throughHub, err := selfclient.Core(asSelf("topology"))
-		if err != nil {
-			return err
-		}
-		rules = topology.NewSource(cfg.NodeName, throughHub, localNode)
+		rules = topology.NewSource(cfg.NodeName, core, localNode)
 		filter = &topology.Filter{Rules: rules, Components: cfg.ServiceTopology.Components}
 		if e := cfg.ServiceTopology.KubernetesEndpoint; e != "" {
 			filter.KubernetesEndpoint = netip.MustParseAddrPort(e) // checked by Validate
@@ -323,10 +319,6 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { rules.Run(gctx); return nil })
 	}
 	if cfg.Health.UnitKey != "" {
-		core, err := selfclient.Core(asSelf("health"))
-		if err != nil {
-			return err
-		}
 		leases, err := selfclient.Leases(asSelf("health"))
 		if err != nil {
 			return err
