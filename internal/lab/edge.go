@@ -269,7 +269,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		servingIPs = append(servingIPs, net.ParseIP(en.ip), net.ParseIP(controlplane.KubernetesServiceIP))
 		servingNames = append(servingNames, controlplane.KubernetesServiceNames...)
 	}
-	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + en.name, IPs: servingIPs, DNSNames: servingNames, Server: true})
+	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: rbac.User(en.name), IPs: servingIPs, DNSNames: servingNames, Server: true})
 	if err != nil {
 		return err
 	}

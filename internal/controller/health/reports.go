@@ -18,6 +18,7 @@ import (
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	"github.com/sitegrid/sitegrid/internal/health"
+	"github.com/sitegrid/sitegrid/internal/hub/rbac"
 )
 
 // ReportsWebhookPath is where the manager serves the reports webhook.
@@ -25,10 +26,6 @@ const ReportsWebhookPath = "/sitegrid/health/validate-report"
 
 // ReportsWebhookName names the ValidatingWebhookConfiguration.
 const ReportsWebhookName = "sitegrid-health-reports"
-
-// HubUserPrefix starts the user name of every hub credential
-// (internal/hub/rbac.User).
-const HubUserPrefix = "sitegrid-hub:"
 
 // ReportsWebhookConfiguration is the registration of the reports webhook:
 // creates and updates of Leases in the health namespace by hub
@@ -47,7 +44,7 @@ func ReportsWebhookConfiguration(cc admissionregistrationv1.WebhookClientConfig)
 			}},
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: health.Namespace}},
 			MatchConditions: []admissionregistrationv1.MatchCondition{{
-				Name: "hub-credentials", Expression: fmt.Sprintf("request.userInfo.username.startsWith(%q)", HubUserPrefix),
+				Name: "hub-credentials", Expression: fmt.Sprintf("request.userInfo.username.startsWith(%q)", rbac.UserPrefix),
 			}},
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
@@ -73,7 +70,7 @@ type ReportValidator struct {
 
 // Handle admits or denies a hub's Lease write.
 func (v *ReportValidator) Handle(ctx context.Context, req admission.Request) admission.Response {
-	node, ok := strings.CutPrefix(req.UserInfo.Username, HubUserPrefix)
+	node, ok := strings.CutPrefix(req.UserInfo.Username, rbac.UserPrefix)
 	if !ok {
 		return admission.Allowed("not a hub")
 	}

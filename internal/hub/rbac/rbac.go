@@ -9,8 +9,12 @@ import (
 	"github.com/sitegrid/sitegrid/internal/health"
 )
 
-// User is the user name of a node's hub credential.
-func User(node string) string { return "sitegrid-hub:" + node }
+// UserPrefix starts the user name of every hub credential.
+const UserPrefix = "sitegrid-hub:"
+
+// User is the user name of a node's hub credential; its Roles are named
+// after it.
+func User(node string) string { return UserPrefix + node }
 
 // Cluster is everything the hub credential of node may do: impersonate
 // that node's kubelet (user system:node:<node> in the groups system:nodes
@@ -19,7 +23,7 @@ func User(node string) string { return "sitegrid-hub:" + node }
 // Services (of which it keeps only the topology keys).
 func Cluster(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
 	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-hub:" + node},
+		ObjectMeta: metav1.ObjectMeta{Name: User(node)},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"system:node:" + node}},
 			{APIGroups: []string{""}, Resources: []string{"groups"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"system:nodes", "system:authenticated"}},
@@ -41,7 +45,7 @@ func Cluster(node string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
 // admits a hub's write of its own unit's report only; docs/health.md.)
 func Health(node string) (*rbacv1.Role, *rbacv1.RoleBinding) {
 	role := &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-hub:" + node, Namespace: health.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: User(node), Namespace: health.Namespace},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}, ResourceNames: []string{health.GossipKeySecret}},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
