@@ -125,7 +125,7 @@ const largeList = 1 << 20
 // releaseAfterLargeList schedules a release, postponed while lists keep
 // coming (an informer sync lists several resources in a row).
 func (m *memoryReleaser) releaseAfterLargeList(size int64) {
-	if size < largeList || m.release == nil {
+	if size < largeList {
 		return
 	}
 	m.mu.Lock()
