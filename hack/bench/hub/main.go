@@ -219,7 +219,7 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		if err != nil {
 			return err
 		}
-		byFile, err := residentByFile(hub.proc.PID())
+		byFile, err := process.ResidentByFile(hub.proc.PID())
 		if err != nil {
 			return err
 		}
@@ -624,34 +624,6 @@ func memory(pid int) (map[string]int64, error) {
 		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, " kB")), 10, 64)
 		if err == nil {
 			out[k] = n * 1024
-		}
-	}
-	return out, sc.Err()
-}
-
-// residentByFile sums the resident memory of a process's mappings per file.
-func residentByFile(pid int) (map[string]int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]int64{}
-	file := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		switch {
-		case len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":"):
-			file = ""
-			if len(fields) >= 6 {
-				file = fields[5]
-			}
-		case len(fields) == 3 && fields[0] == "Rss:" && file != "":
-			n, err := strconv.ParseInt(fields[1], 10, 64)
-			if err == nil {
-				out[file] += n * 1024
-			}
 		}
 	}
 	return out, sc.Err()
