@@ -495,11 +495,12 @@ func round(d time.Duration) time.Duration {
 	return d.Round(100 * time.Millisecond)
 }
 
-// GoBuild is the command that builds a sitegrid binary as `make build`
+// GoBuild is the command that builds sitegrid binaries as `make build`
 // does: static, so no C library is mapped into every hub (1.5 MiB of its
-// resident memory, docs/hub.md).
-func GoBuild(ctx context.Context, out, pkg string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+// resident memory, docs/hub.md). out is a file, or with several packages a
+// folder ending in "/".
+func GoBuild(ctx context.Context, out string, pkgs ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", out}, pkgs...)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	return cmd
 }

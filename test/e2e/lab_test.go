@@ -42,7 +42,7 @@ func sitegridctl(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager", "./cmd/sitegrid-hub")
+		cmd := labpkg.GoBuild(context.Background(), builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager", "./cmd/sitegrid-hub")
 		cmd.Dir = testenv.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

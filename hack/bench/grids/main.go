@@ -16,7 +16,6 @@ import (
 	"github.com/go-logr/logr"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -69,7 +68,7 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 	}
 	defer os.RemoveAll(dir)
 	managerBin := filepath.Join(dir, "sitegrid-manager")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", managerBin, "./cmd/sitegrid-manager").CombinedOutput(); err != nil {
+	if out, err := lab.GoBuild(ctx, managerBin, "./cmd/sitegrid-manager").CombinedOutput(); err != nil {
 		return fmt.Errorf("build manager: %v\n%s", err, out)
 	}
 	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: filepath.Join(dir, "cp"), Bin: bin, APIServerOnly: true})

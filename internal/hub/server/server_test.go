@@ -26,6 +26,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/hub/rbac"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
+	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
 	"github.com/sitegrid/sitegrid/internal/testenv"
@@ -119,7 +120,7 @@ probeInterval: 500ms
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "sitegrid-hub")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/sitegrid-hub")
+	build := lab.GoBuild(context.Background(), bin, "./cmd/sitegrid-hub")
 	build.Dir = testenv.RepoRoot(t)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
