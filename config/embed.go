@@ -5,8 +5,8 @@ package config
 
 import "embed"
 
-// Manifests holds crd/ and rbac/. Kustomization files are among them; skip
+// Manifests holds admission/, crd/ and rbac/. Kustomization files are among them; skip
 // them when applying.
 //
-//go:embed crd rbac manager/namespace.yaml
+//go:embed admission crd rbac manager/namespace.yaml
 var Manifests embed.FS

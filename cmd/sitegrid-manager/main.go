@@ -22,6 +22,7 @@ func main() {
 	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election Lease (default: $POD_NAMESPACE).")
 	flag.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "How long controllers may take to stop after a signal.")
 	flag.DurationVar(&opts.UnitGracePeriod, "unit-grace-period", 5*time.Minute, "How long a grid's copy outlives the last node of its unit.")
+	flag.StringVar(&opts.WebhookHost, "webhook-bind-address", "", "Address the admission webhooks listen on; empty: every interface (in a pod, its own IP).")
 	flag.IntVar(&opts.WebhookPort, "webhook-port", 9443, "Port of the node health admission webhook.")
 	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", "", "Folder with tls.crt and tls.key of the node health webhook; empty turns the webhook off (docs/health.md).")
 	flag.DurationVar(&opts.MaxAutonomy, "max-autonomy", 24*time.Hour, "How long a NotReady edge node its unit vouches for keeps its pods; nodes and units may set their own (0: no bound).")

@@ -151,10 +151,10 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	}
 	cp.Endpoint = "https://127.0.0.1:" + strconv.Itoa(apiPort)
 
-	if err := cp.startEtcd(ctx, cfg, progress); err != nil {
+	if err := cp.startEtcd(ctx, cfg, p.etcd, progress); err != nil {
 		return nil, err
 	}
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", cp.components[0].Port)
+	etcdURL := fmt.Sprintf("https://127.0.0.1:%d", cp.components[0].Port)
 	if err := cp.startAPIServer(ctx, cfg, p, apiPort, etcdURL, progress); err != nil {
 		return nil, err
 	}
@@ -178,6 +178,9 @@ type pkiPaths struct {
 	servingCert, servKey  string // for controller-manager and scheduler
 	frontProxyCA          string // authenticates the aggregator's proxied requests
 	proxyCert, proxyKey   string
+	kubeletClientCert     string // the apiserver's client certificate towards kubelets
+	kubeletClientKey      string
+	etcd                  etcdPKI
 }
 
 func (cp *ControlPlane) writePKI() (pkiPaths, error) {
@@ -228,6 +231,18 @@ func (cp *ControlPlane) writePKI() (pkiPaths, error) {
 		return p, err
 	}
 	if p.proxyCert, p.proxyKey, err = pki.WriteKeyPair(dir, "front-proxy-client", proxy.Cert, proxy.Key); err != nil {
+		return p, err
+	}
+	// The apiserver's own identity towards kubelets (logs, exec, metrics),
+	// as kubeadm's apiserver-kubelet-client.
+	kc, err := ca.Issue(pki.LeafRequest{CommonName: "kube-apiserver-kubelet-client", Organizations: []string{"kubeadm:cluster-admins"}, Client: true, Validity: 365 * 24 * time.Hour})
+	if err != nil {
+		return p, err
+	}
+	if p.kubeletClientCert, p.kubeletClientKey, err = pki.WriteKeyPair(dir, "apiserver-kubelet-client", kc.Cert, kc.Key); err != nil {
+		return p, err
+	}
+	if p.etcd, err = writeEtcdPKI(dir); err != nil {
 		return p, err
 	}
 	sa, err := pki.NewSigningKey()
@@ -339,37 +354,10 @@ func (cp *ControlPlane) run(spec process.Spec, port int, progress io.Writer) (*p
 	return p, nil
 }
 
-func (cp *ControlPlane) startEtcd(ctx context.Context, cfg Config, progress io.Writer) error {
-	client, err := FreePort()
-	if err != nil {
-		return err
-	}
-	peer, err := FreePort()
-	if err != nil {
-		return err
-	}
-	clientURL := fmt.Sprintf("http://127.0.0.1:%d", client)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peer)
-	p, err := cp.run(process.Spec{Name: Etcd, Path: cfg.Bin.Path(kubebin.Etcd), Args: []string{
-		"--name=sitegrid", "--data-dir=" + filepath.Join(cp.Dir, "etcd"),
-		"--listen-client-urls=" + clientURL, "--advertise-client-urls=" + clientURL,
-		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
-		"--initial-cluster=sitegrid=" + peerURL,
-		// The lab and tests are disposable: skipping fsync makes a 2-core
-		// machine several times faster and risks only their own data.
-		"--unsafe-no-fsync=true", "--quota-backend-bytes=8589934592",
-		"--log-level=warn",
-	}}, client, progress)
-	if err != nil {
-		return err
-	}
-	hc := &http.Client{Timeout: 2 * time.Second}
-	return waitReady(ctx, p, process.HTTPReady(hc, clientURL+"/health"))
-}
-
 func (cp *ControlPlane) startAPIServer(ctx context.Context, cfg Config, p pkiPaths, port int, etcdURL string, progress io.Writer) error {
 	args := []string{
 		"--etcd-servers=" + etcdURL,
+		"--etcd-cafile=" + p.etcd.ca, "--etcd-certfile=" + p.etcd.apiserverClientCert, "--etcd-keyfile=" + p.etcd.apiserverClientKey,
 		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
 		"--advertise-address=" + DefaultAdvertiseAddress,
 		"--tls-cert-file=" + p.apiserverCert, "--tls-private-key-file=" + p.apiKey,
@@ -384,6 +372,13 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, cfg Config, p pkiPat
 		"--service-account-key-file=" + p.saPub, "--service-account-signing-key-file=" + p.saKey,
 		"--service-cluster-ip-range=" + DefaultServiceCIDR,
 		"--authorization-mode=Node,RBAC",
+		// kubeadm's admission: the apiserver's default plugins plus
+		// NodeRestriction, which confines a kubelet's writes to its own Node
+		// and the pods bound to it.
+		"--enable-admission-plugins=NodeRestriction",
+		"--enable-bootstrap-token-auth=true",
+		"--kubelet-client-certificate=" + p.kubeletClientCert, "--kubelet-client-key=" + p.kubeletClientKey,
+		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
 		"--allow-privileged=true",
 		"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000",
 		"--profiling=false",
@@ -429,7 +424,12 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context, cfg Config, 
 		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
 		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
 		"--tls-cert-file=" + p.servingCert, "--tls-private-key-file=" + p.servKey,
-		"--leader-elect=false",
+		"--client-ca-file=" + p.ca, "--requestheader-client-ca-file=" + p.frontProxyCA,
+		"--cluster-name=kubernetes",
+		// kubeadm's controller set: the defaults plus the bootstrap token
+		// signer and cleaner, so nodes can join with bootstrap tokens.
+		"--controllers=*,bootstrapsigner,tokencleaner",
+		"--leader-elect=true",
 		"--use-service-account-credentials=true",
 		"--service-account-private-key-file=" + p.saKey,
 		"--root-ca-file=" + p.ca,
@@ -460,7 +460,8 @@ func (cp *ControlPlane) startScheduler(ctx context.Context, cfg Config, p pkiPat
 		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
 		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
 		"--tls-cert-file=" + p.servingCert, "--tls-private-key-file=" + p.servKey,
-		"--leader-elect=false", "--profiling=false",
+		"--client-ca-file=" + p.ca, "--requestheader-client-ca-file=" + p.frontProxyCA,
+		"--leader-elect=true", "--profiling=false",
 	}}, port, progress)
 	if err != nil {
 		return err

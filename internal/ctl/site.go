@@ -100,6 +100,9 @@ func printHealth(cmd *cobra.Command, c client.Client, unit string, maxAutonomy t
 	lease := &coordinationv1.Lease{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: health.Namespace, Name: unit}, lease); err != nil {
 		if apierrors.IsNotFound(err) {
+			if err := c.Get(ctx, client.ObjectKey{Name: unit}, &sitev1.NodeUnit{}); apierrors.IsNotFound(err) {
+				return fmt.Errorf("no such unit: NodeUnit %s does not exist (sitegridctl site list shows the units)", unit)
+			}
 			return fmt.Errorf("unit %s has no health report (Lease %s/%s): its hubs run no distributed health, or none has reached the cloud yet", unit, health.Namespace, unit)
 		}
 		return err

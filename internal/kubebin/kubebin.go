@@ -198,7 +198,13 @@ func Ensure(ctx context.Context, opts Options) (Set, error) {
 			return Set{}, err
 		}
 		if root, err = FindRepoRoot(wd); err != nil {
-			return Set{}, fmt.Errorf("%w: run from a sitegrid checkout, or set $%s to a folder holding the binaries", err, EnvDir)
+			// Outside a checkout the pins cannot be read, but a set built
+			// before (by `make kube-bin` or a lab) serves.
+			if set, cacheErr := newestCached(opts.CacheRoot); cacheErr == nil {
+				fmt.Fprintf(progress, "kube-bin: not in a sitegrid checkout; using the built set %s\n", set.Dir)
+				return set, nil
+			}
+			return Set{}, fmt.Errorf("%w, and no built set is in the cache: run from a sitegrid checkout (it builds them), or set $%s to a folder holding the binaries", err, EnvDir)
 		}
 	}
 	pins, err := ReadPins(root)
@@ -232,6 +238,40 @@ func Ensure(ctx context.Context, opts Options) (Set, error) {
 		return set, nil
 	}
 	return set, build(ctx, root, set, pins, progress)
+}
+
+// newestCached returns the most recently built complete set in the cache
+// that this Go version built.
+func newestCached(cacheRoot string) (Set, error) {
+	if cacheRoot == "" {
+		var err error
+		if cacheRoot, err = CacheRoot(); err != nil {
+			return Set{}, err
+		}
+	}
+	entries, err := os.ReadDir(cacheRoot)
+	if err != nil {
+		return Set{}, err
+	}
+	var best Set
+	var bestTime time.Time
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasSuffix(e.Name(), ".partial") || !strings.Contains(e.Name(), "_"+runtime.Version()+"_") {
+			continue
+		}
+		set := Set{Dir: filepath.Join(cacheRoot, e.Name())}
+		info, err := e.Info()
+		if err != nil || set.Check() != nil {
+			continue
+		}
+		if info.ModTime().After(bestTime) {
+			best, bestTime = set, info.ModTime()
+		}
+	}
+	if best.Dir == "" {
+		return Set{}, fmt.Errorf("no complete set built by %s in %s", runtime.Version(), cacheRoot)
+	}
+	return best, nil
 }
 
 func build(ctx context.Context, root string, set Set, pins Pins, progress io.Writer) error {

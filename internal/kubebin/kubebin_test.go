@@ -3,8 +3,10 @@ package kubebin
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeCheckout writes tools modules pinning the given versions.
@@ -82,5 +84,48 @@ func TestEnsureChecksGivenFolder(t *testing.T) {
 	_, err := Ensure(t.Context(), Options{})
 	if err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("got %v, want an error naming the missing binary", err)
+	}
+}
+
+// TestEnsureOutsideCheckoutUsesBuiltSet: a lab started outside a checkout
+// runs with the set built before, the newest of this Go version; with none
+// built it says how to get one.
+func TestEnsureOutsideCheckoutUsesBuiltSet(t *testing.T) {
+	t.Setenv(EnvDir, "")
+	t.Chdir(t.TempDir())
+	cache := t.TempDir()
+	if _, err := Ensure(t.Context(), Options{CacheRoot: cache}); err == nil || !strings.Contains(err.Error(), "no built set") {
+		t.Fatalf("got %v, want an error saying no set is built", err)
+	}
+	makeSet := func(name string, complete bool, age time.Duration) string {
+		dir := filepath.Join(cache, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range steps {
+			for i, n := range st.names {
+				if !complete && i == 0 {
+					continue
+				}
+				if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/true\n"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		when := time.Now().Add(-age)
+		if err := os.Chtimes(dir, when, when); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	old := makeSet("kube-v1.36.0_etcd-v3.6.0_kwok-v0.7.0_"+runtime.Version()+"_aaaa", true, time.Hour)
+	makeSet("kube-v1.38.0_etcd-v3.6.0_kwok-v0.8.0_"+runtime.Version()+"_bbbb", false, 0)
+	makeSet("kube-v1.38.0_etcd-v3.6.0_kwok-v0.8.0_go1.0_cccc", true, 0)
+	set, err := Ensure(t.Context(), Options{CacheRoot: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.Dir != old {
+		t.Fatalf("got %s, want the only complete set of this Go version %s", set.Dir, old)
 	}
 }

@@ -41,12 +41,26 @@ func Detach(ctx context.Context, workdir string, args []string, out io.Writer) e
 	if err != nil {
 		return err
 	}
+	// A lab already running there keeps its log: refuse before touching it.
+	unlock, err := lockWorkdir(workdir)
+	if err != nil {
+		return err
+	}
+	unlock()
 	logPath := filepath.Join(workdir, logFile)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
+	// A lab that did not start leaves nothing behind: its log was shown.
+	started := false
+	defer func() {
+		if !started {
+			_ = os.Remove(logPath)
+			_ = os.Remove(workdir) // only if empty
+		}
+	}()
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -66,12 +80,13 @@ func Detach(ctx context.Context, workdir string, args []string, out io.Writer) e
 		_, _ = io.Copy(out, follow)
 		if s, err := ReadState(workdir); err == nil && s.Ready && s.PID == pid {
 			_, _ = io.Copy(out, follow)
+			started = true
 			return nil
 		}
 		select {
 		case err := <-exited:
 			_, _ = io.Copy(out, follow)
-			return fmt.Errorf("the lab did not start (%v); its log is %s", err, logPath)
+			return fmt.Errorf("the lab did not start (%v); its output is above", err)
 		case <-ctx.Done():
 			_ = syscall.Kill(pid, syscall.SIGTERM)
 			<-exited

@@ -119,7 +119,16 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	// Whichever way the lab ends, even before it started anything, it
+	// leaves no state, lock or empty workdir behind.
+	defer func() {
+		if rmErr := removeState(opts.Workdir); rmErr != nil && err == nil {
+			err = rmErr
+		}
+		_ = os.Remove(filepath.Join(opts.Workdir, lockFile))
+		unlock()
+		_ = os.Remove(opts.Workdir) // only if empty
+	}()
 	// A lab whose owner was killed leaves state but no processes (they die
 	// with it); clear it.
 	if err := removeState(opts.Workdir); err != nil {
@@ -160,9 +169,6 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 		}
 		if cp != nil {
 			cp.Stop()
-		}
-		if rmErr := removeState(opts.Workdir); rmErr != nil && err == nil {
-			err = rmErr
 		}
 	}()
 	if err := steps.run("start etcd, kube-apiserver, kube-controller-manager and kube-scheduler", func() error {
@@ -322,7 +328,7 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 			"--leader-elect=true", "--leader-election-namespace=sitegrid-system",
 			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metricsPort),
 			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort),
-			"--webhook-port=" + strconv.Itoa(webhookPort), "--webhook-cert-dir=" + webhookDir,
+			"--webhook-bind-address=127.0.0.1", "--webhook-port=" + strconv.Itoa(webhookPort), "--webhook-cert-dir=" + webhookDir,
 		},
 		LogFile: filepath.Join(cp.Dir, "logs", "sitegrid-manager.log"),
 	})

@@ -50,7 +50,7 @@ func setupSite(mgr ctrl.Manager, _ Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&site.NodeUnitReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&site.NodeUnitReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sitegrid-site")}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return (&site.NodeGroupReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sitegrid-site")}).SetupWithManager(mgr)

@@ -56,7 +56,9 @@ type Options struct {
 	UnitGracePeriod time.Duration
 	// WebhookPort and WebhookCertDir (tls.crt, tls.key) serve the node
 	// health webhook; no cert dir: no webhook (docs/health.md).
-	WebhookPort    int
+	WebhookPort int
+	// WebhookHost is the address the webhook server binds; empty: all.
+	WebhookHost    string
 	WebhookCertDir string
 	// MaxAutonomy bounds how long a NotReady node its unit vouches for is
 	// kept (nodes and units may set their own); 0: no bound.
@@ -107,7 +109,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &shutdown,
 		Controller:                    config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
-		WebhookServer:                 webhook.NewServer(webhook.Options{Port: opts.WebhookPort, CertDir: opts.WebhookCertDir}),
+		WebhookServer:                 webhook.NewServer(webhook.Options{Host: opts.WebhookHost, Port: opts.WebhookPort, CertDir: opts.WebhookCertDir}),
 	})
 	if err != nil {
 		return nil, err

@@ -159,6 +159,14 @@ func TestInstallManifestsWithKubectl(t *testing.T) {
 	if _, err := cs.RbacV1().RoleBindings("sitegrid-system").Get(ctx, "sitegrid-manager", metav1.GetOptions{}); err != nil {
 		t.Errorf("RoleBinding: %v", err)
 	}
+	for _, name := range []string{"sitegrid-node-labels", "sitegrid-node-group-keys"} {
+		if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{}); err != nil {
+			t.Errorf("ValidatingAdmissionPolicy %s: %v", name, err)
+		}
+		if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, name, metav1.GetOptions{}); err != nil {
+			t.Errorf("ValidatingAdmissionPolicyBinding %s: %v", name, err)
+		}
+	}
 }
 
 // TestHealthWebhookOverlay: config/health-webhook renders with kustomize

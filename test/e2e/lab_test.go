@@ -59,6 +59,8 @@ type labRunner struct {
 	bin     string
 	root    string
 	workdir string
+	// cwd is where sitegridctl runs; empty: the checkout.
+	cwd string
 }
 
 // upLab starts a lab in a temporary workdir (`lab up --detach` with args,
@@ -133,6 +135,9 @@ func (l labRunner) run(args ...string) (string, error) {
 	}
 	cmd := exec.Command(l.bin, args...)
 	cmd.Dir = l.root
+	if l.cwd != "" {
+		cmd.Dir = l.cwd
+	}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -147,11 +152,13 @@ func (l labRunner) must(args ...string) string {
 }
 
 // TestLabLifecycle drives `sitegridctl lab` as a user would: up in the
-// background, kubectl against its kubeconfig, add and remove a node, refuse a
-// second lab in the same workdir, and leave nothing behind after down.
+// background from outside a checkout (the binaries come from the cache),
+// kubectl against its kubeconfig, add and remove a node, refuse a second lab
+// in the same workdir without touching the first one's log, and leave
+// nothing behind after down.
 func TestLabLifecycle(t *testing.T) {
 	testenv.Binaries(t) // built once for every test, with progress
-	lab := labRunner{t: t, bin: sitegridctl(t), root: testenv.RepoRoot(t), workdir: t.TempDir()}
+	lab := labRunner{t: t, bin: sitegridctl(t), root: testenv.RepoRoot(t), workdir: t.TempDir(), cwd: t.TempDir()}
 	port, err := controlplane.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -247,9 +254,23 @@ func TestLabLifecycle(t *testing.T) {
 		t.Fatalf("after remove-node, Ready nodes per site = %v, want 2 in site-2", got)
 	}
 
-	// A second lab in the same workdir is refused, and the first keeps running.
+	// A second lab in the same workdir is refused, and the first keeps running
+	// and keeps its log.
 	if out, err := lab.run("lab", "up", "--apiserver-port", strconv.Itoa(port+1)); err == nil || !strings.Contains(out, "in use") {
 		t.Errorf("second lab up in one workdir: err=%v, output:\n%s", err, out)
+	}
+	logBefore, err := os.ReadFile(filepath.Join(lab.workdir, "lab.log"))
+	if err != nil || !strings.Contains(string(logBefore), "lab ready") {
+		t.Fatalf("the detached lab's log: %v\n%s", err, logBefore)
+	}
+	if out, err := lab.run("lab", "up", "--detach", "--apiserver-port", strconv.Itoa(port+1)); err == nil || !strings.Contains(out, "in use") {
+		t.Errorf("second lab up --detach in one workdir: err=%v, output:\n%s", err, out)
+	}
+	if logAfter, _ := os.ReadFile(filepath.Join(lab.workdir, "lab.log")); !strings.HasPrefix(string(logAfter), string(logBefore)) {
+		t.Errorf("a refused lab up --detach changed the running lab's log:\nbefore:\n%s\nafter:\n%s", logBefore, logAfter)
+	}
+	if out, err := lab.run("site", "health", "lab-site-9", "--kubeconfig", kubeconfig); err == nil || !strings.Contains(out, "no such unit") {
+		t.Errorf("site health of a unit that does not exist: err=%v, output %q", err, out)
 	}
 
 	pids := labPIDs(t, lab.workdir)
@@ -312,6 +333,13 @@ func TestLabRefusesTakenPort(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(lab.workdir, "controlplane")); !os.IsNotExist(err) {
 		t.Errorf("failed lab left its control plane folder: %v", err)
+	}
+	if left, err := os.ReadDir(lab.workdir); err == nil && len(left) > 0 {
+		names := []string{}
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Errorf("failed lab left files in its workdir: %v", names)
 	}
 	if out, err := lab.run("lab", "status"); err == nil {
 		t.Errorf("lab status after a failed start succeeded:\n%s", out)

@@ -218,6 +218,15 @@ func (s Snapshot) DesiredForNode(node *corev1.Node) (Desired, []Conflict) {
 	}
 	taintSeen := map[string]bool{}
 	for _, u := range units {
+		if u.Spec.Unschedulable {
+			d.Unschedulable = true
+		}
+		// What the apiserver would refuse would fail the node's whole
+		// apply, every other unit's fields included: the unit's status
+		// says why it is left out (UnitSetNodeValid).
+		if len(InvalidSetNode(u.Spec.SetNode)) > 0 {
+			continue
+		}
 		for k, v := range u.Spec.SetNode.Labels {
 			if _, ok := d.Labels[k]; !ok {
 				d.Labels[k] = v
@@ -234,9 +243,6 @@ func (s Snapshot) DesiredForNode(node *corev1.Node) (Desired, []Conflict) {
 				taintSeen[key] = true
 				d.Taints = append(d.Taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect})
 			}
-		}
-		if u.Spec.Unschedulable {
-			d.Unschedulable = true
 		}
 	}
 	sort.Slice(d.Taints, func(i, j int) bool {

@@ -73,6 +73,7 @@ func (r *NodeReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 		return reconcile.Result{}, nil
 	}
 	if err != nil {
+		r.reportRefused(snap, node, err)
 		return reconcile.Result{}, fmt.Errorf("apply sitegrid fields to node %s: %w", node.Name, err)
 	}
 	log.FromContext(ctx).V(1).Info("node updated", "node", node.Name, "labels", desired.Labels, "taints", len(desired.Taints), "unschedulable", desired.Unschedulable)
@@ -207,6 +208,23 @@ func (r *NodeReconciler) reportForeign(snap Snapshot, node *corev1.Node, fields 
 	r.Recorder.Eventf(units[0], node, corev1.EventTypeWarning, ReasonFieldHeldByOthers, "SetNode",
 		"node %s: %s; set by someone else, so sitegrid leaves them alone", node.Name, strings.Join(parts, "; "))
 }
+
+// reportRefused tells the node's units, in an Event each, that the
+// apiserver refused what sitegrid puts on the node, and why: until the
+// cause is mended no unit's fields reach that node.
+func (r *NodeReconciler) reportRefused(snap Snapshot, node *corev1.Node, err error) {
+	if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) && !apierrors.IsRequestEntityTooLargeError(err) {
+		return // a passing fault: retried, not worth an Event
+	}
+	for _, u := range snap.UnitsOfNode(node) {
+		r.Recorder.Eventf(u, node, corev1.EventTypeWarning, ReasonNodeApplyRefused, "SetNode",
+			"node %s refused what its units put on it, so none of it is there: %v", node.Name, err)
+	}
+}
+
+// ReasonNodeApplyRefused is the Event reason for a node write the
+// apiserver refused.
+const ReasonNodeApplyRefused = "NodeApplyRefused"
 
 // ReasonFieldHeldByOthers is the Event reason for fields a unit asked for
 // that someone else holds with another value.

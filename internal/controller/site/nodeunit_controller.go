@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,10 +38,11 @@ const (
 	ReasonBadSelector   = "InvalidSelector"
 )
 
-// NodeUnitReconciler keeps a unit's status: its ready rate and the lists of
-// ready and not-ready members.
+// NodeUnitReconciler keeps a unit's status: its ready rate, the lists of
+// ready and not-ready members, and whether its setNode can be put on nodes.
 type NodeUnitReconciler struct {
-	Client client.Client
+	Client   client.Client
+	Recorder events.EventRecorder
 }
 
 // Reconcile recomputes one unit's status and writes it if it changed.
@@ -60,6 +62,7 @@ func (r *NodeUnitReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	} else {
 		setMemberStatus(status, members, unit.Generation)
 	}
+	r.setSetNodeCondition(unit, status)
 	status.ObservedGeneration = unit.Generation
 	if equality.Semantic.DeepEqual(status, &unit.Status) {
 		return reconcile.Result{}, nil
@@ -71,6 +74,21 @@ func (r *NodeUnitReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	}
 	log.FromContext(ctx).V(1).Info("unit status updated", "unit", unit.Name, "readyRate", status.ReadyRate)
 	return reconcile.Result{}, nil
+}
+
+// setSetNodeCondition sets UnitSetNodeValid and, when the unit's setNode
+// turns invalid, tells the user in an Event: the manager's log is not where
+// a user looks.
+func (r *NodeUnitReconciler) setSetNodeCondition(unit *sitev1.NodeUnit, status *sitev1.NodeUnitStatus) {
+	cond := metav1.Condition{Type: UnitSetNodeValid, Status: metav1.ConditionTrue, Reason: ReasonSetNodeValid,
+		Message: "setNode is put on every member node", ObservedGeneration: unit.Generation}
+	if problems := InvalidSetNode(unit.Spec.SetNode); len(problems) > 0 {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonInvalidSetNode, setNodeMessage(problems)
+		if prev := meta.FindStatusCondition(unit.Status.Conditions, UnitSetNodeValid); prev == nil || prev.Message != cond.Message {
+			r.Recorder.Eventf(unit, nil, corev1.EventTypeWarning, ReasonInvalidSetNode, "SetNode", "%s", cond.Message)
+		}
+	}
+	meta.SetStatusCondition(&status.Conditions, cond)
 }
 
 func setMemberStatus(status *sitev1.NodeUnitStatus, members []*corev1.Node, generation int64) {
