@@ -22,7 +22,6 @@ import (
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
 	healthcontroller "github.com/sitegrid/sitegrid/internal/controller/health"
-	"github.com/sitegrid/sitegrid/internal/controller/site"
 	"github.com/sitegrid/sitegrid/internal/health"
 )
 
@@ -178,7 +177,7 @@ func printSites(out io.Writer, units []sitev1.NodeUnit, groups []sitev1.NodeGrou
 		u := &units[i]
 		var in []string
 		for j := range groups {
-			if site.GroupHasUnit(&groups[j], u) {
+			if sitev1.GroupHasUnit(&groups[j], u) {
 				in = append(in, groups[j].Name)
 			}
 		}
@@ -192,7 +191,7 @@ func printSites(out io.Writer, units []sitev1.NodeUnit, groups []sitev1.NodeGrou
 	fmt.Fprintln(tw, "GROUP\tUNITS\tREADY UNITS\tCONFLICT")
 	ready := map[string]bool{}
 	for i := range units {
-		ready[units[i].Name] = meta.IsStatusConditionTrue(units[i].Status.Conditions, site.UnitReady)
+		ready[units[i].Name] = meta.IsStatusConditionTrue(units[i].Status.Conditions, sitev1.UnitReady)
 	}
 	for i := range groups {
 		g := &groups[i]
@@ -203,7 +202,7 @@ func printSites(out io.Writer, units []sitev1.NodeUnit, groups []sitev1.NodeGrou
 			}
 		}
 		conflict := "-"
-		if c := meta.FindStatusCondition(g.Status.Conditions, site.GroupConflict); c != nil && c.Status == "True" {
+		if c := meta.FindStatusCondition(g.Status.Conditions, sitev1.GroupConflict); c != nil && c.Status == "True" {
 			conflict = c.Message
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d/%d\t%s\n", g.Name, g.Status.UnitNumber, n, len(g.Status.NodeUnits), conflict)

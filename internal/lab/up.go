@@ -22,7 +22,6 @@ import (
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	"github.com/sitegrid/sitegrid/config"
 	healthcontroller "github.com/sitegrid/sitegrid/internal/controller/health"
-	sitecontroller "github.com/sitegrid/sitegrid/internal/controller/site"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/pki"
@@ -401,7 +400,7 @@ func createSites(ctx context.Context, cp *controlplane.ControlPlane, nodes *edge
 const GroupName = "lab"
 
 // UnitName is the NodeUnit the lab's group makes for a site.
-func UnitName(site string) string { return sitecontroller.AutoUnitName(GroupName, []string{site}) }
+func UnitName(site string) string { return sitev1.AutoUnitName(GroupName, []string{site}) }
 
 // groupSites creates the lab's NodeGroup and waits until every node carries
 // its unit label.

@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
-	"github.com/sitegrid/sitegrid/internal/controller/site"
 	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 	"github.com/sitegrid/sitegrid/internal/testenv/testmanager"
@@ -213,14 +212,14 @@ func testConflict(e *env) {
 		if err := e.c.Get(ctx, client.ObjectKeyFromObject(g), g); err != nil {
 			return err
 		}
-		c := meta.FindStatusCondition(g.Status.Conditions, site.GroupConflict)
+		c := meta.FindStatusCondition(g.Status.Conditions, sitev1.GroupConflict)
 		if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "cf-1") {
 			return fmt.Errorf("Conflict condition %+v", c)
 		}
 		return nil
 	})
 	testenv.Eventually(e.t, 30*time.Second, func(ctx context.Context) error {
-		evs, err := e.cs.EventsV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "reason=" + site.ReasonNodesClaimedTwice})
+		evs, err := e.cs.EventsV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "reason=" + sitev1.ReasonNodesClaimedTwice})
 		if err != nil {
 			return err
 		}
@@ -249,7 +248,7 @@ func testConflict(e *env) {
 		if err := e.c.Get(ctx, client.ObjectKeyFromObject(g), g); err != nil {
 			return err
 		}
-		if meta.IsStatusConditionTrue(g.Status.Conditions, site.GroupConflict) {
+		if meta.IsStatusConditionTrue(g.Status.Conditions, sitev1.GroupConflict) {
 			return errors.New("Conflict still True")
 		}
 		return nil
@@ -362,7 +361,7 @@ func testReadyRate(e *env) {
 			if err := e.c.Get(ctx, client.ObjectKeyFromObject(u), u); err != nil {
 				return err
 			}
-			c := meta.FindStatusCondition(u.Status.Conditions, site.UnitReady)
+			c := meta.FindStatusCondition(u.Status.Conditions, sitev1.UnitReady)
 			if u.Status.ReadyRate != want || c == nil || c.Status != ready {
 				return fmt.Errorf("readyRate %q condition %+v, want %q and Ready=%s", u.Status.ReadyRate, c, want, ready)
 			}

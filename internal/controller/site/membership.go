@@ -12,125 +12,16 @@
 package site
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"regexp"
 	"slices"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 )
 
-const (
-	// FieldManager owns every field sitegrid sets on nodes.
-	FieldManager = "sitegrid-site"
-	// AutoGroupLabel marks a NodeUnit created by autoFindNodeKeys.
-	AutoGroupLabel = "site.sitegrid.io/auto-group"
-)
-
-// selectorMatches reports whether sel selects an object with these labels
-// and annotations. An empty selector selects nothing: a unit or group must
-// say what it wants, so a typo never claims the whole cluster.
-func selectorMatches(sel *sitev1.Selector, objLabels, objAnnotations map[string]string) (bool, error) {
-	if sel == nil || (len(sel.MatchLabels) == 0 && len(sel.MatchExpressions) == 0 && len(sel.Annotations) == 0) {
-		return false, nil
-	}
-	// Fast path for the common selector, matchLabels only: map lookups, no
-	// parsing. (A bad value can never match a node's valid label.)
-	for k, v := range sel.MatchLabels {
-		if got, ok := objLabels[k]; !ok || got != v {
-			return false, nil
-		}
-	}
-	if len(sel.MatchExpressions) > 0 {
-		s, err := labelSelector(sel)
-		if err != nil {
-			return false, err
-		}
-		if !s.Matches(labels.Set(objLabels)) {
-			return false, nil
-		}
-	}
-	for k, v := range sel.Annotations {
-		if got, ok := objAnnotations[k]; !ok || got != v {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-// labelSelector converts the label part of sel; it fails on bad values.
-func labelSelector(sel *sitev1.Selector) (labels.Selector, error) {
-	s, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: sel.MatchLabels, MatchExpressions: sel.MatchExpressions})
-	if err != nil {
-		return nil, fmt.Errorf("invalid selector: %w", err)
-	}
-	return s, nil
-}
-
-// UnitHasNode reports whether node is a member of unit.
-func UnitHasNode(unit *sitev1.NodeUnit, node *corev1.Node) bool {
-	if slices.Contains(unit.Spec.Nodes, node.Name) {
-		return true
-	}
-	ok, err := selectorMatches(unit.Spec.Selector, node.Labels, node.Annotations)
-	return err == nil && ok
-}
-
-// GroupHasUnit reports whether unit is a member of group.
-func GroupHasUnit(group *sitev1.NodeGroup, unit *sitev1.NodeUnit) bool {
-	if slices.Contains(group.Spec.NodeUnits, unit.Name) || unit.Labels[AutoGroupLabel] == group.Name {
-		return true
-	}
-	ok, err := selectorMatches(group.Spec.Selector, unit.Labels, unit.Annotations)
-	return err == nil && ok
-}
-
-// AutoValues returns the node's values for the group's autoFindNodeKeys, in
-// key order, and whether it carries all of them.
-func AutoValues(group *sitev1.NodeGroup, node *corev1.Node) ([]string, bool) {
-	if len(group.Spec.AutoFindNodeKeys) == 0 {
-		return nil, false
-	}
-	values := make([]string, 0, len(group.Spec.AutoFindNodeKeys))
-	for _, k := range group.Spec.AutoFindNodeKeys {
-		v, ok := node.Labels[k]
-		if !ok {
-			return nil, false
-		}
-		values = append(values, v)
-	}
-	return values, true
-}
-
-var notNameChars = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// AutoUnitName names the unit autoFindNodeKeys creates for one combination of
-// values: "<group>-<value>[-<value>...]". When that is not a valid name of at
-// most 63 characters (the name is also a label value), or when several values
-// one of which holds a '-' make the split ambiguous, the name is lowercased,
-// cleaned, cut and given a hash of the exact values, so distinct combinations
-// of one group never share a name.
-func AutoUnitName(group string, values []string) string {
-	raw := group + "-" + strings.Join(values, "-")
-	name := strings.Trim(notNameChars.ReplaceAllString(strings.ToLower(raw), "-"), "-")
-	ambiguous := len(values) > 1 && slices.ContainsFunc(values, func(v string) bool { return strings.Contains(v, "-") })
-	if name == raw && len(name) <= 63 && !ambiguous {
-		return name
-	}
-	sum := sha256.Sum256([]byte(group + "\x00" + strings.Join(values, "\x00")))
-	suffix := hex.EncodeToString(sum[:])[:8]
-	if len(name) > 54 {
-		name = strings.TrimRight(name[:54], "-")
-	}
-	return name + "-" + suffix
-}
+// FieldManager owns every field sitegrid sets on nodes.
+const FieldManager = "sitegrid-site"
 
 // Snapshot is the set of units and groups the decisions are made from.
 type Snapshot struct {
@@ -142,7 +33,7 @@ type Snapshot struct {
 func (s Snapshot) UnitsOfNode(node *corev1.Node) []*sitev1.NodeUnit {
 	var out []*sitev1.NodeUnit
 	for _, u := range s.Units {
-		if u.DeletionTimestamp == nil && UnitHasNode(u, node) {
+		if u.DeletionTimestamp == nil && sitev1.UnitHasNode(u, node) {
 			out = append(out, u)
 		}
 	}
@@ -156,12 +47,12 @@ func (s Snapshot) UnitsOfNode(node *corev1.Node) []*sitev1.NodeUnit {
 func (s Snapshot) GroupClaims(group *sitev1.NodeGroup, nodeUnits []*sitev1.NodeUnit, node *corev1.Node) []string {
 	var claims []string
 	for _, u := range nodeUnits {
-		if GroupHasUnit(group, u) {
+		if sitev1.GroupHasUnit(group, u) {
 			claims = append(claims, u.Name)
 		}
 	}
-	if values, ok := AutoValues(group, node); ok {
-		if name := AutoUnitName(group.Name, values); !slices.Contains(claims, name) {
+	if values, ok := sitev1.AutoValues(group, node); ok {
+		if name := sitev1.AutoUnitName(group.Name, values); !slices.Contains(claims, name) {
 			claims = append(claims, name)
 		}
 	}

@@ -205,7 +205,7 @@ func (r *NodeReconciler) reportForeign(snap Snapshot, node *corev1.Node, fields 
 	for _, f := range fields {
 		parts = append(parts, fmt.Sprintf("%s %s is %q (wanted %q)", f.kind, f.key, f.have, f.want))
 	}
-	r.Recorder.Eventf(units[0], node, corev1.EventTypeWarning, ReasonFieldHeldByOthers, "SetNode",
+	r.Recorder.Eventf(units[0], node, corev1.EventTypeWarning, sitev1.ReasonFieldHeldByOthers, "SetNode",
 		"node %s: %s; set by someone else, so sitegrid leaves them alone", node.Name, strings.Join(parts, "; "))
 }
 
@@ -217,18 +217,10 @@ func (r *NodeReconciler) reportRefused(snap Snapshot, node *corev1.Node, err err
 		return // a passing fault: retried, not worth an Event
 	}
 	for _, u := range snap.UnitsOfNode(node) {
-		r.Recorder.Eventf(u, node, corev1.EventTypeWarning, ReasonNodeApplyRefused, "SetNode",
+		r.Recorder.Eventf(u, node, corev1.EventTypeWarning, sitev1.ReasonNodeApplyRefused, "SetNode",
 			"node %s refused what its units put on it, so none of it is there: %v", node.Name, err)
 	}
 }
-
-// ReasonNodeApplyRefused is the Event reason for a node write the
-// apiserver refused.
-const ReasonNodeApplyRefused = "NodeApplyRefused"
-
-// ReasonFieldHeldByOthers is the Event reason for fields a unit asked for
-// that someone else holds with another value.
-const ReasonFieldHeldByOthers = "FieldHeldByOthers"
 
 // loadSnapshot lists units and groups from the cache without copying them:
 // the snapshot is read-only, and a node reconcile must not copy every unit.
@@ -397,7 +389,7 @@ func unitMembers(ctx context.Context, c client.Client, u *sitev1.NodeUnit) ([]*c
 	if sel != nil && (len(sel.MatchLabels) > 0 || len(sel.MatchExpressions) > 0 || len(sel.Annotations) > 0) {
 		var opts []client.ListOption
 		if len(sel.MatchLabels) > 0 || len(sel.MatchExpressions) > 0 {
-			if _, err := labelSelector(sel); err != nil {
+			if _, err := sel.LabelSelector(); err != nil {
 				return nil, fmt.Errorf("unit %s: %w", u.Name, err)
 			}
 		}
@@ -412,7 +404,7 @@ func unitMembers(ctx context.Context, c client.Client, u *sitev1.NodeUnit) ([]*c
 			return nil, err
 		}
 		for i := range nodes.Items {
-			if UnitHasNode(u, &nodes.Items[i]) {
+			if sitev1.UnitHasNode(u, &nodes.Items[i]) {
 				out = append(out, &nodes.Items[i])
 				seen[nodes.Items[i].Name] = true
 			}

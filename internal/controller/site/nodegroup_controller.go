@@ -32,21 +32,6 @@ import (
 // +kubebuilder:rbac:groups=site.superedge.io,resources=nodegroups/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=site.superedge.io,resources=nodegroups/finalizers,verbs=update
 
-// Condition types and reasons of NodeGroup.
-const (
-	// GroupConflict is True while a node is claimed by two or more units of
-	// the group; the node keeps its current group label meanwhile.
-	GroupConflict = "Conflict"
-	// GroupAutoUnits is False when a unit autoFindNodeKeys needs cannot be
-	// made, for example because a unit of that name belongs to someone else.
-	GroupAutoUnits = "AutoUnitsReady"
-
-	ReasonNodesClaimedTwice = "NodesClaimedTwice"
-	ReasonNoConflict        = "NoConflict"
-	ReasonUnitsInPlace      = "UnitsInPlace"
-	ReasonNameTaken         = "UnitNameTaken"
-)
-
 // NodeGroupReconciler creates and removes the units of autoFindNodeKeys and
 // keeps a group's status: its units and any conflict between them.
 type NodeGroupReconciler struct {
@@ -75,7 +60,7 @@ func (r *NodeGroupReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 	if equality.Semantic.DeepEqual(status, &group.Status) {
 		return reconcile.Result{}, nil
 	}
-	wasConflict := meta.IsStatusConditionTrue(group.Status.Conditions, GroupConflict)
+	wasConflict := meta.IsStatusConditionTrue(group.Status.Conditions, sitev1.GroupConflict)
 	patch := client.MergeFrom(group.DeepCopy())
 	group.Status = *status
 	if err := r.Client.Status().Patch(ctx, group, patch); err != nil {
@@ -83,7 +68,7 @@ func (r *NodeGroupReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 	}
 	if len(conflicts) > 0 && !wasConflict {
 		for _, c := range conflicts[:min(len(conflicts), 10)] {
-			r.Recorder.Eventf(group, nil, corev1.EventTypeWarning, ReasonNodesClaimedTwice, "ClaimNode",
+			r.Recorder.Eventf(group, nil, corev1.EventTypeWarning, sitev1.ReasonNodesClaimedTwice, "ClaimNode",
 				"node %s is claimed by units %s of group %s; it keeps %s=%s", c.Node, strings.Join(c.Units, ", "), group.Name, group.Name, c.Kept)
 		}
 	}
@@ -100,13 +85,13 @@ func (r *NodeGroupReconciler) reconcileAutoUnits(ctx context.Context, group *sit
 			return err
 		}
 		for i := range nodes.Items {
-			if values, ok := AutoValues(group, &nodes.Items[i]); ok {
-				want[AutoUnitName(group.Name, values)] = values
+			if values, ok := sitev1.AutoValues(group, &nodes.Items[i]); ok {
+				want[sitev1.AutoUnitName(group.Name, values)] = values
 			}
 		}
 	}
 	var have sitev1.NodeUnitList
-	if err := r.Client.List(ctx, &have, client.MatchingLabels{AutoGroupLabel: group.Name}); err != nil {
+	if err := r.Client.List(ctx, &have, client.MatchingLabels{sitev1.AutoGroupLabel: group.Name}); err != nil {
 		return err
 	}
 	for i := range have.Items {
@@ -149,14 +134,14 @@ func (r *NodeGroupReconciler) reconcileAutoUnits(ctx context.Context, group *sit
 		}
 		log.FromContext(ctx).Info("created automatic unit", "unit", name, "group", group.Name)
 	}
-	cond := metav1.Condition{Type: GroupAutoUnits, Status: metav1.ConditionTrue, Reason: ReasonUnitsInPlace,
+	cond := metav1.Condition{Type: sitev1.GroupAutoUnits, Status: metav1.ConditionTrue, Reason: sitev1.ReasonUnitsInPlace,
 		Message: fmt.Sprintf("%d automatic units", len(want)), ObservedGeneration: group.Generation}
 	if len(taken) > 0 {
-		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonNameTaken
+		cond.Status, cond.Reason = metav1.ConditionFalse, sitev1.ReasonNameTaken
 		cond.Message = fmt.Sprintf("NodeUnits %s exist and do not belong to this group; rename or delete them", firstNames(taken, 5))
 	}
 	if len(group.Spec.AutoFindNodeKeys) == 0 {
-		meta.RemoveStatusCondition(&status.Conditions, GroupAutoUnits)
+		meta.RemoveStatusCondition(&status.Conditions, sitev1.GroupAutoUnits)
 	} else {
 		meta.SetStatusCondition(&status.Conditions, cond)
 	}
@@ -169,7 +154,7 @@ func (r *NodeGroupReconciler) autoUnit(group *sitev1.NodeGroup, name string, val
 		match[k] = values[i]
 	}
 	u := &sitev1.NodeUnit{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{AutoGroupLabel: group.Name}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{sitev1.AutoGroupLabel: group.Name}},
 		Spec:       sitev1.NodeUnitSpec{Type: sitev1.EdgeNodeUnit, Selector: &sitev1.Selector{MatchLabels: match}},
 	}
 	// The group owns its automatic units: deleting it deletes them.
@@ -187,7 +172,7 @@ func (r *NodeGroupReconciler) memberStatus(ctx context.Context, group *sitev1.No
 	members := []string{}
 	for i := range units.Items {
 		u := &units.Items[i]
-		if u.DeletionTimestamp != nil || !GroupHasUnit(group, u) {
+		if u.DeletionTimestamp != nil || !sitev1.GroupHasUnit(group, u) {
 			continue
 		}
 		members = append(members, u.Name)
@@ -217,7 +202,7 @@ func (r *NodeGroupReconciler) memberStatus(ctx context.Context, group *sitev1.No
 		conflicts = append(conflicts, Conflict{Group: group.Name, Node: node, Units: us, Kept: kept})
 	}
 	sort.Slice(conflicts, func(i, j int) bool { return conflicts[i].Node < conflicts[j].Node })
-	cond := metav1.Condition{Type: GroupConflict, Status: metav1.ConditionFalse, Reason: ReasonNoConflict,
+	cond := metav1.Condition{Type: sitev1.GroupConflict, Status: metav1.ConditionFalse, Reason: sitev1.ReasonNoConflict,
 		Message: "every node belongs to at most one unit of the group", ObservedGeneration: group.Generation}
 	if len(conflicts) > 0 {
 		var parts []string
@@ -228,7 +213,7 @@ func (r *NodeGroupReconciler) memberStatus(ctx context.Context, group *sitev1.No
 		if len(conflicts) > 5 {
 			more = fmt.Sprintf(" and %d more", len(conflicts)-5)
 		}
-		cond.Status, cond.Reason = metav1.ConditionTrue, ReasonNodesClaimedTwice
+		cond.Status, cond.Reason = metav1.ConditionTrue, sitev1.ReasonNodesClaimedTwice
 		cond.Message = fmt.Sprintf("%d nodes are claimed by more than one unit: %s%s", len(conflicts), strings.Join(parts, "; "), more)
 	}
 	meta.SetStatusCondition(&status.Conditions, cond)

@@ -27,17 +27,6 @@ import (
 // +kubebuilder:rbac:groups=site.superedge.io,resources=nodeunits,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=site.superedge.io,resources=nodeunits/status,verbs=get;update;patch
 
-// Condition types and reasons of NodeUnit.
-const (
-	// UnitReady is True when the unit has members and all are Ready.
-	UnitReady = "Ready"
-
-	ReasonAllNodesReady = "AllNodesReady"
-	ReasonNodesNotReady = "NodesNotReady"
-	ReasonNoNodes       = "NoNodes"
-	ReasonBadSelector   = "InvalidSelector"
-)
-
 // NodeUnitReconciler keeps a unit's status: its ready rate, the lists of
 // ready and not-ready members, and whether its setNode can be put on nodes.
 type NodeUnitReconciler struct {
@@ -57,8 +46,8 @@ func (r *NodeUnitReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	status := unit.Status.DeepCopy()
 	members, err := unitMembers(ctx, r.Client, unit)
 	if err != nil {
-		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: UnitReady, Status: metav1.ConditionFalse,
-			Reason: ReasonBadSelector, Message: err.Error(), ObservedGeneration: unit.Generation})
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: sitev1.UnitReady, Status: metav1.ConditionFalse,
+			Reason: sitev1.ReasonBadSelector, Message: err.Error(), ObservedGeneration: unit.Generation})
 	} else {
 		setMemberStatus(status, members, unit.Generation)
 	}
@@ -76,16 +65,16 @@ func (r *NodeUnitReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	return reconcile.Result{}, nil
 }
 
-// setSetNodeCondition sets UnitSetNodeValid and, when the unit's setNode
+// setSetNodeCondition sets sitev1.UnitSetNodeValid and, when the unit's setNode
 // turns invalid, tells the user in an Event: the manager's log is not where
 // a user looks.
 func (r *NodeUnitReconciler) setSetNodeCondition(unit *sitev1.NodeUnit, status *sitev1.NodeUnitStatus) {
-	cond := metav1.Condition{Type: UnitSetNodeValid, Status: metav1.ConditionTrue, Reason: ReasonSetNodeValid,
+	cond := metav1.Condition{Type: sitev1.UnitSetNodeValid, Status: metav1.ConditionTrue, Reason: sitev1.ReasonSetNodeValid,
 		Message: "setNode is put on every member node", ObservedGeneration: unit.Generation}
 	if problems := InvalidSetNode(unit.Spec.SetNode); len(problems) > 0 {
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonInvalidSetNode, setNodeMessage(problems)
-		if prev := meta.FindStatusCondition(unit.Status.Conditions, UnitSetNodeValid); prev == nil || prev.Message != cond.Message {
-			r.Recorder.Eventf(unit, nil, corev1.EventTypeWarning, ReasonInvalidSetNode, "SetNode", "%s", cond.Message)
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, sitev1.ReasonInvalidSetNode, setNodeMessage(problems)
+		if prev := meta.FindStatusCondition(unit.Status.Conditions, sitev1.UnitSetNodeValid); prev == nil || prev.Message != cond.Message {
+			r.Recorder.Eventf(unit, nil, corev1.EventTypeWarning, sitev1.ReasonInvalidSetNode, "SetNode", "%s", cond.Message)
 		}
 	}
 	meta.SetStatusCondition(&status.Conditions, cond)
@@ -102,15 +91,15 @@ func setMemberStatus(status *sitev1.NodeUnitStatus, members []*corev1.Node, gene
 	}
 	status.ReadyNodes, status.NotReadyNodes = ready, notReady
 	status.ReadyRate = strconv.Itoa(len(ready)) + "/" + strconv.Itoa(len(members))
-	cond := metav1.Condition{Type: UnitReady, ObservedGeneration: generation}
+	cond := metav1.Condition{Type: sitev1.UnitReady, ObservedGeneration: generation}
 	switch {
 	case len(members) == 0:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonNoNodes, "no node matches the unit"
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, sitev1.ReasonNoNodes, "no node matches the unit"
 	case len(notReady) > 0:
-		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonNodesNotReady
+		cond.Status, cond.Reason = metav1.ConditionFalse, sitev1.ReasonNodesNotReady
 		cond.Message = fmt.Sprintf("%d of %d nodes not Ready: %s", len(notReady), len(members), firstNames(notReady, 5))
 	default:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, ReasonAllNodesReady, fmt.Sprintf("all %d nodes Ready", len(members))
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, sitev1.ReasonAllNodesReady, fmt.Sprintf("all %d nodes Ready", len(members))
 	}
 	meta.SetStatusCondition(&status.Conditions, cond)
 }
@@ -169,7 +158,7 @@ func unitsHaving(ctx context.Context, c client.Client, node *corev1.Node) []reco
 	}
 	var reqs []reconcile.Request
 	for i := range units.Items {
-		if UnitHasNode(&units.Items[i], node) {
+		if sitev1.UnitHasNode(&units.Items[i], node) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: units.Items[i].Name}})
 		}
 	}

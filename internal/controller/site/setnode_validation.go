@@ -12,17 +12,6 @@ import (
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 )
 
-// Condition type and reasons of a unit's setNode.
-const (
-	// UnitSetNodeValid is False when the apiserver would refuse what the
-	// unit's setNode puts on nodes; the unit's setNode is then put on no
-	// node, and every other unit's still is.
-	UnitSetNodeValid = "SetNodeValid"
-
-	ReasonSetNodeValid   = "Valid"
-	ReasonInvalidSetNode = "InvalidSetNode"
-)
-
 // InvalidSetNode lists what in s a Node cannot carry, as the apiserver
 // validates Node labels, annotations and taints. The CRD's own validation
 // refuses most of it; this catches the rest (the total size of

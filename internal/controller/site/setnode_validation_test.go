@@ -79,18 +79,18 @@ func TestBadUnitDoesNotPoisonNode(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Name: "a-bad"}, u); err != nil {
 			return err
 		}
-		cond := meta.FindStatusCondition(u.Status.Conditions, site.UnitSetNodeValid)
-		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != site.ReasonInvalidSetNode || !strings.Contains(cond.Message, "262144 bytes") {
-			return fmt.Errorf("unit a-bad condition %s: %+v", site.UnitSetNodeValid, cond)
+		cond := meta.FindStatusCondition(u.Status.Conditions, sitev1.UnitSetNodeValid)
+		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != sitev1.ReasonInvalidSetNode || !strings.Contains(cond.Message, "262144 bytes") {
+			return fmt.Errorf("unit a-bad condition %s: %+v", sitev1.UnitSetNodeValid, cond)
 		}
 		good := &sitev1.NodeUnit{}
 		if err := c.Get(ctx, client.ObjectKey{Name: "b-good"}, good); err != nil {
 			return err
 		}
-		if cond := meta.FindStatusCondition(good.Status.Conditions, site.UnitSetNodeValid); cond == nil || cond.Status != metav1.ConditionTrue {
-			return fmt.Errorf("unit b-good condition %s: %+v", site.UnitSetNodeValid, cond)
+		if cond := meta.FindStatusCondition(good.Status.Conditions, sitev1.UnitSetNodeValid); cond == nil || cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("unit b-good condition %s: %+v", sitev1.UnitSetNodeValid, cond)
 		}
-		evs, err := e.cs.EventsV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "reason=" + site.ReasonInvalidSetNode})
+		evs, err := e.cs.EventsV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "reason=" + sitev1.ReasonInvalidSetNode})
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ func TestBadUnitDoesNotPoisonNode(t *testing.T) {
 				return nil
 			}
 		}
-		return fmt.Errorf("no %s Event on unit a-bad among %d", site.ReasonInvalidSetNode, len(evs.Items))
+		return fmt.Errorf("no %s Event on unit a-bad among %d", sitev1.ReasonInvalidSetNode, len(evs.Items))
 	})
 	if n := e.getNode("shared"); len(n.Annotations) != 0 {
 		t.Errorf("the invalid unit's annotations reached the node: %d", len(n.Annotations))
