@@ -12,7 +12,6 @@ type Selector struct {
 	// +optional
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="matchLabels keys must be valid label keys ([prefix/]name, name at most 63 characters of letters, digits, '-', '_' and '.')"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 63 && self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'))",message="matchLabels values must be valid label values (at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a letter or digit)"
 	MatchLabels map[string]string `json:"matchLabels,omitempty"`
 
 	// matchExpressions are label selector requirements; all must hold.
@@ -21,8 +20,6 @@ type Selector struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:XValidation:rule="self.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="matchExpressions operator must be In, NotIn, Exists or DoesNotExist"
 	// +kubebuilder:validation:XValidation:rule="self.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="matchExpressions with In or NotIn need values; Exists and DoesNotExist take none"
-	// +kubebuilder:validation:XValidation:rule="self.all(e, !has(e.values) || e.values.all(v, v.size() <= 63 && v.matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$')))",message="matchExpressions values must be valid label values (at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a letter or digit)"
-	// +kubebuilder:validation:XValidation:rule="self.all(e, e.key.size() <= 317 && e.key.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="matchExpressions keys must be valid label keys"
 	MatchExpressions []metav1.LabelSelectorRequirement `json:"matchExpressions,omitempty"`
 
 	// annotations selects objects that carry every one of these annotations.
@@ -40,7 +37,7 @@ type SetNode struct {
 	// +optional
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="setNode.labels keys must be valid label keys ([prefix/]name, name at most 63 characters of letters, digits, '-', '_' and '.')"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 63 && self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'))",message="setNode.labels values must be valid label values (at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a letter or digit)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 63)",message="setNode.labels values must be valid label values: at most 63 characters (their characters are checked by sitegrid-manager: see the unit's SetNodeValid condition)"
 	Labels map[string]string `json:"labels,omitempty"`
 
 	// annotations to put on every member node.
