@@ -18,7 +18,19 @@ type Workload struct {
 	Type string `json:"type,omitempty"`
 	// selector of the workload.
 	// +optional
-	Selector *v1alpha2.Selector `json:"selector,omitempty"`
+	Selector *WorkloadSelector `json:"selector,omitempty"`
+}
+
+// WorkloadSelector is a workload's selector as SuperEdge writes it; kept,
+// not acted on, so it carries none of the validation of a unit's selector.
+type WorkloadSelector struct {
+	// +optional
+	MatchLabels map[string]string `json:"matchLabels,omitempty"`
+	// +optional
+	// +listType=atomic
+	MatchExpressions []metav1.LabelSelectorRequirement `json:"matchExpressions,omitempty"`
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // NodeGroupSpec says which units form the group.
@@ -41,6 +53,7 @@ type NodeGroupSpec struct {
 	// workload lists workloads bound to the group (kept, not acted on).
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
 	Workload []Workload `json:"workload,omitempty"`
 }
 
