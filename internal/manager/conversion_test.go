@@ -37,7 +37,7 @@ func TestSiteConversion(t *testing.T) {
 	for _, f := range []string{"nodeunit_demo.yaml", "nodegroup_demo.yaml"} {
 		u := readManifest(t, filepath.Join(testenv.RepoRoot(t), "test", "testdata", "superedge", f))
 		testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
-			return c.Patch(ctx, u.DeepCopy(), client.Apply, client.FieldOwner("kubectl"), client.ForceOwnership)
+			return c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.FieldOwner("kubectl"), client.ForceOwnership)
 		})
 	}
 
