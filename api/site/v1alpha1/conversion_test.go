@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/conversion"
 	"sigs.k8s.io/randfill"
 
 	"github.com/sitegrid/sitegrid/api/site/v1alpha2"
@@ -228,57 +229,40 @@ func TestRoundTripFuzz(t *testing.T) {
 		},
 	)
 	for i := 0; i < 500; i++ {
-		u := &NodeUnit{}
-		f.Fill(u)
-		hub := &v1alpha2.NodeUnit{}
-		if err := u.ConvertTo(hub); err != nil {
-			t.Fatal(err)
-		}
-		back := &NodeUnit{}
-		if err := back.ConvertFrom(hub); err != nil {
-			t.Fatal(err)
-		}
-		if d := cmp.Diff(u, back, equateEmpty); d != "" {
-			t.Fatalf("NodeUnit v1alpha1 round trip (-before +after):\n%s", d)
-		}
-		g := &NodeGroup{}
-		f.Fill(g)
-		ghub := &v1alpha2.NodeGroup{}
-		if err := g.ConvertTo(ghub); err != nil {
-			t.Fatal(err)
-		}
-		gback := &NodeGroup{}
-		if err := gback.ConvertFrom(ghub); err != nil {
-			t.Fatal(err)
-		}
-		if d := cmp.Diff(g, gback, equateEmpty); d != "" {
-			t.Fatalf("NodeGroup v1alpha1 round trip (-before +after):\n%s", d)
-		}
-		h := &v1alpha2.NodeUnit{}
-		f.Fill(h)
-		spoke := &NodeUnit{}
-		if err := spoke.ConvertFrom(h); err != nil {
-			t.Fatal(err)
-		}
-		hback := &v1alpha2.NodeUnit{}
-		if err := spoke.ConvertTo(hback); err != nil {
-			t.Fatal(err)
-		}
-		if d := cmp.Diff(h, hback, equateEmpty); d != "" {
-			t.Fatalf("NodeUnit v1alpha2 round trip (-before +after):\n%s", d)
-		}
-		hg := &v1alpha2.NodeGroup{}
-		f.Fill(hg)
-		gspoke := &NodeGroup{}
-		if err := gspoke.ConvertFrom(hg); err != nil {
-			t.Fatal(err)
-		}
-		hgback := &v1alpha2.NodeGroup{}
-		if err := gspoke.ConvertTo(hgback); err != nil {
-			t.Fatal(err)
-		}
-		if d := cmp.Diff(hg, hgback, equateEmpty); d != "" {
-			t.Fatalf("NodeGroup v1alpha2 round trip (-before +after):\n%s", d)
-		}
+		fromSpoke(t, f, &NodeUnit{}, &v1alpha2.NodeUnit{}, &NodeUnit{})
+		fromSpoke(t, f, &NodeGroup{}, &v1alpha2.NodeGroup{}, &NodeGroup{})
+		fromHub(t, f, &v1alpha2.NodeUnit{}, &NodeUnit{}, &v1alpha2.NodeUnit{})
+		fromHub(t, f, &v1alpha2.NodeGroup{}, &NodeGroup{}, &v1alpha2.NodeGroup{})
+	}
+}
+
+// fromSpoke fills in randomly, converts it to hub and back into back, and
+// fails unless back equals in.
+func fromSpoke(t *testing.T, f *randfill.Filler, in conversion.Convertible, hub conversion.Hub, back conversion.Convertible) {
+	t.Helper()
+	f.Fill(in)
+	if err := in.ConvertTo(hub); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.ConvertFrom(hub); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(in, back, equateEmpty); d != "" {
+		t.Fatalf("%T round trip (-before +after):\n%s", in, d)
+	}
+}
+
+// fromHub is fromSpoke the other way: hub to spoke and back.
+func fromHub(t *testing.T, f *randfill.Filler, in conversion.Hub, spoke conversion.Convertible, back conversion.Hub) {
+	t.Helper()
+	f.Fill(in)
+	if err := spoke.ConvertFrom(in); err != nil {
+		t.Fatal(err)
+	}
+	if err := spoke.ConvertTo(back); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(in, back, equateEmpty); d != "" {
+		t.Fatalf("%T round trip (-before +after):\n%s", in, d)
 	}
 }
