@@ -1,6 +1,8 @@
 // Package config holds sitegrid's generated CRDs and RBAC, embedded so that
-// `sitegridctl lab` installs exactly what `kubectl apply -k config/default`
-// would, without a checkout.
+// `sitegridctl lab` installs the CRDs and RBAC `kubectl apply -k
+// config/default` would, without a checkout. (The lab runs the manager as a
+// process and registers its webhooks by URL instead of config/default's
+// Service and cert-manager certificate.)
 package config
 
 import "embed"

@@ -4,6 +4,7 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -23,16 +24,20 @@ func main() {
 	flag.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "How long controllers may take to stop after a signal.")
 	flag.DurationVar(&opts.UnitGracePeriod, "unit-grace-period", 5*time.Minute, "How long a grid's copy outlives the last node of its unit.")
 	flag.StringVar(&opts.WebhookHost, "webhook-bind-address", "", "Address the admission webhooks listen on; empty: every interface (in a pod, its own IP).")
-	flag.IntVar(&opts.WebhookPort, "webhook-port", 9443, "Port of the node health admission webhook.")
-	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", "", "Folder with tls.crt and tls.key of the node health webhook; empty turns the webhook off (docs/health.md).")
+	flag.IntVar(&opts.WebhookPort, "webhook-port", 9443, "Port of the webhooks: node health admission and site CRD conversion.")
+	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", "", "Folder with tls.crt and tls.key of the webhooks (node health, site CRD conversion); empty turns them off (docs/health.md, docs/sites.md).")
 	flag.DurationVar(&opts.MaxAutonomy, "max-autonomy", 24*time.Hour, "How long a NotReady edge node its unit vouches for keeps its pods; nodes and units may set their own (0: no bound).")
 	var qps float64
 	var burst int
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Requests per second to the apiserver; writes at scale are bound by it (docs/sites.md).")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of requests to the apiserver.")
 	zapOpts := zap.Options{}
+	defaultUnits := flag.String("default-units", "unit-node-all", "SuperEdge's default units to create when missing, comma-separated: unit-node-all, unit-node-edge, unit-node-cloud, unit-node-master; empty: none (docs/sites.md).")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *defaultUnits != "" {
+		opts.DefaultUnits = strings.Split(*defaultUnits, ",")
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 

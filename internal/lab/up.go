@@ -340,6 +340,9 @@ func startManager(ctx context.Context, cp *controlplane.ControlPlane, path strin
 	if err == nil {
 		err = registerHealthWebhooks(ctx, cp, "https://127.0.0.1:"+strconv.Itoa(webhookPort))
 	}
+	if err == nil {
+		err = registerConversion(ctx, cp, "https://127.0.0.1:"+strconv.Itoa(webhookPort))
+	}
 	if err != nil {
 		p.Stop(10 * time.Second)
 		return nil, err

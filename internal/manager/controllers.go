@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	sitev1alpha1 "github.com/sitegrid/sitegrid/api/site/v1alpha1"
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
 	"github.com/sitegrid/sitegrid/internal/controller/grid"
@@ -32,11 +33,11 @@ import (
 
 // The API groups the manager serves, and its controllers.
 var (
-	schemeBuilders = []func(*runtime.Scheme) error{sitev1.AddToScheme, gridv1.AddToScheme}
-	setupFuncs     = []func(ctrl.Manager, Options) error{setupSite, setupGrids, setupHealth}
+	schemeBuilders = []func(*runtime.Scheme) error{sitev1.AddToScheme, sitev1alpha1.AddToScheme, gridv1.AddToScheme}
+	setupFuncs     = []func(ctrl.Manager, Options) error{setupSite, setupGrids, setupHealth, setupConversion}
 )
 
-func setupSite(mgr ctrl.Manager, _ Options) error {
+func setupSite(mgr ctrl.Manager, opts Options) error {
 	if err := site.IndexNodeLabels(context.Background(), mgr); err != nil {
 		return err
 	}
@@ -53,7 +54,30 @@ func setupSite(mgr ctrl.Manager, _ Options) error {
 	if err := (&site.NodeUnitReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sitegrid-site")}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	return (&site.NodeGroupReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sitegrid-site")}).SetupWithManager(mgr)
+	if err := (&site.NodeGroupReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sitegrid-site")}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return setupDefaultUnits(mgr, opts.DefaultUnits)
+}
+
+// setupDefaultUnits creates SuperEdge's default units, once the manager
+// leads, retrying until it succeeds.
+func setupDefaultUnits(mgr ctrl.Manager, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if err := site.CheckDefaultUnits(names); err != nil {
+		return err
+	}
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return wait.PollUntilContextCancel(ctx, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+			if err := site.EnsureDefaultUnits(ctx, mgr.GetClient(), names); err != nil {
+				ctrl.Log.WithName("site").Error(err, "default units")
+				return false, nil
+			}
+			return true, nil
+		})
+	}))
 }
 
 // setupHealth makes sure the units' gossip key exists and serves the node

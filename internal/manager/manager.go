@@ -55,7 +55,8 @@ type Options struct {
 	// unit, so a label flap never wipes a site's workload. Default 5 minutes.
 	UnitGracePeriod time.Duration
 	// WebhookPort and WebhookCertDir (tls.crt, tls.key) serve the node
-	// health webhook; no cert dir: no webhook (docs/health.md).
+	// health webhooks (docs/health.md) and the site CRDs' conversion
+	// webhook (docs/sites.md); no cert dir: no webhooks.
 	WebhookPort int
 	// WebhookHost is the address the webhook server binds; empty: all.
 	WebhookHost    string
@@ -63,6 +64,9 @@ type Options struct {
 	// MaxAutonomy bounds how long a NotReady node its unit vouches for is
 	// kept (nodes and units may set their own); 0: no bound.
 	MaxAutonomy time.Duration
+	// DefaultUnits are SuperEdge's default units to create when missing
+	// (unit-node-all, unit-node-edge, unit-node-cloud, unit-node-master).
+	DefaultUnits []string
 	// SkipControllerNameValidation lets one process run several managers,
 	// as tests do; controller names are otherwise unique per process.
 	SkipControllerNameValidation bool

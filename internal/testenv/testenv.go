@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
@@ -68,6 +69,27 @@ func CRDPaths(t testing.TB) []string {
 // project's CRDs installed, and stops them when the test ends.
 func StartEnvtest(t testing.TB) *rest.Config {
 	t.Helper()
+	cfg, _ := startEnvtest(t, nil)
+	return cfg
+}
+
+// Webhooks is where the envtest apiserver calls a test's webhook server:
+// serve on Port with the tls.crt and tls.key in CertDir.
+type Webhooks struct {
+	Port    int
+	CertDir string
+}
+
+// StartEnvtestWithConversion is StartEnvtest with the conversion webhook of
+// every CRD whose kinds scheme can convert (hub and spokes) pointed at a
+// local webhook server the test runs, as Webhooks says.
+func StartEnvtestWithConversion(t testing.TB, scheme *runtime.Scheme) (*rest.Config, Webhooks) {
+	t.Helper()
+	return startEnvtest(t, scheme)
+}
+
+func startEnvtest(t testing.TB, scheme *runtime.Scheme) (*rest.Config, Webhooks) {
+	t.Helper()
 	bin := Binaries(t)
 	assets := t.TempDir()
 	// envtest starts its processes without a parent-death signal; these
@@ -85,6 +107,9 @@ func StartEnvtest(t testing.TB) *rest.Config {
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     CRDPaths(t),
 		ErrorIfCRDPathMissing: true,
+		// Without a scheme that knows the converted kinds, envtest drops
+		// every CRD's conversion webhook.
+		Scheme: scheme,
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -98,7 +123,7 @@ func StartEnvtest(t testing.TB) *rest.Config {
 	// client-go's default of 5 requests a second would make tests measure
 	// their own rate limiter.
 	cfg.QPS, cfg.Burst = 200, 400
-	return cfg
+	return cfg, Webhooks{Port: env.WebhookInstallOptions.LocalServingPort, CertDir: env.WebhookInstallOptions.LocalServingCertDir}
 }
 
 // ControlPlaneOptions tune a full control plane for a test.

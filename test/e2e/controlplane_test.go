@@ -22,6 +22,7 @@ import (
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
+	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -127,19 +128,35 @@ func TestDeploymentRunsOnSimulatedNodes(t *testing.T) {
 
 // TestInstallManifestsWithKubectl installs sitegrid the way README says,
 // with the real kubectl and kustomize: `kubectl apply --server-side -k
-// config/default`.
+// config/default` (after cert-manager's kinds): the site CRDs are converted
+// by the manager's webhook, whose CA cert-manager fills.
 func TestInstallManifestsWithKubectl(t *testing.T) {
 	cp := testenv.StartControlPlane(t, testenv.ControlPlaneOptions{})
 	kubectl := testenv.Binaries(t).Path(kubebin.Kubectl)
 	root := testenv.RepoRoot(t)
-	out, err := exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "apply", "--server-side", "-k", root+"/config/default").CombinedOutput()
+	out, err := exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "apply", "--server-side", "-f", root+"/test/e2e/testdata/cert-manager-kinds.yaml").CombinedOutput()
+	if err == nil {
+		out, err = exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+			"crd/issuers.cert-manager.io", "crd/certificates.cert-manager.io").CombinedOutput()
+	}
+	if err != nil {
+		t.Fatalf("cert-manager's kinds: %v\n%s", err, out)
+	}
+	out, err = exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "apply", "--server-side", "-k", root+"/config/default").CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl apply -k config/default: %v\n%s", err, out)
 	}
 	out, err = exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
-		"crd/nodeunits.site.superedge.io", "crd/nodegroups.site.superedge.io").CombinedOutput()
+		"crd/nodeunits.site.superedge.io", "crd/nodegroups.site.superedge.io", "crd/deploymentgrids.superedge.io").CombinedOutput()
 	if err != nil {
 		t.Fatalf("CRDs not established: %v\n%s", err, out)
+	}
+	for _, crd := range lab.SiteCRDs {
+		out, err := exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "get", "crd", crd, "-o",
+			`jsonpath={.spec.conversion.strategy} {.spec.conversion.webhook.clientConfig.service.name} {.spec.conversion.webhook.clientConfig.service.path} {.metadata.annotations.cert-manager\.io/inject-ca-from}`).CombinedOutput()
+		if want := "Webhook sitegrid-webhook /convert sitegrid-system/sitegrid-webhook"; err != nil || string(out) != want {
+			t.Errorf("%s conversion: %v %q, want %q", crd, err, out, want)
+		}
 	}
 	cs, err := cp.Clientset()
 	if err != nil {

@@ -204,11 +204,25 @@ func TestLabLifecycle(t *testing.T) {
 		}
 	}
 	sites := lab.must("site", "list", "--kubeconfig", kubeconfig)
-	for _, want := range []string{"lab-site-1  edge  2/2", "lab-site-2  edge  2/2", "lab    2      2/2"} {
-		if !strings.Contains(sites, want) {
-			t.Errorf("site list lacks %q:\n%s", want, sites)
+	// Columns are as wide as the longest name.
+	for _, want := range [][]string{{"lab-site-1", "edge", "2/2"}, {"lab-site-2", "edge", "2/2"}, {"lab", "2", "2/2"}} {
+		if !lineHas(sites, want...) {
+			t.Errorf("site list lacks a line with %q:\n%s", want, sites)
 		}
 	}
+
+	// SuperEdge's v1alpha1 demos apply unchanged (the lab registers the
+	// conversion webhook), and kubectl lists the units in v1alpha1, SuperEdge's
+	// default unit among them.
+	for _, f := range []string{"nodeunit_demo.yaml", "nodegroup_demo.yaml"} {
+		kubectl("apply", "-f", filepath.Join(lab.root, "test", "testdata", "superedge", f))
+	}
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		if out := kubectl("get", "nodeunits.v1alpha1.site.superedge.io"); !strings.Contains(out, "nodeunit-demo") || !lineHas(out, "unit-node-all", "other", "4/4") {
+			return fmt.Errorf("kubectl get nodeunits.v1alpha1.site.superedge.io lacks the demo or unit-node-all with every node:\n%s", out)
+		}
+		return nil
+	})
 
 	// README's service group sample runs one copy per site.
 	kubectl("apply", "-f", filepath.Join(lab.root, "config", "samples", "echo-grid.yaml"))
@@ -235,7 +249,7 @@ func TestLabLifecycle(t *testing.T) {
 		t.Fatalf("after add-node, Ready nodes per site = %v, want 3 in site-2", got)
 	}
 	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
-		if out, _ := lab.run("site", "list", "--kubeconfig", kubeconfig); !strings.Contains(out, "lab-site-2  edge  3/3") {
+		if out, _ := lab.run("site", "list", "--kubeconfig", kubeconfig); !lineHas(out, "lab-site-2", "edge", "3/3") {
 			return fmt.Errorf("site list does not count the new node:\n%s", out)
 		}
 		return nil

@@ -17,6 +17,11 @@ import (
 // value is the group.
 const AutoGroupLabel = "site.sitegrid.io/auto-group"
 
+// AnnotationNodeUnits is SuperEdge's node annotation listing, as a JSON
+// array of names, the units the node belongs to; SuperEdge's tools read it,
+// and sitegrid keeps it current.
+const AnnotationNodeUnits = "nodeunits.superedge.io"
+
 // selectorMatches reports whether sel selects an object with these labels
 // and annotations. An empty selector selects nothing: a unit or group must
 // say what it wants, so a typo never claims the whole cluster.

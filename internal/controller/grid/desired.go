@@ -234,11 +234,8 @@ func substitute(v any, unitValue string) any {
 // selector and pod labels that name grid and unit, so the copies of
 // different units never select each other's pods.
 func pinToUnit(ws workloadSpec, gridName, key, value string) {
+	pinByNodeSelector(ws, key, value)
 	pod := ws.podTemplate()
-	if pod.Spec.NodeSelector == nil {
-		pod.Spec.NodeSelector = map[string]string{}
-	}
-	pod.Spec.NodeSelector[key] = value
 	if pod.Labels == nil {
 		pod.Labels = map[string]string{}
 	}

@@ -188,7 +188,7 @@ func (r *workloadGridReconciler[G, C, S]) Reconcile(ctx context.Context, req rec
 	byValue := map[string]C{}
 	for _, c := range children {
 		if metav1.IsControlledBy(c, grid) {
-			byValue[c.GetLabels()[gridv1.LabelGridUnit]] = c
+			byValue[r.unitValueOf(c, spec.uniqKey)] = c
 		}
 	}
 
@@ -260,7 +260,7 @@ func (r *workloadGridReconciler[G, C, S]) plan(ctx context.Context, grid G, spec
 			plans = append(plans, &unitPlan[C, S]{value: value, name: c.GetName(), hash: h, child: c, has: true})
 			continue
 		}
-		p, err := r.desired(ctx, grid, spec, value)
+		p, err := r.desired(ctx, grid, spec, value, has && r.keepsSuperEdgeSelector(c))
 		if err != nil {
 			invalid = append(invalid, err.Error())
 			continue
@@ -272,7 +272,7 @@ func (r *workloadGridReconciler[G, C, S]) plan(ctx context.Context, grid G, spec
 	return plans, invalid
 }
 
-func (r *workloadGridReconciler[G, C, S]) desired(ctx context.Context, grid G, spec gridSpec[S], value string) (*unitPlan[C, S], error) {
+func (r *workloadGridReconciler[G, C, S]) desired(ctx context.Context, grid G, spec gridSpec[S], value string, adopted bool) (*unitPlan[C, S], error) {
 	base, _, err := chooseTemplate(spec.template, spec.pool, spec.templates, spec.defaultName, value)
 	if err != nil {
 		return nil, err
@@ -290,7 +290,11 @@ func (r *workloadGridReconciler[G, C, S]) desired(ctx context.Context, grid G, s
 	if s, err = applyOverrides(s, r.k.access, spec.overrides, unit); err != nil {
 		return nil, fmt.Errorf("unit %s: %w", value, err)
 	}
-	pinToUnit(r.k.access(s), grid.GetName(), spec.uniqKey, value)
+	if adopted {
+		pinByNodeSelector(r.k.access(s), spec.uniqKey, value)
+	} else {
+		pinToUnit(r.k.access(s), grid.GetName(), spec.uniqKey, value)
+	}
 	hash, err := specHash(s)
 	if err != nil {
 		return nil, err

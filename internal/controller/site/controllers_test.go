@@ -348,12 +348,15 @@ func testReadyRate(e *env) {
 	e.node("rr-2", nil)
 	u := &sitev1.NodeUnit{ObjectMeta: metav1.ObjectMeta{Name: "rr"}, Spec: sitev1.NodeUnitSpec{Nodes: []string{"rr-1", "rr-2"}}}
 	e.create(u)
+	// sitegrid writes the unit list on the nodes meanwhile: retried on a
+	// conflict.
 	setReady := func(name string, ready corev1.ConditionStatus) {
-		n := e.getNode(name)
-		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-		if _, err := e.cs.CoreV1().Nodes().UpdateStatus(context.Background(), n, metav1.UpdateOptions{}); err != nil {
-			e.t.Fatal(err)
-		}
+		testenv.Modify(e.t, func(ctx context.Context) error {
+			n := e.getNode(name)
+			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+			_, err := e.cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+			return err
+		})
 	}
 	rate := func(want string, ready metav1.ConditionStatus) {
 		e.t.Helper()

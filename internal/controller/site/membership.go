@@ -12,6 +12,7 @@
 package site
 
 import (
+	"encoding/json"
 	"slices"
 	"sort"
 
@@ -85,8 +86,9 @@ type Conflict struct {
 	Kept        string
 }
 
-// DesiredForNode computes the group labels and the union of the setNode of
-// every unit the node belongs to. Where units disagree on a label,
+// DesiredForNode computes the group labels, SuperEdge's annotation listing
+// the node's units, and the union of the setNode of every unit the node
+// belongs to. Where units disagree on a label,
 // annotation or taint value, the unit first by name wins.
 func (s Snapshot) DesiredForNode(node *corev1.Node) (Desired, []Conflict) {
 	d := Desired{Labels: map[string]string{}, Annotations: map[string]string{}}
@@ -106,6 +108,10 @@ func (s Snapshot) DesiredForNode(node *corev1.Node) (Desired, []Conflict) {
 		if len(claims) > 1 {
 			conflicts = append(conflicts, Conflict{Group: g.Name, Node: node.Name, Units: claims, Kept: pick})
 		}
+	}
+	if names := s.unitNames(units, node); len(names) > 0 {
+		list, _ := json.Marshal(names) // strings always marshal
+		d.Annotations[sitev1.AnnotationNodeUnits] = string(list)
 	}
 	taintSeen := map[string]bool{}
 	for _, u := range units {
@@ -143,4 +149,27 @@ func (s Snapshot) DesiredForNode(node *corev1.Node) (Desired, []Conflict) {
 		return d.Taints[i].Effect < d.Taints[j].Effect
 	})
 	return d, conflicts
+}
+
+// unitNames lists, sorted, the units the node belongs to: units, and the
+// automatic units its groups' autoFindNodeKeys make for it even before they
+// exist, so a new node gets the list in the same write as its group label.
+func (s Snapshot) unitNames(units []*sitev1.NodeUnit, node *corev1.Node) []string {
+	names := make([]string, 0, len(units))
+	for _, u := range units {
+		names = append(names, u.Name)
+	}
+	for _, g := range s.Groups {
+		values, ok := sitev1.AutoValues(g, node)
+		if !ok || g.DeletionTimestamp != nil {
+			continue
+		}
+		name := sitev1.AutoUnitName(g.Name, values)
+		if slices.Contains(names, name) || slices.ContainsFunc(s.Units, func(u *sitev1.NodeUnit) bool { return u.Name == name }) {
+			continue // listed already, or a unit of that name exists and does not have the node
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }

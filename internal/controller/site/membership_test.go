@@ -54,7 +54,7 @@ func TestDesiredForNode(t *testing.T) {
 			snap: Snapshot{Units: []*sitev1.NodeUnit{unit("u1", sitev1.NodeUnitSpec{Nodes: []string{"n1"}, Unschedulable: true,
 				SetNode: sitev1.SetNode{Labels: map[string]string{"tier": "edge"}, Annotations: map[string]string{"a": "1"},
 					Taints: []sitev1.Taint{{Key: "edge", Effect: corev1.TaintEffectNoSchedule}}}})}},
-			want: Desired{Labels: map[string]string{"tier": "edge"}, Annotations: map[string]string{"a": "1"},
+			want: Desired{Labels: map[string]string{"tier": "edge"}, Annotations: map[string]string{"a": "1", sitev1.AnnotationNodeUnits: `["u1"]`},
 				Taints: []corev1.Taint{{Key: "edge", Effect: corev1.TaintEffectNoSchedule}}, Unschedulable: true},
 		},
 		{
@@ -71,7 +71,7 @@ func TestDesiredForNode(t *testing.T) {
 				unit("other-rack", sitev1.NodeUnitSpec{Selector: &sitev1.Selector{Annotations: map[string]string{"site.example.com/rack": "r2"}},
 					SetNode: sitev1.SetNode{Labels: map[string]string{"rack": "r2"}}}),
 			}},
-			want: Desired{Labels: map[string]string{"rack": "r1"}, Annotations: map[string]string{}},
+			want: Desired{Labels: map[string]string{"rack": "r1"}, Annotations: map[string]string{sitev1.AnnotationNodeUnits: `["by-annotation"]`}},
 		},
 		{
 			name: "empty selector selects nothing",
@@ -85,12 +85,12 @@ func TestDesiredForNode(t *testing.T) {
 				Units:  []*sitev1.NodeUnit{unit("u1", sitev1.NodeUnitSpec{Selector: &sitev1.Selector{MatchLabels: map[string]string{"zone": "a"}}})},
 				Groups: []*sitev1.NodeGroup{group("g", sitev1.NodeGroupSpec{NodeUnits: []string{"u1"}})},
 			},
-			want: Desired{Labels: map[string]string{"g": "u1"}, Annotations: map[string]string{}},
+			want: Desired{Labels: map[string]string{"g": "u1"}, Annotations: map[string]string{sitev1.AnnotationNodeUnits: `["u1"]`}},
 		},
 		{
 			name: "autoFindNodeKeys labels before the unit exists",
 			snap: Snapshot{Groups: []*sitev1.NodeGroup{group("zones", sitev1.NodeGroupSpec{AutoFindNodeKeys: []string{"zone"}})}},
-			want: Desired{Labels: map[string]string{"zones": "zones-a"}, Annotations: map[string]string{}},
+			want: Desired{Labels: map[string]string{"zones": "zones-a"}, Annotations: map[string]string{sitev1.AnnotationNodeUnits: `["zones-a"]`}},
 		},
 		{
 			name: "two units of one group: the current label stays",
@@ -101,7 +101,7 @@ func TestDesiredForNode(t *testing.T) {
 				},
 				Groups: []*sitev1.NodeGroup{group("grp", sitev1.NodeGroupSpec{NodeUnits: []string{"u-a", "u-b"}})},
 			},
-			want:          Desired{Labels: map[string]string{"grp": "u-b"}, Annotations: map[string]string{}},
+			want:          Desired{Labels: map[string]string{"grp": "u-b"}, Annotations: map[string]string{sitev1.AnnotationNodeUnits: `["u-a","u-b"]`}},
 			wantConflicts: 1,
 		},
 		{
@@ -110,7 +110,7 @@ func TestDesiredForNode(t *testing.T) {
 				unit("u2", sitev1.NodeUnitSpec{Nodes: []string{"n1"}, SetNode: sitev1.SetNode{Labels: map[string]string{"tier": "two"}}}),
 				unit("u1", sitev1.NodeUnitSpec{Nodes: []string{"n1"}, SetNode: sitev1.SetNode{Labels: map[string]string{"tier": "one"}}}),
 			}},
-			want: Desired{Labels: map[string]string{"tier": "one"}, Annotations: map[string]string{}},
+			want: Desired{Labels: map[string]string{"tier": "one"}, Annotations: map[string]string{sitev1.AnnotationNodeUnits: `["u1","u2"]`}},
 		},
 	}
 	for _, tc := range cases {

@@ -96,6 +96,11 @@ func dropForeign(node *corev1.Node, owned *corev1ac.NodeApplyConfiguration, desi
 		}
 	}
 	for k, v := range desired.Annotations {
+		// The list of units is sitegrid's to keep, also where SuperEdge's
+		// site-manager wrote it before.
+		if k == sitev1.AnnotationNodeUnits {
+			continue
+		}
 		if have, ok := node.Annotations[k]; ok && have != v && !hasKey(owned.Annotations, k) {
 			delete(desired.Annotations, k)
 			skipped = append(skipped, foreignField{"annotation", k, v, have})
