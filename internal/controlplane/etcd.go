@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -28,6 +29,9 @@ type etcdPKI struct {
 func writeEtcdPKI(pkiDir string) (etcdPKI, error) {
 	var p etcdPKI
 	dir := filepath.Join(pkiDir, "etcd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return p, err
+	}
 	ca, err := pki.NewCA("etcd-ca", 10*365*24*time.Hour)
 	if err != nil {
 		return p, err
