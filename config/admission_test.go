@@ -93,11 +93,12 @@ func TestNodeSiteLabelPolicies(t *testing.T) {
 		_, err := cs.CoreV1().Nodes().Patch(ctx, "n1", types.MergePatchType, body, metav1.PatchOptions{}, subresources...)
 		return err
 	}
-	// The policies take effect once the apiserver has loaded them.
-	testenv.Eventually(t, 30*time.Second, func(context.Context) error {
-		if err := patch(kubelet, labelPatch("sitegrid.io/site", "site-2")); err == nil || !apierrors.IsForbidden(err) {
-			_ = patch(admin, labelPatch("sitegrid.io/site", "site-1"))
-			return fmt.Errorf("node relabelled its site: %v", err)
+	// The policies take effect once the apiserver has loaded them and
+	// resolved the NodeGroup kind.
+	testenv.Eventually(t, 60*time.Second, func(context.Context) error {
+		if err := patch(kubelet, labelPatch("topology.kubernetes.io/zone", "z2")); err == nil || !apierrors.IsForbidden(err) {
+			_ = patch(admin, labelPatch("topology.kubernetes.io/zone", "z1"))
+			return fmt.Errorf("node changed the label a group decides by: %v", err)
 		}
 		return nil
 	})
