@@ -26,6 +26,10 @@ const (
 	// AnnotationUnitGoneSince is when the last node with the child's unit
 	// value went away; the child is deleted after the grace period.
 	AnnotationUnitGoneSince = "superedge.io/grid-unit-gone-since"
+	// AnnotationGridUniqKey holds the grid's gridUniqKey on a child when the
+	// key is not a valid label value (it has a prefix, such as
+	// sitegrid.io/site), so LabelGridUniqKey cannot.
+	AnnotationGridUniqKey = "superedge.io/grid-uniq-key"
 	// AnnotationTopologyKeys is the Service annotation the edge hub reads to
 	// keep traffic inside a unit (SuperEdge's key), a JSON array of keys.
 	AnnotationTopologyKeys = "topologyKeys"
@@ -41,11 +45,19 @@ const (
 	// units, False when it is complete, paused or halted.
 	ConditionRolloutProgressing = "RolloutProgressing"
 	// ConditionConflict is True while a child's name is taken by an object
-	// the grid does not own.
+	// the grid does not own (NameTaken), or two unit values would share one
+	// child (NameClash); the message names the values.
 	ConditionConflict = "Conflict"
-	// ConditionValid is False when the spec cannot be turned into children,
-	// for example an override patch that does not apply.
+	// ConditionValid is False when the spec cannot be turned into some
+	// unit's child: an override that does not apply (InvalidOverride), one
+	// that changes what pins the copy to its unit (PinningOverride), a
+	// template that cannot be used (InvalidTemplate), or a child the
+	// apiserver refuses (ChildRefused). The message names the units.
 	ConditionValid = "Valid"
+	// ConditionSynced is False when the last pass of the controller failed
+	// at a step (ReconcileError, the message says which and why); True
+	// (ReconcileSuccess) after a pass that did every step.
+	ConditionSynced = "Synced"
 
 	ReasonAllUnitsAvailable = "AllUnitsAvailable"
 	ReasonUnitsUnavailable  = "UnitsUnavailable"
@@ -56,8 +68,14 @@ const (
 	ReasonRolloutHalted     = "ProgressDeadlineExceeded"
 	ReasonNameTaken         = "NameTaken"
 	ReasonNoConflict        = "NoConflict"
+	ReasonNameClash         = "NameClash"
 	ReasonInvalidOverride   = "InvalidOverride"
+	ReasonPinningOverride   = "PinningOverride"
+	ReasonInvalidTemplate   = "InvalidTemplate"
+	ReasonChildRefused      = "ChildRefused"
 	ReasonValid             = "Valid"
+	ReasonReconcileSuccess  = "ReconcileSuccess"
+	ReasonReconcileError    = "ReconcileError"
 )
 
 // Override changes the copy of some units. Overrides apply in list order,
@@ -171,8 +189,11 @@ type JSONPatch struct {
 	// +required
 	// +kubebuilder:validation:Enum=add;remove;replace;move;copy;test
 	Op string `json:"op"`
-	// path is a JSON pointer into the child's spec, such as /template/spec/volumes/0/configMap/name.
+	// path is a JSON pointer into the child's spec, such as
+	// /template/spec/volumes/0/configMap/name. It may not be nodeName: that
+	// would take the copy out of its unit.
 	// +required
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/template/spec/nodeName')",message="a patch must not set nodeName: that would take the copy out of its unit"
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:Pattern=`^(/([^/~]|~[01])*)*$`
 	Path string `json:"path"`

@@ -9,6 +9,11 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.templates) || (has(self.templatePool) && self.templates.all(u, self.templates[u] in self.templatePool))",message="every spec.templates entry must name a template in spec.templatePool"
 // +kubebuilder:validation:XValidation:rule="!has(self.defaultTemplateName) || self.defaultTemplateName == 'default' || (has(self.templatePool) && self.defaultTemplateName in self.templatePool)",message="spec.defaultTemplateName must be 'default' (spec.template) or a template in spec.templatePool"
 // +kubebuilder:validation:XValidation:rule="has(self.template) || (has(self.defaultTemplateName) && self.defaultTemplateName != 'default')",message="spec.template is required unless spec.defaultTemplateName names a template in spec.templatePool"
+// +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.replicas) || self.template.replicas >= 0",message="spec.template.replicas must not be negative"
+// +kubebuilder:validation:XValidation:rule="!has(self.templatePool) || self.templatePool.all(t, !has(self.templatePool[t].replicas) || self.templatePool[t].replicas >= 0)",message="the replicas of a spec.templatePool entry must not be negative"
+// +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.template.spec) || !has(self.template.template.spec.nodeName)",message="spec.template must not set nodeName: every copy would run on that one node, outside its unit"
+// +kubebuilder:validation:XValidation:rule="!has(self.templatePool) || self.templatePool.all(t, !has(self.templatePool[t].template.spec) || !has(self.templatePool[t].template.spec.nodeName))",message="a spec.templatePool entry must not set nodeName: every copy would run on that one node, outside its unit"
+// +kubebuilder:validation:XValidation:rule="!has(self.overrides) || self.overrides.all(o, !has(o.nodeSelector) || !(self.gridUniqKey in o.nodeSelector))",message="an override's nodeSelector must not set gridUniqKey: that label pins each copy to its unit"
 type DeploymentGridSpec struct {
 	// gridUniqKey is the node label key whose values are the units; with a
 	// NodeGroup, its name.
@@ -16,6 +21,7 @@ type DeploymentGridSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=317
 	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.indexOf('/') <= 253",message="the prefix of gridUniqKey (before the /) must be at most 253 characters, as in any label key"
 	GridUniqKey string `json:"gridUniqKey"`
 
 	// template is the Deployment of every unit, unless templates or
@@ -69,7 +75,7 @@ type DeploymentGridStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Available, RolloutProgressing, Conflict, Valid.
+	// conditions: Available, RolloutProgressing, Conflict, Valid, Synced.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

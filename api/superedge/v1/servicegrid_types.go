@@ -13,6 +13,7 @@ type ServiceGridSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=317
 	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.indexOf('/') <= 253",message="the prefix of gridUniqKey (before the /) must be at most 253 characters, as in any label key"
 	GridUniqKey string `json:"gridUniqKey"`
 
 	// template is the spec of the Service <name>-svc.
@@ -24,7 +25,7 @@ type ServiceGridSpec struct {
 type ServiceGridStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// conditions: Conflict.
+	// conditions: Conflict, Valid, Synced.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -37,6 +38,7 @@ type ServiceGridStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=svcg,categories=sitegrid
 // +kubebuilder:printcolumn:name="Key",type=string,JSONPath=`.spec.gridUniqKey`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 59",message="a ServiceGrid's name must be a DNS label of at most 59 characters (lower case letters, digits and '-', starting with a letter): its Service is named <name>-svc"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ServiceGrid struct {
 	metav1.TypeMeta   `json:",inline"`

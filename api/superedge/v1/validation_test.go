@@ -7,9 +7,11 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
@@ -69,6 +71,10 @@ func TestValidation(t *testing.T) {
 		mutate(&s)
 		return &gridv1.DeploymentGrid{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}, Spec: s}
 	}
+	sg := func(name string) client.Object {
+		return &gridv1.ServiceGrid{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}, Spec: gridv1.ServiceGridSpec{
+			GridUniqKey: "zone", Template: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}}
+	}
 	cases := []struct {
 		name    string
 		obj     client.Object
@@ -95,6 +101,27 @@ func TestValidation(t *testing.T) {
 		{"move without from", dg("bad-move", func(s *gridv1.DeploymentGridSpec) {
 			s.Overrides = []gridv1.Override{{Units: []string{"a"}, Patches: []gridv1.JSONPatch{{Op: "move", Path: "/replicas"}}}}
 		}), "move and copy operations need from"},
+		{"gridUniqKey with a prefix", dg("prefixed-key", func(s *gridv1.DeploymentGridSpec) { s.GridUniqKey = "sitegrid.io/site" }), ""},
+		{"gridUniqKey with a prefix too long for a label key", dg("long-prefix", func(s *gridv1.DeploymentGridSpec) {
+			s.GridUniqKey = strings.Repeat("a", 254) + "/site"
+		}), "the prefix of gridUniqKey"},
+		{"negative template replicas", dg("minus", func(s *gridv1.DeploymentGridSpec) { s.Template.Replicas = ptr.To[int32](-5) }),
+			"spec.template.replicas must not be negative"},
+		{"negative replicas in the pool", dg("minus-pool", func(s *gridv1.DeploymentGridSpec) {
+			big := spec()
+			big.Replicas = ptr.To[int32](-1)
+			s.TemplatePool = map[string]appsv1.DeploymentSpec{"big": *big}
+		}), "the replicas of a spec.templatePool entry must not be negative"},
+		{"template with nodeName", dg("node-name", func(s *gridv1.DeploymentGridSpec) { s.Template.Template.Spec.NodeName = "n1" }),
+			"spec.template must not set nodeName"},
+		{"override patch to nodeName", dg("patch-node-name", func(s *gridv1.DeploymentGridSpec) {
+			s.Overrides = []gridv1.Override{{Units: []string{"a"}, Patches: []gridv1.JSONPatch{{Op: "add", Path: "/template/spec/nodeName", Value: &apiextensionsv1.JSON{Raw: []byte(`"n1"`)}}}}}
+		}), "a patch must not set nodeName"},
+		{"override nodeSelector on the unit key", dg("pin-selector", func(s *gridv1.DeploymentGridSpec) {
+			s.Overrides = []gridv1.Override{{Units: []string{"a"}, NodeSelector: map[string]string{"zone": "b"}}}
+		}), "an override's nodeSelector must not set gridUniqKey"},
+		{"ServiceGrid named for a Service", sg("web"), ""},
+		{"ServiceGrid whose Service name is no DNS label", sg("a.b"), "a ServiceGrid's name must be a DNS label"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

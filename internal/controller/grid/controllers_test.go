@@ -49,6 +49,11 @@ func TestGridControllers(t *testing.T) {
 		{"status and staged rollout", testStagedRollout},
 		{"ServiceGrid yields its Service", testServiceGrid},
 		{"StatefulSetGrid yields one StatefulSet per unit", testStatefulSetGrid},
+		{"values that clean to one name get distinct children", testNamesThatClean},
+		{"refused children are reported per unit, good units go on", testRefusedChildren},
+		{"a gridUniqKey with a prefix works", testPrefixedKey},
+		{"a refused Service is reported", testRefusedService},
+		{"overrides cannot move a copy out of its unit", testPinningOverrides},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.t = t

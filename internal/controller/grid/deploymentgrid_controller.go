@@ -41,6 +41,13 @@ var deploymentKind = workloadKind[*gridv1.DeploymentGrid, *appsv1.Deployment, ap
 		}
 		return pointers(list.Items), nil
 	},
+	listGrids: func(ctx context.Context, c client.Reader, opts ...client.ListOption) ([]*gridv1.DeploymentGrid, error) {
+		var list gridv1.DeploymentGridList
+		if err := c.List(ctx, &list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
+			return nil, err
+		}
+		return pointers(list.Items), nil
+	},
 	spec: func(g *gridv1.DeploymentGrid) gridSpec[appsv1.DeploymentSpec] {
 		return gridSpec[appsv1.DeploymentSpec]{uniqKey: g.Spec.GridUniqKey, template: g.Spec.Template, pool: g.Spec.TemplatePool,
 			templates: g.Spec.Templates, defaultName: g.Spec.DefaultTemplateName, overrides: g.Spec.Overrides, rollout: g.Spec.RolloutStrategy}
@@ -89,11 +96,5 @@ func NewDeploymentGridReconciler(c client.Client, apiReader client.Reader, recor
 
 // SetupWithManager registers the controller.
 func (r *DeploymentGridReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.setup(mgr, "deploymentgrid", func(ctx context.Context, c client.Client) ([]*gridv1.DeploymentGrid, error) {
-		var list gridv1.DeploymentGridList
-		if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, err
-		}
-		return pointers(list.Items), nil
-	})
+	return r.setup(mgr, "deploymentgrid")
 }

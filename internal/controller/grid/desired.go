@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -230,31 +229,6 @@ func substitute(v any, unitValue string) any {
 	}
 }
 
-// pinToUnit makes the copy of one unit: pods only on the unit's nodes, and
-// selector and pod labels that name grid and unit, so the copies of
-// different units never select each other's pods.
-func pinToUnit(ws workloadSpec, gridName, key, value string) {
-	pinByNodeSelector(ws, key, value)
-	pod := ws.podTemplate()
-	if pod.Labels == nil {
-		pod.Labels = map[string]string{}
-	}
-	pod.Labels[gridv1.LabelGridSelector] = gridName
-	pod.Labels[gridv1.LabelGridUnit] = value
-	sel := *ws.selector()
-	if sel == nil {
-		sel = &metav1.LabelSelector{}
-	} else {
-		sel = sel.DeepCopy()
-	}
-	if sel.MatchLabels == nil {
-		sel.MatchLabels = map[string]string{}
-	}
-	sel.MatchLabels[gridv1.LabelGridSelector] = gridName
-	sel.MatchLabels[gridv1.LabelGridUnit] = value
-	*ws.selector() = sel
-}
-
 // specHash identifies a desired spec; a child is rewritten only when it
 // changes.
 func specHash(spec any) (string, error) {
@@ -264,24 +238,4 @@ func specHash(spec any) (string, error) {
 	}
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])[:16], nil
-}
-
-var notNameChars = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// ChildName names the child of a grid for one unit value: "<grid>-<value>"
-// (SuperEdge's naming), or, when that is not a valid name of at most maxLen
-// characters, a cleaned and cut name with a hash of the value. maxLen is 63
-// for Services and StatefulSets (their names end up in DNS labels and pod
-// labels) and 253 for Deployments.
-func ChildName(grid, value string, maxLen int) string {
-	raw := grid + "-" + value
-	if clean := notNameChars.ReplaceAllString(raw, "-"); clean == raw && len(raw) <= maxLen && !strings.HasSuffix(raw, "-") {
-		return raw
-	}
-	name := strings.Trim(notNameChars.ReplaceAllString(strings.ToLower(raw), "-"), "-")
-	sum := sha256.Sum256([]byte(value))
-	if len(name) > maxLen-9 {
-		name = strings.TrimRight(name[:maxLen-9], "-")
-	}
-	return name + "-" + hex.EncodeToString(sum[:])[:8]
 }

@@ -39,6 +39,13 @@ var statefulSetKind = workloadKind[*gridv1.StatefulSetGrid, *appsv1.StatefulSet,
 		}
 		return pointers(list.Items), nil
 	},
+	listGrids: func(ctx context.Context, c client.Reader, opts ...client.ListOption) ([]*gridv1.StatefulSetGrid, error) {
+		var list gridv1.StatefulSetGridList
+		if err := c.List(ctx, &list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
+			return nil, err
+		}
+		return pointers(list.Items), nil
+	},
 	spec: func(g *gridv1.StatefulSetGrid) gridSpec[appsv1.StatefulSetSpec] {
 		return gridSpec[appsv1.StatefulSetSpec]{uniqKey: g.Spec.GridUniqKey, template: g.Spec.Template, pool: g.Spec.TemplatePool,
 			templates: g.Spec.Templates, defaultName: g.Spec.DefaultTemplateName, overrides: g.Spec.Overrides, rollout: g.Spec.RolloutStrategy}
@@ -89,11 +96,5 @@ func NewStatefulSetGridReconciler(c client.Client, apiReader client.Reader, reco
 
 // SetupWithManager registers the controller.
 func (r *StatefulSetGridReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.setup(mgr, "statefulsetgrid", func(ctx context.Context, c client.Client) ([]*gridv1.StatefulSetGrid, error) {
-		var list gridv1.StatefulSetGridList
-		if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, err
-		}
-		return pointers(list.Items), nil
-	})
+	return r.setup(mgr, "statefulsetgrid")
 }
