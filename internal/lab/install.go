@@ -10,9 +10,11 @@ import (
 	"io/fs"
 	"path"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -60,6 +62,47 @@ func InstallManifests(ctx context.Context, cfg *rest.Config, fsys fs.FS) error {
 		force := true
 		if _, err := target.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: fieldManager, Force: &force}); err != nil {
 			return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
+		}
+	}
+	return waitServed(ctx, dc, objs)
+}
+
+// waitServed returns once discovery serves every version of every CRD
+// among objs: an apply returns before that, and a client started right
+// after (the manager) would find no such kind.
+func waitServed(ctx context.Context, dc discovery.DiscoveryInterface, objs []*unstructured.Unstructured) error {
+	type want struct{ groupVersion, plural string }
+	var wants []want
+	for _, obj := range objs {
+		if obj.GetKind() != "CustomResourceDefinition" {
+			continue
+		}
+		group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+		plural, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "plural")
+		versions, _, _ := unstructured.NestedSlice(obj.Object, "spec", "versions")
+		for _, v := range versions {
+			if name, ok := v.(map[string]any)["name"].(string); ok {
+				wants = append(wants, want{group + "/" + name, plural})
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, w := range wants {
+		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+			list, err := dc.ServerResourcesForGroupVersion(w.groupVersion)
+			if err != nil {
+				return false, nil // not yet
+			}
+			for _, r := range list.APIResources {
+				if r.Name == w.plural {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s in %s not served: %w", w.plural, w.groupVersion, err)
 		}
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
-	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
 	"github.com/sitegrid/sitegrid/config"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
@@ -142,19 +141,6 @@ func startSitegrid(t *testing.T, cp *controlplane.ControlPlane) (kubernetes.Inte
 	if err := lab.InstallManifests(context.Background(), cp.RESTConfig(), config.Manifests); err != nil {
 		t.Fatal(err)
 	}
-	// The manager needs the CRDs served; an apply does not wait for that.
-	probe, err := client.New(cp.RESTConfig(), client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
-		for _, l := range []client.ObjectList{&sitev1.NodeUnitList{}, &sitev1.NodeGroupList{}, &gridv1.DeploymentGridList{}, &gridv1.StatefulSetGridList{}, &gridv1.ServiceGridList{}} {
-			if err := probe.List(ctx, l); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 	c := testmanager.Start(t, cp.RESTConfig(), manager.Options{})
 	cs, err := cp.Clientset()
 	if err != nil {
