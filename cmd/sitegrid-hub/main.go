@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 
+	"github.com/sitegrid/sitegrid/internal/hub/config"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 )
 
@@ -35,7 +36,7 @@ func (l listFlag) Set(v string) error {
 }
 
 // bindFlags binds the command line to cfg's fields.
-func bindFlags(fs *flag.FlagSet, cfg *server.Config, configFile *string) {
+func bindFlags(fs *flag.FlagSet, cfg *config.HubConfiguration, configFile *string) {
 	fs.StringVar(configFile, "config", "", "YAML configuration file; flags given on the command line override it.")
 	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "Name of the node the hub serves.")
 	fs.StringVar(&cfg.ListenAddress, "listen-address", cfg.ListenAddress, "Address of the API front for the node's components (default 127.0.0.1:10290).")
@@ -71,14 +72,14 @@ func bindFlags(fs *flag.FlagSet, cfg *server.Config, configFile *string) {
 }
 
 func main() {
-	var cfg server.Config
+	var cfg config.HubConfiguration
 	var configFile string
 	fs := flag.NewFlagSet("sitegrid-hub", flag.ExitOnError)
 	bindFlags(fs, &cfg, &configFile)
 	_ = fs.Parse(os.Args[1:])
 	if configFile != "" {
 		// The file first, then the command line again on top of it.
-		fromFile, err := server.LoadFile(configFile)
+		fromFile, err := config.LoadFile(configFile)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			os.Exit(1)

@@ -26,11 +26,11 @@ import (
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/health"
-	"github.com/sitegrid/sitegrid/internal/hub/rbac"
-	"github.com/sitegrid/sitegrid/internal/hub/server"
-	"github.com/sitegrid/sitegrid/internal/lab/link"
+	"github.com/sitegrid/sitegrid/internal/hub/config"
+	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
+	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 )
 
 // Every lab node is an edge node as the hub issue describes it: its kubelet
@@ -245,17 +245,17 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 }
 
 // writeHubConfig issues the node's certificates, grants its hub credential
-// what rbac.Cluster allows, and writes the hub's config and the
+// what hubrbac.Cluster allows, and writes the hub's config and the
 // kubeconfigs of the node's kubelet and of `lab kubeconfig --via-hub`.
 func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
-	role, binding := rbac.Cluster(en.name)
+	role, binding := hubrbac.Cluster(en.name)
 	if _, err := e.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
 	}
 	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
 	}
-	hrole, hbinding := rbac.Health(en.name)
+	hrole, hbinding := hubrbac.Health(en.name)
 	if _, err := e.admin.RbacV1().Roles(hrole.Namespace).Create(ctx, hrole, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create Role %s: %w", hrole.Name, err)
 	}
@@ -269,11 +269,11 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		servingIPs = append(servingIPs, net.ParseIP(en.ip), net.ParseIP(controlplane.KubernetesServiceIP))
 		servingNames = append(servingNames, controlplane.KubernetesServiceNames...)
 	}
-	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: rbac.User(en.name), IPs: servingIPs, DNSNames: servingNames, Server: true})
+	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: hubrbac.User(en.name), IPs: servingIPs, DNSNames: servingNames, Server: true})
 	if err != nil {
 		return err
 	}
-	cred, err := e.cp.IssueCert(pki.LeafRequest{CommonName: rbac.User(en.name), Client: true})
+	cred, err := e.cp.IssueCert(pki.LeafRequest{CommonName: hubrbac.User(en.name), Client: true})
 	if err != nil {
 		return err
 	}
@@ -295,7 +295,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	en.hubHealth = "127.0.0.1:" + strconv.Itoa(ports[1])
 	en.gossip = "127.0.0.1:" + strconv.Itoa(ports[2])
 	// The node's hub reaches the cloud through the node's uplink only.
-	hubCfg := server.Config{
+	hubCfg := config.HubConfiguration{TypeMeta: config.TypeMeta,
 		NodeName: en.name, ListenAddress: en.hubAPI, HealthAddress: en.hubHealth,
 		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: e.cp.CAFile,
 		Servers: []string{"https://" + en.link.Addr()}, ServerCAFile: e.cp.CAFile,
@@ -304,7 +304,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		ProbeInterval: metav1.Duration{Duration: time.Second},
 		// The unit's hubs gossip on the host's loopback (the lab's site
 		// LAN), each at the address its Node's annotation names.
-		Health: server.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
+		Health: config.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
 	}
 	if e.kubeProxyBin != "" {
 		hubCfg.ServiceTopology.KubernetesEndpoint = en.nodeHubAddr()
@@ -461,10 +461,10 @@ func (e *edge) remove(ctx context.Context, name string) error {
 	if err := controlplane.DeleteNode(ctx, e.admin, name); err != nil {
 		return err
 	}
-	role, _ := rbac.Cluster(name)
+	role, _ := hubrbac.Cluster(name)
 	_ = e.admin.RbacV1().ClusterRoleBindings().Delete(ctx, role.Name, metav1.DeleteOptions{})
 	_ = e.admin.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})
-	hrole, _ := rbac.Health(name)
+	hrole, _ := hubrbac.Health(name)
 	_ = e.admin.RbacV1().RoleBindings(hrole.Namespace).Delete(ctx, hrole.Name, metav1.DeleteOptions{})
 	_ = e.admin.RbacV1().Roles(hrole.Namespace).Delete(ctx, hrole.Name, metav1.DeleteOptions{})
 	return os.RemoveAll(en.dir)

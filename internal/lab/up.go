@@ -23,6 +23,7 @@ import (
 	"github.com/sitegrid/sitegrid/config"
 	healthcontroller "github.com/sitegrid/sitegrid/internal/controller/health"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/gobuild"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
@@ -282,7 +283,7 @@ func findBinary(ctx context.Context, workdir, name, override string) (string, er
 		return "", fmt.Errorf("%s not found next to sitegridctl or on PATH, and %w: run `make build`", name, err)
 	}
 	out := filepath.Join(workdir, binDir, name)
-	cmd := GoBuild(ctx, out, "./cmd/"+name)
+	cmd := gobuild.Command(ctx, out, "./cmd/"+name)
 	cmd.Dir = root
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %w\n%s", name, err, msg)
@@ -501,14 +502,4 @@ func round(d time.Duration) time.Duration {
 		return d.Round(10 * time.Millisecond)
 	}
 	return d.Round(100 * time.Millisecond)
-}
-
-// GoBuild is the command that builds sitegrid binaries as `make build`
-// does: static, so no C library is mapped into every hub (1.5 MiB of its
-// resident memory, docs/hub.md). out is a file, or with several packages a
-// folder ending in "/".
-func GoBuild(ctx context.Context, out string, pkgs ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", out}, pkgs...)...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	return cmd
 }

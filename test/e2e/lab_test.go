@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/gobuild"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	labpkg "github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/manager"
@@ -42,7 +43,7 @@ func sitegridctl(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := labpkg.GoBuild(context.Background(), builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager", "./cmd/sitegrid-hub")
+		cmd := gobuild.Command(context.Background(), builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager", "./cmd/sitegrid-hub")
 		cmd.Dir = testenv.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

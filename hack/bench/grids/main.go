@@ -36,6 +36,7 @@ import (
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
 	"github.com/sitegrid/sitegrid/config"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/gobuild"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/manager"
@@ -68,7 +69,7 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 	}
 	defer os.RemoveAll(dir)
 	managerBin := filepath.Join(dir, "sitegrid-manager")
-	if out, err := lab.GoBuild(ctx, managerBin, "./cmd/sitegrid-manager").CombinedOutput(); err != nil {
+	if out, err := gobuild.Command(ctx, managerBin, "./cmd/sitegrid-manager").CombinedOutput(); err != nil {
 		return fmt.Errorf("build manager: %v\n%s", err, out)
 	}
 	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: filepath.Join(dir, "cp"), Bin: bin, APIServerOnly: true})

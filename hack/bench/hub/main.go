@@ -51,15 +51,15 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/gobuild"
 	"github.com/sitegrid/sitegrid/internal/health"
-	"github.com/sitegrid/sitegrid/internal/hub/rbac"
-	"github.com/sitegrid/sitegrid/internal/hub/server"
+	"github.com/sitegrid/sitegrid/internal/hub/config"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
-	"github.com/sitegrid/sitegrid/internal/lab"
-	"github.com/sitegrid/sitegrid/internal/lab/link"
+	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
+	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 )
 
 type sizes struct {
@@ -481,7 +481,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, wi
 	if err != nil {
 		return nil, err
 	}
-	role, binding := rbac.Cluster(node)
+	role, binding := hubrbac.Cluster(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
@@ -492,7 +492,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, wi
 	if err != nil {
 		return nil, err
 	}
-	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: rbac.User(node), Client: true})
+	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: hubrbac.User(node), Client: true})
 	if err != nil {
 		return nil, err
 	}
@@ -513,7 +513,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, wi
 	h := &hubProcess{link: up, api: "127.0.0.1:" + strconv.Itoa(ports[0]), cachePath: filepath.Join(dir, "cache", "cache.db")}
 	health := "127.0.0.1:" + strconv.Itoa(ports[1])
 	h.health = health
-	cfg := server.Config{
+	cfg := config.HubConfiguration{TypeMeta: config.TypeMeta,
 		NodeName: node, ListenAddress: h.api, HealthAddress: health,
 		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: cp.CAFile,
 		Servers: []string{"https://" + up.Addr()}, ServerCAFile: cp.CAFile,
@@ -524,7 +524,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, wi
 		if err := setupHealth(ctx, admin, node); err != nil {
 			return nil, err
 		}
-		cfg.Health = server.Health{UnitKey: benchUnitKey, BindAddress: "127.0.0.1:" + strconv.Itoa(ports[2])}
+		cfg.Health = config.Health{UnitKey: benchUnitKey, BindAddress: "127.0.0.1:" + strconv.Itoa(ports[2])}
 	}
 	config, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -535,7 +535,7 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, wi
 		return nil, err
 	}
 	binPath := filepath.Join(dir, "sitegrid-hub")
-	build := lab.GoBuild(ctx, binPath, "./cmd/sitegrid-hub")
+	build := gobuild.Command(ctx, binPath, "./cmd/sitegrid-hub")
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build sitegrid-hub: %w\n%s", err, out)
 	}
@@ -582,7 +582,7 @@ func setupHealth(ctx context.Context, admin kubernetes.Interface, node string) e
 		Data: map[string][]byte{"keys": []byte(base64.StdEncoding.EncodeToString(key) + "\n")}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	role, binding := rbac.Health(node)
+	role, binding := hubrbac.Health(node)
 	if _, err := admin.RbacV1().Roles(health.Namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ import (
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	"github.com/sitegrid/sitegrid/internal/health"
-	"github.com/sitegrid/sitegrid/internal/hub/rbac"
+	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 )
 
 // ReportsWebhookPath is where the manager serves the reports webhook.
@@ -44,7 +44,7 @@ func ReportsWebhookConfiguration(cc admissionregistrationv1.WebhookClientConfig)
 			}},
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: health.Namespace}},
 			MatchConditions: []admissionregistrationv1.MatchCondition{{
-				Name: "hub-credentials", Expression: fmt.Sprintf("request.userInfo.username.startsWith(%q)", rbac.UserPrefix),
+				Name: "hub-credentials", Expression: fmt.Sprintf("request.userInfo.username.startsWith(%q)", hubrbac.UserPrefix),
 			}},
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
@@ -70,7 +70,7 @@ type ReportValidator struct {
 
 // Handle admits or denies a hub's Lease write.
 func (v *ReportValidator) Handle(ctx context.Context, req admission.Request) admission.Response {
-	node, ok := strings.CutPrefix(req.UserInfo.Username, rbac.UserPrefix)
+	node, ok := strings.CutPrefix(req.UserInfo.Username, hubrbac.UserPrefix)
 	if !ok {
 		return admission.Allowed("not a hub")
 	}

@@ -13,8 +13,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/apiserver/pkg/endpoints/request"
+
+	"github.com/sitegrid/sitegrid/internal/hub/apirequest"
 )
 
 // Verbs a Key can have. A watch is answered from, and updates, the list of
@@ -50,13 +50,6 @@ type Key struct {
 	FieldSelector string
 }
 
-// requestInfoFactory parses paths as kube-apiserver does. (Its fields have
-// the deprecated sets.String type; plain map literals fill them.)
-var requestInfoFactory = &request.RequestInfoFactory{
-	APIPrefixes:          map[string]sets.Empty{"api": {}, "apis": {}},
-	GrouplessAPIPrefixes: map[string]sets.Empty{"api": {}},
-}
-
 // ErrNotCacheable means the request is not a read of a resource.
 var ErrNotCacheable = errors.New("not a cacheable request")
 
@@ -65,10 +58,15 @@ var ErrNotCacheable = errors.New("not a cacheable request")
 // ErrNotCacheable. Malformed selectors are an error, as the apiserver would
 // refuse them too.
 func KeyForRequest(identity string, req *http.Request) (Key, error) {
-	info, err := requestInfoFactory.NewRequestInfo(req)
+	info, err := apirequest.Parse(req)
 	if err != nil {
 		return Key{}, err
 	}
+	return KeyFor(identity, info)
+}
+
+// KeyFor is KeyForRequest for a request parsed already.
+func KeyFor(identity string, info *apirequest.Info) (Key, error) {
 	if !info.IsResourceRequest {
 		if info.Verb == "get" && isDiscovery(info.Path) {
 			return Key{Identity: identity, Verb: VerbDiscovery, Resource: info.Path}, nil

@@ -4,7 +4,7 @@
 // votes on which members it cannot reach; the votes travel piggybacked on
 // the gossip (and in memberlist's periodic state exchange), every member
 // tallies them (health.Tally), and one member that reaches the cloud
-// publishes the unit's report as a Lease (publish.go).
+// publishes the unit's report as a Lease (leaseWriter, run.go).
 //
 // Probing is memberlist's: each member probes one member per probe interval
 // (and asks a few others to probe indirectly when that fails), and gossips

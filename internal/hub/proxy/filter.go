@@ -12,9 +12,6 @@ import (
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 )
 
-// filterCtx carries a response's topology transform.
-type filterCtx struct{}
-
 // A filtered answer is rewritten object by object as it streams through: a
 // list item by item, a watch event by event. Nothing is dropped or held back
 // for a slow reader: the rewrite waits for the client, and the upstream

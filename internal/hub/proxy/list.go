@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 
+	"k8s.io/klog/v2"
+
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
 )
 
@@ -18,7 +20,7 @@ import (
 func (p *Proxy) teeList(resp *http.Response, k cache.Key) {
 	w, err := p.cfg.Cache.BeginList(k)
 	if err != nil {
-		resp.Header.Set("X-Sitegrid-Hub-Cache", "error: "+err.Error())
+		klog.V(2).InfoS("list not cached", "key", k.String(), "err", err)
 		return
 	}
 	pipe := newChunkPipe()

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"encoding/json"
-	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -20,89 +19,95 @@ import (
 	"github.com/sitegrid/sitegrid/internal/hub/nodepatch"
 )
 
-// offlineWrite answers the two writes a kubelet must make to stay healthy
-// while the cloud is gone: renewing its node Lease and patching its node's
-// status. Both are answered as the apiserver would, and the node's cached
-// object takes the patch, so the kubelet reads back what it wrote. Nothing
-// is queued for the cloud: once it is back, the kubelet's next renewal and
-// status update write the truth (a renewal from the offline answer's
-// resourceVersion gets a conflict, and the kubelet re-reads, as it does
-// after any conflict). Other writes are refused by the caller.
-func (p *Proxy) offlineWrite(w http.ResponseWriter, r *http.Request, identity string) bool {
-	if p.cfg.Cache == nil || !strings.HasPrefix(identity, "user:system:node:") {
-		return false
-	}
-	node, _, _ := strings.Cut(strings.TrimPrefix(identity, "user:system:node:"), "|")
-	switch {
-	case r.Method == http.MethodPut && r.URL.Path == "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"+node:
-		return p.renewLease(w, r, identity, node)
-	case r.Method == http.MethodPatch && r.URL.Path == "/api/v1/nodes/"+node+"/status":
-		return p.patchNodeStatus(w, r, identity, node)
-	}
-	return false
-}
+// The two writes a kubelet must make to stay healthy while the cloud is
+// gone, renewing its node Lease and patching its node's status, are
+// answered as the apiserver would, and the node's cached object takes the
+// patch, so the kubelet reads back what it wrote. Nothing is queued for the
+// cloud: once it is back, the kubelet's next renewal and status update
+// write the truth (a renewal from the offline answer's resourceVersion gets
+// a conflict, and the kubelet re-reads, as it does after any conflict).
+// Each returns false when it cannot answer, and the write is refused.
 
-func (p *Proxy) renewLease(w http.ResponseWriter, r *http.Request, identity, node string) bool {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+func (p *Proxy) renewLease(w http.ResponseWriter, req *request) (Served, bool) {
+	obj, _, err := offlineCodecs().UniversalDeserializer().Decode(req.body, nil, nil)
 	if err != nil {
-		return false
-	}
-	obj, _, err := offlineCodecs().UniversalDeserializer().Decode(body, nil, nil)
-	if err != nil {
-		return false
+		return 0, false
 	}
 	lease, ok := obj.(*coordinationv1.Lease)
-	if !ok || lease.Name != node {
-		return false
+	if !ok || lease.Name != req.node {
+		return 0, false
 	}
 	lease.APIVersion, lease.Kind = "coordination.k8s.io/v1", "Lease"
 	raw, err := json.Marshal(lease)
 	if err != nil {
-		return false
+		return 0, false
 	}
 	// A kubelet restarted offline reads its Lease back from here.
-	k := cache.Key{Identity: identity, Verb: cache.VerbGet, Group: "coordination.k8s.io", Version: "v1", Resource: "leases", Namespace: "kube-node-lease", Name: node}
+	k := cache.Key{Identity: req.caller.cacheIdentity(), Verb: cache.VerbGet, Group: "coordination.k8s.io", Version: "v1", Resource: "leases", Namespace: "kube-node-lease", Name: req.node}
 	_ = p.cfg.Cache.PutObject(k, lease.ResourceVersion, raw)
-	writeObject(w, r, lease, raw)
-	return true
+	writeObject(w, req.in, lease, raw)
+	return ServedCache, true
 }
 
-func (p *Proxy) patchNodeStatus(w http.ResponseWriter, r *http.Request, identity, node string) bool {
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/strategic-merge-patch+json" {
-		return false
+func (p *Proxy) patchNodeStatus(w http.ResponseWriter, req *request) (Served, bool) {
+	if mt, _, _ := mime.ParseMediaType(req.in.Header.Get("Content-Type")); mt != "application/strategic-merge-patch+json" {
+		return 0, false
 	}
-	patch, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-	if err != nil {
-		return false
-	}
-	k := cache.Key{Identity: identity, Verb: cache.VerbGet, Version: "v1", Resource: "nodes", Name: node}
+	// The node as the kubelet reads it (its GET).
+	k := cache.Key{Identity: req.caller.cacheIdentity(), Verb: cache.VerbGet, Version: "v1", Resource: "nodes", Name: req.node}
 	rv, current, err := p.cfg.Cache.Object(k)
 	if err != nil {
-		return false
+		return 0, false
 	}
-	patched, err := nodepatch.Apply(current, patch)
+	patched, err := nodepatch.Apply(current, req.body)
 	if err == nil {
 		err = checkNode(patched)
 	}
 	if err != nil {
 		writeStatus(w, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "node status patch does not apply to the cached node: "+err.Error())
-		return true
+		return ServedRefused, true
 	}
-	var n map[string]any
-	if err := utiljson.Unmarshal(patched, &n); err != nil {
-		return false
+	n, err := statusOnly(current, patched)
+	if err != nil {
+		return 0, false
 	}
 	if meta, ok := n["metadata"].(map[string]any); ok {
 		meta["resourceVersion"] = rv
 	}
 	raw, err := json.Marshal(n)
 	if err != nil {
-		return false
+		return 0, false
 	}
-	// Keep both the node's GET answer and the status subresource's.
 	_ = p.cfg.Cache.PutObject(k, rv, raw)
-	writeObject(w, r, nil, raw)
-	return true
+	writeObject(w, req.in, nil, raw)
+	return ServedCache, true
+}
+
+// statusOnly is the cached node with the patched node's status: what the
+// apiserver's node status strategy keeps of an update through /status is its
+// status (it resets the spec, and drops status.config unless the node had
+// one). The apiserver would also take metadata changes, judged by admission
+// (NodeRestriction, sitegrid's site-membership policy) that the hub cannot
+// run offline; so the hub keeps the cached metadata too, and the kubelet's
+// next write to the cloud carries the truth.
+func statusOnly(current, patched []byte) (map[string]any, error) {
+	var cur, next map[string]any
+	if err := utiljson.Unmarshal(current, &cur); err != nil {
+		return nil, err
+	}
+	if err := utiljson.Unmarshal(patched, &next); err != nil {
+		return nil, err
+	}
+	status, _ := next["status"].(map[string]any)
+	if old, _ := cur["status"].(map[string]any); old == nil || old["config"] == nil {
+		delete(status, "config")
+	}
+	if status == nil {
+		delete(cur, "status")
+	} else {
+		cur["status"] = status
+	}
+	return cur, nil
 }
 
 // checkNode refuses a patched node whose fields the kubelet writes would
@@ -168,14 +173,12 @@ func writeObject(w http.ResponseWriter, r *http.Request, obj runtime.Object, jso
 	if obj != nil && accept != "" && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*") && strings.Contains(accept, runtime.ContentTypeProtobuf) {
 		if info, ok := runtime.SerializerInfoForMediaType(offlineCodecs().SupportedMediaTypes(), runtime.ContentTypeProtobuf); ok {
 			w.Header().Set("Content-Type", runtime.ContentTypeProtobuf)
-			w.Header().Set("X-Sitegrid-Hub-Cache", "offline")
 			w.WriteHeader(http.StatusOK)
 			_ = info.Serializer.Encode(obj, w)
 			return
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Sitegrid-Hub-Cache", "offline")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(jsonBody)
 }

@@ -32,10 +32,10 @@ import (
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
-	"github.com/sitegrid/sitegrid/internal/hub/rbac"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
-	"github.com/sitegrid/sitegrid/internal/lab/link"
+	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
+	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -54,6 +54,8 @@ type hubFixture struct {
 	podLists *atomic.Int64
 	// uplink is the hub's path to the apiserver.
 	uplink *link.Link
+	// transport reaches the apiserver with the hub's credential.
+	transport http.RoundTripper
 }
 
 // certClient is a client of the hub that authenticates with a certificate
@@ -102,8 +104,8 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 	if err := controlplane.CreateNode(ctx, admin, controlplane.Node{Name: node, InternalIP: "198.18.1.10"}); err != nil {
 		t.Fatal(err)
 	}
-	hubUser := rbac.User(node)
-	role, binding := rbac.Cluster(node)
+	hubUser := hubrbac.User(node)
+	role, binding := hubrbac.Cluster(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +170,7 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 		}
 		return nil
 	})
-	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists, uplink: uplink}
+	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists, uplink: uplink, transport: transport}
 }
 
 // newPod creates a pod bound to the hub's node.
@@ -566,4 +568,135 @@ func TestReconnect(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestOfflineStatusPatchChangesStatusOnly: offline, a kubelet's patch of
+// its node's /status changes the status it reads back, and neither the spec
+// nor the labels in the same patch: the apiserver resets the spec on
+// /status, and the labels' admission cannot be judged without the cloud.
+func TestOfflineStatusPatchChangesStatusOnly(t *testing.T) {
+	store := openStore(t)
+	f := startHub(t, store)
+	ctx := context.Background()
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
+	before, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.uplink.Cut()
+	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
+		if _, ok := f.tracker.Online(); ok {
+			return errors.New("hub still online")
+		}
+		return nil
+	})
+	heartbeat := time.Now().UTC().Truncate(time.Second).Format(time.RFC3339)
+	patch := fmt.Sprintf(`{"metadata":{"labels":{"hub-test":"patched"}},"spec":{"unschedulable":true},`+
+		`"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":%q}]}}`, heartbeat)
+	answered, err := kubelet.CoreV1().Nodes().PatchStatus(ctx, node, []byte(patch))
+	if err != nil {
+		t.Fatalf("offline node status patch: %v", err)
+	}
+	n, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, got := range map[string]*corev1.Node{"the patch's answer": answered, "the node read back": n} {
+		if got.Spec.Unschedulable {
+			t.Errorf("%s: spec.unschedulable was set through /status", what)
+		}
+		if v, ok := got.Labels["hub-test"]; ok {
+			t.Errorf("%s: label hub-test=%q was set through /status", what, v)
+		}
+		if len(got.Labels) != len(before.Labels) {
+			t.Errorf("%s: labels %v, want %v", what, got.Labels, before.Labels)
+		}
+		ready := false
+		for _, c := range got.Status.Conditions {
+			ready = ready || c.Type == corev1.NodeReady && c.LastHeartbeatTime.UTC().Format(time.RFC3339) == heartbeat
+		}
+		if !ready {
+			t.Errorf("%s: the status change is missing: %+v", what, got.Status.Conditions)
+		}
+	}
+}
+
+// TestFirstRequestsAfterCloudLoss: the requests that find the cloud gone,
+// before the hub knows it is, are served as the requests after: kubectl's
+// read of a Table nobody cached yet gets the cached objects, and a
+// kubelet's Lease renewal (protobuf) is answered.
+func TestFirstRequestsAfterCloudLoss(t *testing.T) {
+	store := openStore(t)
+	f := startHub(t, store)
+	ctx := context.Background()
+	// A hub whose tracker probes once, at the start: only requests find out
+	// that the cloud is gone (two failures in a row).
+	tracker, err := upstream.New(upstream.Config{Endpoints: []string{"https://" + f.uplink.Addr()},
+		Client: &http.Client{Transport: f.transport, Timeout: 2 * time.Second}, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	go tracker.Run(tctx)
+	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
+		if _, ok := tracker.Online(); !ok {
+			return errors.New("hub not online")
+		}
+		return nil
+	})
+	f.hubURL = f.serve(tracker, store)
+	f.newPod("app")
+	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, func(c *rest.Config) {
+		c.ContentType = "application/vnd.kubernetes.protobuf"
+	})
+	var lease *coordinationv1.Lease
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		lease, err = kubelet.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+		return err
+	})
+	if pods, err := kubelet.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node}); err != nil || len(pods.Items) != 1 {
+		t.Fatalf("online list: %v, %v", pods, err)
+	}
+
+	tableRead := func() (string, error) {
+		raw, err := kubelet.CoreV1().RESTClient().Get().Resource("pods").Param("fieldSelector", "spec.nodeName="+node).
+			SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json").
+			Do(ctx).Raw()
+		return string(raw), err
+	}
+	renewal := func() error {
+		renew := metav1.NewMicroTime(time.Now().Truncate(time.Microsecond))
+		lease.Spec.RenewTime = &renew
+		got, err := kubelet.CoordinationV1().Leases("kube-node-lease").Update(ctx, lease, metav1.UpdateOptions{})
+		if err == nil && (got.Spec.RenewTime == nil || !got.Spec.RenewTime.Equal(&renew)) {
+			err = fmt.Errorf("renewed to %v, want %v", got.Spec.RenewTime, renew)
+		}
+		return err
+	}
+	online := func(want bool) {
+		t.Helper()
+		if _, ok := tracker.Online(); ok != want {
+			t.Fatalf("tracker online=%v, want %v", ok, want)
+		}
+	}
+
+	f.uplink.Cut()
+	online(true)
+	first, err := tableRead()
+	if err != nil || !strings.Contains(first, `"kind":"PodList"`) || !strings.Contains(first, `"name":"app"`) {
+		t.Errorf("kubectl's read that found the cloud gone: %v\n%s", err, first)
+	}
+	online(true)
+	if err := renewal(); err != nil {
+		t.Errorf("the Lease renewal that found the cloud gone: %v", err)
+	}
+	online(false)
+	next, err := tableRead()
+	if err != nil || next != first {
+		t.Errorf("kubectl's next read offline: %v\n%s\nwant what the first read got:\n%s", err, next, first)
+	}
+	if err := renewal(); err != nil {
+		t.Errorf("the next Lease renewal offline: %v", err)
+	}
 }

@@ -12,21 +12,6 @@ import (
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 )
 
-// watchKey returns the list key a watch updates, if the hub keeps it.
-func (p *Proxy) watchKey(identity string, r *http.Request) (cache.Key, bool) {
-	if p.cfg.Cache == nil || r.Method != http.MethodGet {
-		return cache.Key{}, false
-	}
-	if w := r.URL.Query().Get("watch"); w != "true" && w != "1" {
-		return cache.Key{}, false
-	}
-	k, err := cache.KeyForRequest(identity, r)
-	if err != nil || k.Verb != cache.VerbList {
-		return cache.Key{}, false
-	}
-	return k, true
-}
-
 // watchEvent is one event of a JSON watch stream.
 type watchEvent struct {
 	Type   string          `json:"type"`
@@ -150,7 +135,6 @@ func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key, t
 		return false
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Sitegrid-Hub-Cache", "offline")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	if flusher != nil {

@@ -5,6 +5,8 @@ import (
 	"os"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/sitegrid/sitegrid/internal/hub/proxy"
 )
 
 // hubMetrics are the hub's Prometheus metrics, written in the Prometheus
@@ -17,16 +19,16 @@ type hubMetrics struct {
 	// served counts requests by how they were served: upstream (from the
 	// cloud), cache (from the cache: a hit) or refused (offline, nothing
 	// cached: a miss).
-	served  map[string]*metrics.Counter
+	served  map[proxy.Served]*metrics.Counter
 	latency *metrics.Summary
 }
 
 func newHubMetrics(online func() bool, cachePath string) *hubMetrics {
 	metrics.ExposeMetadata(true)
 	s := metrics.NewSet()
-	m := &hubMetrics{set: s, served: map[string]*metrics.Counter{}}
-	for _, how := range []string{"upstream", "cache", "refused"} {
-		m.served[how] = s.NewCounter(`sitegrid_hub_requests_total{served="` + how + `"}`)
+	m := &hubMetrics{set: s, served: map[proxy.Served]*metrics.Counter{}}
+	for _, how := range []proxy.Served{proxy.ServedUpstream, proxy.ServedCache, proxy.ServedRefused} {
+		m.served[how] = s.NewCounter(`sitegrid_hub_requests_total{served="` + how.String() + `"}`)
 	}
 	// Time to the response's headers (watches: to the first byte), over the
 	// last five minutes.

@@ -24,11 +24,11 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
-	"github.com/sitegrid/sitegrid/internal/hub/rbac"
+	"github.com/sitegrid/sitegrid/internal/gobuild"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
-	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
+	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -48,7 +48,7 @@ func writePair(t *testing.T, dir, base string, kp *pki.KeyPair) (string, string)
 func hubCredentials(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interface, node, dir string) (servingCert, servingKey, credCert, credKey string) {
 	t.Helper()
 	ctx := context.Background()
-	role, binding := rbac.Cluster(node)
+	role, binding := hubrbac.Cluster(node)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func hubCredentials(t *testing.T, cp *controlplane.ControlPlane, admin kubernete
 	if err != nil {
 		t.Fatal(err)
 	}
-	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: rbac.User(node), Client: true})
+	cred, err := cp.IssueCert(pki.LeafRequest{CommonName: hubrbac.User(node), Client: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ probeInterval: 500ms
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "sitegrid-hub")
-	build := lab.GoBuild(context.Background(), bin, "./cmd/sitegrid-hub")
+	build := gobuild.Command(context.Background(), bin, "./cmd/sitegrid-hub")
 	build.Dir = testenv.RepoRoot(t)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)

@@ -24,9 +24,10 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/hub/config"
 	"github.com/sitegrid/sitegrid/internal/hub/server"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
-	"github.com/sitegrid/sitegrid/internal/lab/link"
+	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -329,7 +330,7 @@ func runHub(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interf
 	dir := t.TempDir()
 	servingCert, servingKey, credCert, credKey := hubCredentials(t, cp, admin, node, dir)
 	api := freeAddr(t)
-	cfg := server.Config{
+	cfg := config.HubConfiguration{
 		NodeName: node, ListenAddress: api, HealthAddress: freeAddr(t),
 		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: cp.CAFile, ServerCAFile: cp.CAFile,
 		Servers: []string{upstreamURL}, ClientCertFile: credCert, ClientKeyFile: credKey,

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/sitegrid/sitegrid/internal/hub/apirequest"
 )
 
 // DefaultComponents are the clients whose view is filtered: the node's
@@ -77,15 +79,27 @@ func (t *Transform) WaitReady(ctx context.Context, timeout time.Duration) {
 // For returns the transform for r's objects, or nil if r is not a read of
 // EndpointSlices or Endpoints by a filtered component.
 func (f *Filter) For(r *http.Request) *Transform {
-	if f == nil || r.Method != http.MethodGet || !f.filtered(r.UserAgent()) {
+	if f == nil {
 		return nil
 	}
-	path := r.URL.Path
+	info, err := apirequest.Parse(r)
+	if err != nil {
+		return nil
+	}
+	return f.ForRead(r.UserAgent(), info)
+}
+
+// ForRead is For of a request parsed already: a list or watch of
+// EndpointSlices or Endpoints by a filtered component.
+func (f *Filter) ForRead(userAgent string, info *apirequest.Info) *Transform {
+	if f == nil || !info.IsResourceRequest || (info.Verb != "list" && info.Verb != "watch") || info.Subresource != "" || !f.filtered(userAgent) {
+		return nil
+	}
 	switch {
-	case strings.HasPrefix(path, "/apis/discovery.k8s.io/v1/") && strings.HasSuffix(path, "/endpointslices"):
+	case info.APIGroup == "discovery.k8s.io" && info.APIVersion == "v1" && info.Resource == "endpointslices":
 		return &Transform{Apply: f.withKubernetes(sliceService, kubernetesSlice, func(raw []byte) ([]byte, error) { return EndpointSlice(raw, f.Rules) }),
 			serviceOf: sliceService, rules: f.Rules}
-	case strings.HasPrefix(path, "/api/v1/") && strings.HasSuffix(path, "/endpoints"):
+	case info.APIGroup == "" && info.APIVersion == "v1" && info.Resource == "endpoints":
 		return &Transform{Apply: f.withKubernetes(endpointsService, kubernetesEndpoints, func(raw []byte) ([]byte, error) { return Endpoints(raw, f.Rules) }),
 			serviceOf: endpointsService, rules: f.Rules}
 	}

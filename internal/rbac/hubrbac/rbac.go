@@ -1,6 +1,8 @@
-// Package rbac holds the RBAC a node's hub credential needs, for installers
-// and the lab; the hub itself does not link it.
-package rbac
+// Package hubrbac holds the RBAC of a node's hub credential (user
+// sitegrid-hub:<node>): for installers, the lab, and the manager, whose
+// reports webhook admits a hub's writes by that user name. The hub itself
+// does not link it.
+package hubrbac
 
 import (
 	rbacv1 "k8s.io/api/rbac/v1"

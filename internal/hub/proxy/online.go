@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"mime"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/sitegrid/sitegrid/internal/hub/cache"
+)
+
+// forward sends req to the cloud apiserver at endpoint. The answer is kept
+// on its way back (store, teeList, teeWatch) and, for a filtered component,
+// filtered; a request that finds the cloud gone is served as offline.
+func (p *Proxy) forward(w http.ResponseWriter, req *request, endpoint string) Served {
+	target, err := url.Parse(endpoint)
+	if err != nil {
+		writeStatus(w, http.StatusInternalServerError, metav1.StatusReasonInternalError, err.Error())
+		return ServedRefused
+	}
+	served := ServedUpstream
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.Host = target.Host
+			req.caller.present(r.Out.Header)
+			if req.read != noRead {
+				// JSON answers can be stored and rebuilt; clients of the
+				// apiserver accept JSON whatever else they prefer. Without
+				// the client's Accept-Encoding, the transport asks for gzip
+				// itself and hands the hub the plain body.
+				if !req.table {
+					r.Out.Header.Set("Accept", "application/json")
+				}
+				r.Out.Header.Del("Accept-Encoding")
+			}
+		},
+		Transport: p.transport(req.caller),
+		// Watches and logs stream: flush every write at once.
+		FlushInterval: -1,
+		BufferPool:    copyBuffers,
+		ModifyResponse: func(resp *http.Response) error {
+			p.cfg.Upstream.Report(endpointOf(resp.Request.URL), nil)
+			return p.received(resp, req)
+		},
+		// The first request to find the cloud gone is served as the ones
+		// after the tracker noticed.
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() == nil { // not the client going away
+				p.cfg.Upstream.Report(endpointOf(r.URL), err)
+			}
+			served = p.serveOffline(w, req, err)
+		},
+	}
+	rp.ServeHTTP(w, req.in)
+	return served
+}
+
+func endpointOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+// received keeps a successful answer of a kept read and filters it for a
+// filtered component. The cache keeps what the cloud said; a filtered
+// component sees its node's share of it.
+func (p *Proxy) received(resp *http.Response, req *request) error {
+	ok := resp.StatusCode == http.StatusOK && isJSON(resp)
+	switch {
+	case req.read == watchRead && resp.StatusCode == http.StatusOK:
+		p.teeWatch(resp, req.key)
+	case req.read == objectRead && ok && req.table:
+		if err := p.store(resp, req.tableKey()); err != nil {
+			return err
+		}
+	case req.read == objectRead && ok:
+		if err := p.store(resp, req.key); err != nil {
+			return err
+		}
+	}
+	if req.transform != nil && ok {
+		if req.read == watchRead {
+			resp.Body = p.filteredWatch(resp.Body, req.key, req.transform)
+		} else {
+			resp.Body = filteredList(resp.Body, req.transform)
+		}
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+	}
+	return nil
+}
+
+// isJSON reports whether an answer is JSON, the only form the hub keeps.
+func isJSON(resp *http.Response) bool {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt == "application/json"
+}
+
+// store keeps a successful JSON answer under k: a LIST as it streams
+// through (teeList), an object or discovery document whole.
+func (p *Proxy) store(resp *http.Response, k cache.Key) error {
+	if k.Verb == cache.VerbList {
+		p.teeList(resp, k)
+		return nil
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	// Stored off the client's path; the key's lock keeps an older answer
+	// from overwriting a newer one.
+	unlock := p.keys.lock(k.Bytes())
+	go func() {
+		defer unlock()
+		if err := p.putObject(k, body); err != nil {
+			klog.V(2).InfoS("not cached", "key", k.String(), "err", err)
+		}
+	}()
+	return nil
+}
+
+type objectMeta struct {
+	Namespace       string            `json:"namespace"`
+	Name            string            `json:"name"`
+	ResourceVersion string            `json:"resourceVersion"`
+	Annotations     map[string]string `json:"annotations"`
+}
+
+func (p *Proxy) putObject(k cache.Key, body []byte) error {
+	if k.Verb == cache.VerbDiscovery {
+		return p.cfg.Cache.PutObject(k, "", body)
+	}
+	it, m, err := itemOf(body)
+	if err != nil {
+		return err
+	}
+	return p.cfg.Cache.PutObject(k, m.ResourceVersion, it.Raw)
+}
