@@ -43,6 +43,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/gobuild"
 	"github.com/sitegrid/sitegrid/internal/lab"
 )
 
@@ -92,7 +93,7 @@ func run(ctx context.Context, cycles, writesPerCycle int, seed uint64) error {
 	}
 	defer os.RemoveAll(tmp)
 	for _, name := range []string{"sitegrid-manager", "sitegrid-hub"} {
-		if out, err := lab.GoBuild(ctx, filepath.Join(tmp, name), "./cmd/"+name).CombinedOutput(); err != nil {
+		if out, err := gobuild.Command(ctx, filepath.Join(tmp, name), "./cmd/"+name).CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", name, err, out)
 		}
 	}
