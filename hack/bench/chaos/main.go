@@ -220,7 +220,7 @@ func run(ctx context.Context, cycles, writesPerCycle int, seed uint64) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Printf("| cycles | faults | cloud writes | processes killed | restarted by the lab | informer events | duplicated | reordered | final diff | pods restarted or recreated | time |\n")
+	fmt.Printf("| cycles | faults | cloud writes | SIGKILLs | distinct processes restarted by the lab | informer events | duplicated | reordered | final diff | pods restarted or recreated | time |\n")
 	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	fmt.Printf("| %d | %s | %d | %d | %d | %d | %d | %d | %d | %d | %.0f s |\n", cycles, faultList(faults), writes, kills, restarted,
 		t.events, t.dup, t.reordered, len(diff), restartedPods, elapsed.Seconds())
