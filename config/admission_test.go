@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"strings"
@@ -40,25 +41,17 @@ func TestNodeSiteLabelPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	// envtest authorizes with RBAC only: give nodes what the Node
-	// authorizer would give them on their own Node.
+	// authorizer would give them on their own Node (delete included, which
+	// RBAC's system:node lacks).
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-nodes"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes", "nodes/status"}, Verbs: []string{"get", "patch", "update", "delete"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "test-nodes"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:node"},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: "system:nodes"}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// Kubelets may delete their own Node (the Node authorizer allows it,
-	// NodeRestriction confines it to their own); RBAC's system:node lacks it.
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "test-node-delete"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"delete"}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "test-node-delete"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "test-node-delete"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "test-nodes"},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: "system:nodes"}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -86,8 +79,8 @@ func TestNodeSiteLabelPolicies(t *testing.T) {
 	kubelet := kubernetes.NewForConfigOrDie(asNode)
 
 	labelPatch := func(key string, value any) []byte {
-		b := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, key, jsonValue(value))
-		return []byte(b)
+		b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{key: value}}})
+		return b
 	}
 	patch := func(cs kubernetes.Interface, body []byte, subresources ...string) error {
 		_, err := cs.CoreV1().Nodes().Patch(ctx, "n1", types.MergePatchType, body, metav1.PatchOptions{}, subresources...)
@@ -155,11 +148,4 @@ func TestNodeSiteLabelPolicies(t *testing.T) {
 	if _, ok := n.Labels["shop"]; ok {
 		t.Errorf("the node's own label shop was stored")
 	}
-}
-
-func jsonValue(v any) string {
-	if v == nil {
-		return "null"
-	}
-	return fmt.Sprintf("%q", v)
 }

@@ -41,25 +41,21 @@ func writeEtcdPKI(pkiDir string) (etcdPKI, error) {
 	}
 	loopback := []net.IP{net.ParseIP("127.0.0.1")}
 	year := 365 * 24 * time.Hour
-	server, err := ca.Issue(pki.LeafRequest{CommonName: "etcd-server", DNSNames: []string{"localhost"}, IPs: loopback, Server: true, Client: true, Validity: year})
-	if err != nil {
+	issue := func(dir, name string, req pki.LeafRequest) (cert, key string, err error) {
+		req.Validity = year
+		kp, err := ca.Issue(req)
+		if err != nil {
+			return "", "", err
+		}
+		return pki.WriteKeyPair(dir, name, kp.Cert, kp.Key)
+	}
+	if p.serverCert, p.serverKey, err = issue(dir, "server", pki.LeafRequest{CommonName: "etcd-server", DNSNames: []string{"localhost"}, IPs: loopback, Server: true, Client: true}); err != nil {
 		return p, err
 	}
-	if p.serverCert, p.serverKey, err = pki.WriteKeyPair(dir, "server", server.Cert, server.Key); err != nil {
+	if p.peerCert, p.peerKey, err = issue(dir, "peer", pki.LeafRequest{CommonName: "etcd-peer", DNSNames: []string{"localhost"}, IPs: loopback, Server: true, Client: true}); err != nil {
 		return p, err
 	}
-	peer, err := ca.Issue(pki.LeafRequest{CommonName: "etcd-peer", DNSNames: []string{"localhost"}, IPs: loopback, Server: true, Client: true, Validity: year})
-	if err != nil {
-		return p, err
-	}
-	if p.peerCert, p.peerKey, err = pki.WriteKeyPair(dir, "peer", peer.Cert, peer.Key); err != nil {
-		return p, err
-	}
-	client, err := ca.Issue(pki.LeafRequest{CommonName: "kube-apiserver-etcd-client", Client: true, Validity: year})
-	if err != nil {
-		return p, err
-	}
-	p.apiserverClientCert, p.apiserverClientKey, err = pki.WriteKeyPair(pkiDir, "apiserver-etcd-client", client.Cert, client.Key)
+	p.apiserverClientCert, p.apiserverClientKey, err = issue(pkiDir, "apiserver-etcd-client", pki.LeafRequest{CommonName: "kube-apiserver-etcd-client", Client: true})
 	return p, err
 }
 

@@ -22,12 +22,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -159,7 +162,10 @@ func run(ctx context.Context, cycles, writesPerCycle int, seed uint64) error {
 		return err
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
-	nodes := sortedKeys(startPIDs)
+	nodes := make([]string, 0, len(state.Sites))
+	for _, site := range state.Sites {
+		nodes = append(nodes, site.Nodes...)
+	}
 	faults := map[string]int{}
 	writes, kills := 0, 0
 	started := time.Now()
@@ -395,29 +401,10 @@ func killNode(ctx context.Context, workdir, node string, hub bool) error {
 	return fmt.Errorf("no node %s", node)
 }
 
-func sortedKeys(pids map[string]int) []string {
-	var nodes []string
-	for k := range pids {
-		if len(k) > 4 && k[:4] == "hub/" {
-			nodes = append(nodes, k[4:])
-		}
-	}
-	sort.Strings(nodes)
-	return nodes
-}
-
 func faultList(f map[string]int) string {
-	keys := make([]string, 0, len(f))
-	for k := range f {
-		keys = append(keys, k)
+	parts := make([]string, 0, len(f))
+	for _, k := range slices.Sorted(maps.Keys(f)) {
+		parts = append(parts, fmt.Sprintf("%d× %s", f[k], k))
 	}
-	sort.Strings(keys)
-	s := ""
-	for i, k := range keys {
-		if i > 0 {
-			s += ", "
-		}
-		s += fmt.Sprintf("%d× %s", f[k], k)
-	}
-	return s
+	return strings.Join(parts, ", ")
 }

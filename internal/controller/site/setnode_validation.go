@@ -2,7 +2,8 @@ package site
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,7 +19,7 @@ import (
 // annotations) and units stored before the CRD checked values.
 func InvalidSetNode(s sitev1.SetNode) []string {
 	var problems []string
-	for _, k := range sortedKeys(s.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
 		for _, msg := range validation.IsQualifiedName(k) {
 			problems = append(problems, fmt.Sprintf("label key %q: %s", k, msg))
 		}
@@ -55,13 +56,4 @@ func setNodeMessage(problems []string) string {
 		msg += fmt.Sprintf("; and %d more", len(problems)-most)
 	}
 	return "setNode is put on no node: " + msg
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
