@@ -30,6 +30,7 @@ const (
 	KubeScheduler         = "kube-scheduler"
 	KubeProxy             = "kube-proxy"
 	Kubectl               = "kubectl"
+	Kubelet               = "kubelet"
 	Etcd                  = "etcd"
 	Kwok                  = "kwok"
 	Kwokctl               = "kwokctl"
@@ -57,11 +58,14 @@ type step struct {
 	mainPkg string
 	extra   []string
 	names   []string
+	// stampVersion sets the version the binaries report the way
+	// Kubernetes' own build does (hack/lib/version.sh).
+	stampVersion bool
 }
 
 var steps = []step{
 	{module: "kube", pin: "k8s.io/kubernetes", label: "kube",
-		names: []string{KubeAPIServer, KubeControllerManager, KubeScheduler, KubeProxy, Kubectl}},
+		names: []string{KubeAPIServer, KubeControllerManager, KubeScheduler, KubeProxy, Kubectl, Kubelet}, stampVersion: true},
 	{module: "etcd", pin: "go.etcd.io/etcd/server/v3", label: "etcd",
 		mainPkg: "go.etcd.io/etcd/server/v3", names: []string{Etcd}},
 	{module: "kwok", pin: "sigs.k8s.io/kwok", label: "kwok",
@@ -287,7 +291,7 @@ func build(ctx context.Context, root string, set Set, pins Pins, progress io.Wri
 	for i, st := range steps {
 		stepStart := time.Now()
 		fmt.Fprintf(progress, "kube-bin: [%d/%d] %s %s (%s)\n", i+1, len(steps), st.pin, pins.Versions[st.label], strings.Join(st.names, ", "))
-		if err := buildStep(ctx, filepath.Join(root, "hack", "tools", st.module), tmp, st, progress, start); err != nil {
+		if err := buildStep(ctx, filepath.Join(root, "hack", "tools", st.module), tmp, st, pins.Versions[st.label], progress, start); err != nil {
 			return fmt.Errorf("build %s: %w", st.module, err)
 		}
 		fmt.Fprintf(progress, "kube-bin: [%d/%d] done in %s (elapsed %s)\n", i+1, len(steps), since(stepStart), since(start))
@@ -299,10 +303,18 @@ func build(ctx context.Context, root string, set Set, pins Pins, progress io.Wri
 	return set.Check()
 }
 
-func buildStep(ctx context.Context, modDir, out string, st step, progress io.Writer, start time.Time) error {
-	args := append([]string{"build", "-trimpath", "-ldflags=-s -w", "-o", out + string(os.PathSeparator), "tool"}, st.extra...)
+func buildStep(ctx context.Context, modDir, out string, st step, version string, progress io.Writer, start time.Time) error {
+	ldflags := "-ldflags=-s -w"
+	if st.stampVersion {
+		stamp, err := VersionLDFlags(version, time.Now())
+		if err != nil {
+			return err
+		}
+		ldflags += " " + stamp
+	}
+	args := append([]string{"build", "-trimpath", ldflags, "-o", out + string(os.PathSeparator), "tool"}, st.extra...)
 	if st.mainPkg != "" {
-		args = []string{"build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(out, st.names[0]), st.mainPkg}
+		args = []string{"build", "-trimpath", ldflags, "-o", filepath.Join(out, st.names[0]), st.mainPkg}
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir

@@ -129,3 +129,27 @@ func TestEnsureOutsideCheckoutUsesBuiltSet(t *testing.T) {
 		t.Fatalf("got %s, want the only complete set of this Go version %s", set.Dir, old)
 	}
 }
+
+func TestVersionLDFlags(t *testing.T) {
+	built := time.Date(2026, 9, 23, 17, 6, 22, 0, time.UTC)
+	flags, err := VersionLDFlags("v1.37.1", built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"-X k8s.io/component-base/version.gitVersion=v1.37.1",
+		"-X k8s.io/component-base/version.gitMajor=1",
+		"-X k8s.io/component-base/version.gitMinor=37",
+		"-X k8s.io/client-go/pkg/version.gitVersion=v1.37.1",
+		"-X k8s.io/component-base/version.buildDate=2026-09-23T17:06:22Z",
+	} {
+		if !strings.Contains(flags, want) {
+			t.Errorf("flags %q lack %q", flags, want)
+		}
+	}
+	for _, bad := range []string{"", "1.37.1", "v1.37.1+dirty", "latest"} {
+		if _, err := VersionLDFlags(bad, built); err == nil {
+			t.Errorf("VersionLDFlags(%q) accepted a version that is not a release tag", bad)
+		}
+	}
+}
