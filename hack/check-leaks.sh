@@ -4,11 +4,20 @@
 # (their state lives in test temp folders), so a lab running on the same
 # machine is no leak.
 set -uo pipefail
-pattern='(kube-apiserver|kube-controller-manager|kube-scheduler|etcd|kwok|sitegrid-manager|sitegridctl).*(sitegrid-cp-|k8s_test_framework|sitegrid-e2e-|/Test[A-Za-z0-9_]+[0-9]+/)'
+where='(sitegrid-cp-|k8s_test_framework|sitegrid-e2e-|/Test[A-Za-z0-9_]+[0-9]+/)'
+pattern="(kube-apiserver|kube-controller-manager|kube-scheduler|etcd|kwok|sitegrid-manager|sitegridctl|containerd).*$where"
 leaked=$(pgrep -a -f "$pattern" | grep -v -e pgrep -e check-leaks || true)
 if [ -n "$leaked" ]; then
   echo "processes left running after the tests:" >&2
   echo "$leaked" >&2
   exit 1
 fi
-echo "no leaked processes"
+# containerd's snapshots and the kubelets' volumes are mounts under a
+# test's folder: they must be gone with the test too.
+mounts=$(grep -E "$where" /proc/mounts || true)
+if [ -n "$mounts" ]; then
+  echo "mounts left after the tests:" >&2
+  echo "$mounts" >&2
+  exit 1
+fi
+echo "no leaked processes or mounts"

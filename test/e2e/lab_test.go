@@ -181,6 +181,22 @@ func TestLabLifecycle(t *testing.T) {
 		}
 		return string(out)
 	}
+	// Every Kubernetes binary reports its release, as Kubernetes' own build
+	// stamps it: kubectl version parses the server's and prints both.
+	pins, err := kubebin.ReadPins(lab.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var versions struct {
+		ClientVersion struct{ GitVersion string } `json:"clientVersion"`
+		ServerVersion struct{ GitVersion string } `json:"serverVersion"`
+	}
+	if err := json.Unmarshal([]byte(kubectl("version", "-o", "json")), &versions); err != nil {
+		t.Fatal(err)
+	}
+	if want := pins.Versions["kube"]; versions.ClientVersion.GitVersion != want || versions.ServerVersion.GitVersion != want {
+		t.Errorf("kubectl version: client %q, server %q, want both %s", versions.ClientVersion.GitVersion, versions.ServerVersion.GitVersion, want)
+	}
 	readyPerSite := func() map[string]int {
 		perSite := map[string]int{}
 		lines := kubectl("get", "nodes", "--no-headers", "-L", "sitegrid.io/site")
