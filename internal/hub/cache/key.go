@@ -30,6 +30,12 @@ const (
 	// get): the answer is kept whole and served offline as it was last
 	// seen; watch events do not update it.
 	VerbTable = "table"
+	// VerbToken is a service-account token the apiserver issued to a
+	// kubelet (a create of serviceaccounts/token): Name is the service
+	// account, FieldSelector the request's spec in canonical form (bound
+	// object, audiences, lifetime), so only the same request for the same
+	// pod is ever answered with it.
+	VerbToken = "token"
 )
 
 // Key identifies one cached response.

@@ -42,6 +42,10 @@ func (p *Proxy) serveOffline(w http.ResponseWriter, req *request, cause error) S
 		if served, ok := p.patchNodeStatus(w, req); ok {
 			return served
 		}
+	case requestToken:
+		if served, ok := p.serveToken(w, req); ok {
+			return served
+		}
 	}
 	msg := "the cloud apiserver is unreachable from this node"
 	if cause != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -169,26 +170,32 @@ func checkNode(b []byte) error {
 // accepts only that and obj is given (a Lease; the hub has no protobuf
 // codec for Nodes, whose answers are JSON as all its cached answers).
 func writeObject(w http.ResponseWriter, r *http.Request, obj runtime.Object, jsonBody []byte) {
+	writeObjectCode(w, r, http.StatusOK, obj, jsonBody)
+}
+
+// writeObjectCode is writeObject with another status code.
+func writeObjectCode(w http.ResponseWriter, r *http.Request, code int, obj runtime.Object, jsonBody []byte) {
 	accept := r.Header.Get("Accept")
 	if obj != nil && accept != "" && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*") && strings.Contains(accept, runtime.ContentTypeProtobuf) {
 		if info, ok := runtime.SerializerInfoForMediaType(offlineCodecs().SupportedMediaTypes(), runtime.ContentTypeProtobuf); ok {
 			w.Header().Set("Content-Type", runtime.ContentTypeProtobuf)
-			w.WriteHeader(http.StatusOK)
+			w.WriteHeader(code)
 			_ = info.Serializer.Encode(obj, w)
 			return
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(code)
 	_, _ = w.Write(jsonBody)
 }
 
-// offlineCodecs decode and encode the Lease the kubelet renews offline (in
-// protobuf or JSON). A scheme of just that kind, built on the first offline
+// offlineCodecs decode and encode the Lease the kubelet renews offline and
+// the TokenRequests it sends (in protobuf or JSON). A scheme of just that kind, built on the first offline
 // write, keeps the hub from registering every API type of the cluster
 // (memory the node would pay for).
 var offlineCodecs = sync.OnceValue(func() serializer.CodecFactory {
 	s := runtime.NewScheme()
 	utilruntime.Must(coordinationv1.AddToScheme(s))
+	utilruntime.Must(authenticationv1.AddToScheme(s))
 	return serializer.NewCodecFactory(s)
 })

@@ -29,7 +29,7 @@ func (p *Proxy) forward(w http.ResponseWriter, req *request, endpoint string) Se
 			r.SetURL(target)
 			r.Out.Host = target.Host
 			req.caller.present(r.Out.Header)
-			if req.read != noRead {
+			if req.read != noRead || req.write == requestToken {
 				// JSON answers can be stored and rebuilt; clients of the
 				// apiserver accept JSON whatever else they prefer. Without
 				// the client's Accept-Encoding, the transport asks for gzip
@@ -69,6 +69,16 @@ func endpointOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
 func (p *Proxy) received(resp *http.Response, req *request) error {
 	ok := resp.StatusCode == http.StatusOK && isJSON(resp)
 	switch {
+	case req.write == requestToken && resp.StatusCode == http.StatusCreated && isJSON(resp):
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		if err := p.keepToken(req.key, body); err != nil {
+			klog.V(2).InfoS("token not kept", "namespace", req.key.Namespace, "serviceAccount", req.key.Name, "err", err)
+		}
 	case req.read == watchRead && resp.StatusCode == http.StatusOK:
 		p.teeWatch(resp, req.key)
 	case req.read == objectRead && ok && req.table:

@@ -7,6 +7,7 @@
 //   - route.go: the request parsed once into a request value: its cache
 //     key, whether it asks for a Table, its topology transform, whether it
 //     is a kubelet write the hub answers offline;
+//   - token.go: kubelets' service-account tokens kept and served offline;
 //   - online.go: forwarded to the cloud, the answer stored on its way back;
 //   - offline.go: served without the cloud, by one function, whether the
 //     hub knew the cloud was gone or the request was the one to find out;
@@ -53,6 +54,9 @@ type Config struct {
 	// Filter, when set, confines what node components see of Services'
 	// endpoints to the node's share (service topology).
 	Filter *topology.Filter
+	// Now is the clock offline answers are judged by (token expiry); nil
+	// is time.Now.
+	Now func() time.Time
 }
 
 // Proxy forwards node components' API requests.
@@ -72,6 +76,13 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{cfg: cfg}
 	p.release = memoryReleaser{release: p.freeMemory, after: 2 * time.Second}
 	return p, nil
+}
+
+func (p *Proxy) now() time.Time {
+	if p.cfg.Now != nil {
+		return p.cfg.Now()
+	}
+	return time.Now()
 }
 
 // Served is where a request's answer came from.

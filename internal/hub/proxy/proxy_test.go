@@ -56,7 +56,15 @@ type hubFixture struct {
 	uplink *link.Link
 	// transport reaches the apiserver with the hub's credential.
 	transport http.RoundTripper
+	// clock is the hubs' clock: real time, moved on by the test.
+	clock *testClock
 }
+
+// testClock is real time plus an offset a test can add to.
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // certClient is a client of the hub that authenticates with a certificate
 // of the cluster CA for user in groups.
@@ -143,10 +151,11 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 		t.Fatal(err)
 	}
 	lists := &atomic.Int64{}
+	clock := &testClock{}
 	serve := func(tracker *upstream.Tracker, store *cache.Store) string {
 		p, err := proxy.New(proxy.Config{Upstream: tracker, Transport: transport, Cache: store,
 			TokenTransport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
-			Impersonable:   []proxy.Identity{{User: "system:node:" + node, Groups: []string{"system:nodes"}}}})
+			Impersonable:   []proxy.Identity{{User: "system:node:" + node, Groups: []string{"system:nodes"}}}, Now: clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +179,7 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 		}
 		return nil
 	})
-	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists, uplink: uplink, transport: transport}
+	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists, uplink: uplink, transport: transport, clock: clock}
 }
 
 // newPod creates a pod bound to the hub's node.

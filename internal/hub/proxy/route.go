@@ -56,6 +56,8 @@ const (
 	noWrite offlineWrite = iota
 	renewLease
 	patchNodeStatus
+	// requestToken is a kubelet's TokenRequest for a pod (token.go).
+	requestToken
 )
 
 // maxOfflineWrite bounds the body the hub keeps of such a write.
@@ -95,6 +97,16 @@ func (p *Proxy) route(r *http.Request, caller Caller) *request {
 		if req.write != noWrite {
 			req.node = node
 			req.keepBody()
+		}
+	}
+	if _, ok := caller.Kubelet(); ok && p.cfg.Cache != nil && info.IsResourceRequest && info.Verb == "create" &&
+		info.APIGroup == "" && info.APIVersion == "v1" && info.Resource == "serviceaccounts" && info.Subresource == "token" {
+		req.write = requestToken
+		req.keepBody()
+		if k, ok := tokenKey(caller, info, req.body, r.Header.Get("Content-Type")); req.write == requestToken && ok {
+			req.key = k
+		} else {
+			req.write = noWrite
 		}
 	}
 	return req
