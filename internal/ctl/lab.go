@@ -74,6 +74,17 @@ func newLabCommand() *cobra.Command {
 		},
 		newLabAddNodeCommand(&workdir),
 		&cobra.Command{
+			Use:   "exec NODE -- CMD...",
+			Short: "Run a command inside a node's network namespace (labs with --kube-proxy), for example curl of a Service IP",
+			Args:  cobra.MinimumNArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if cmd.ArgsLenAtDash() != 1 {
+					return fmt.Errorf("usage: lab exec NODE -- CMD...")
+				}
+				return lab.Exec(cmd.Context(), workdir, args[0], args[1:], cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			},
+		},
+		&cobra.Command{
 			Use: "remove-node NAME", Short: "Remove a simulated node from the lab", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				return lab.RemoveNode(cmd.Context(), workdir, args[0], cmd.OutOrStdout())

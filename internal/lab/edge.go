@@ -641,8 +641,9 @@ func (en *edgeNode) status(ctx context.Context) NodeStatus {
 		s.KubeletPID = en.kubelet.PID()
 	}
 	if en.kubeProxy != nil {
-		s.KubeProxyPID, s.Netns = en.kubeProxy.PID(), en.netns
+		s.KubeProxyPID = en.kubeProxy.PID()
 	}
+	s.Netns = en.netns
 	if en.off {
 		s.Power = "off"
 	}

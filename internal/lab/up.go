@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -443,6 +444,27 @@ func groupSites(ctx context.Context, cp *controlplane.ControlPlane, sites []Site
 	})
 	if err != nil {
 		return fmt.Errorf("sitegrid-manager did not label nodes %v with their unit: %w", missing, err)
+	}
+	// The lab is up when what it prints is true: every unit counts its
+	// Ready nodes and the group lists every unit (`site list` shows them).
+	var behind []string
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		behind = behind[:0]
+		for _, s := range sites {
+			unit := &sitev1.NodeUnit{}
+			want := fmt.Sprintf("%d/%d", len(s.Nodes), len(s.Nodes))
+			if err := c.Get(ctx, client.ObjectKey{Name: UnitName(s.Name)}, unit); err != nil || unit.Status.ReadyRate != want {
+				behind = append(behind, fmt.Sprintf("unit %s (ready %q, want %s)", UnitName(s.Name), unit.Status.ReadyRate, want))
+			}
+		}
+		g := &sitev1.NodeGroup{}
+		if err := c.Get(ctx, client.ObjectKey{Name: GroupName}, g); err != nil || g.Status.UnitNumber != len(sites) {
+			behind = append(behind, fmt.Sprintf("group %s (%d units, want %d)", GroupName, g.Status.UnitNumber, len(sites)))
+		}
+		return len(behind) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("sitegrid-manager did not report the sites: %s: %w", strings.Join(behind, ", "), err)
 	}
 	return nil
 }

@@ -131,8 +131,9 @@ func createAll(t *testing.T, c client.Client, objs ...client.Object) {
 
 func (l labRunner) run(args ...string) (string, error) {
 	l.t.Helper()
-	if args[0] == "lab" {
-		args = append(args, "--workdir", l.workdir)
+	if args[0] == "lab" && len(args) > 1 {
+		// Before any "--": what follows it is a command's (lab exec).
+		args = append([]string{args[0], args[1], "--workdir", l.workdir}, args[2:]...)
 	}
 	cmd := exec.Command(l.bin, args...)
 	cmd.Dir = l.root

@@ -32,7 +32,9 @@ import (
 func TestLabNodeIsolation(t *testing.T) {
 	l := upLab(t, "--sites", "2", "--nodes-per-site", "1")
 	_, admin, c := l.clients()
-	ctx := context.Background()
+	// A request through the hub that hangs fails the test, not the run.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	const self, other = "site-1-node-1", "site-2-node-1"
 	kubelet := labClient(t, filepath.Join(l.workdir, "controlplane", "kubeconfig", "kubelet-"+self+".kubeconfig"), nil)
 

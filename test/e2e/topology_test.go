@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -70,6 +72,19 @@ func TestLabServiceTopology(t *testing.T) {
 	unitOf := map[string]string{}
 	for _, n := range nodes {
 		unitOf[n] = lab.UnitName(edgeNode(t, l.workdir, n).Site)
+	}
+
+	// lab exec runs a command on a node's own network, with its exit status.
+	if withKubeProxy {
+		if out := l.must("lab", "exec", nodes[0], "--", "ip", "-o", "addr", "show", "dev", "lo"); !strings.Contains(out, edgeNode(t, l.workdir, nodes[0]).IP+"/32") {
+			t.Errorf("lab exec %s -- ip addr shows no node address:\n%s", nodes[0], out)
+		}
+		var exit *exec.ExitError
+		if _, err := l.run("lab", "exec", nodes[0], "--", "sh", "-c", "exit 3"); !errors.As(err, &exit) || exit.ExitCode() != 3 {
+			t.Errorf("lab exec of a command exiting 3: %v, want exit status 3", err)
+		}
+	} else if out, err := l.run("lab", "exec", nodes[0], "--", "true"); err == nil || !strings.Contains(out, "no network namespace") {
+		t.Errorf("lab exec without namespaces: %v\n%s, want a refusal naming --kube-proxy", err, out)
 	}
 
 	var observe func(ctx context.Context, node string) (routes, error)

@@ -182,6 +182,17 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 	return &hubFixture{t: t, cp: cp, caPEM: caPEM, hubURL: hubURL, admin: admin, tracker: tracker, serve: serve, podLists: lists, uplink: uplink, transport: transport, clock: clock}
 }
 
+// waitOffline waits until the hub knows the cloud is gone.
+func (f *hubFixture) waitOffline() {
+	f.t.Helper()
+	testenv.Eventually(f.t, 15*time.Second, func(context.Context) error {
+		if _, ok := f.tracker.Online(); ok {
+			return errors.New("hub still online")
+		}
+		return nil
+	})
+}
+
 // newPod creates a pod bound to the hub's node.
 func (f *hubFixture) newPod(name string) {
 	f.t.Helper()
@@ -351,12 +362,7 @@ func TestServesFromCacheOffline(t *testing.T) {
 
 	// The cloud goes away.
 	f.cp.Stop()
-	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
-		if _, ok := f.tracker.Online(); ok {
-			return errors.New("hub still online")
-		}
-		return nil
-	})
+	f.waitOffline()
 	check := func(kubelet kubernetes.Interface) {
 		t.Helper()
 		n, err := kubelet.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
@@ -429,12 +435,7 @@ func TestInformerThroughOutage(t *testing.T) {
 	// The cloud goes: the informer keeps its pods and does not re-list in a
 	// loop.
 	f.cp.Stop()
-	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
-		if _, ok := f.tracker.Online(); ok {
-			return errors.New("hub still online")
-		}
-		return nil
-	})
+	f.waitOffline()
 	time.Sleep(2 * time.Second) // the informer's watch breaks and is re-made
 	before := f.podLists.Load()
 	time.Sleep(5 * time.Second)
@@ -467,12 +468,7 @@ func TestKubeletStaysHealthyOffline(t *testing.T) {
 	}
 
 	f.cp.Stop()
-	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
-		if _, ok := f.tracker.Online(); ok {
-			return errors.New("hub still online")
-		}
-		return nil
-	})
+	f.waitOffline()
 	renew := metav1.NewMicroTime(time.Now().Truncate(time.Microsecond))
 	lease.Spec.RenewTime = &renew
 	got, err := kubelet.CoordinationV1().Leases("kube-node-lease").Update(ctx, lease, metav1.UpdateOptions{})
@@ -527,12 +523,7 @@ func TestReconnect(t *testing.T) {
 
 	// The site's uplink breaks; the cloud changes meanwhile.
 	f.uplink.Cut()
-	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
-		if _, ok := f.tracker.Online(); ok {
-			return errors.New("hub still online")
-		}
-		return nil
-	})
+	f.waitOffline()
 	f.newPod("app-3")
 	if err := f.admin.CoreV1().Pods("default").Delete(ctx, "app-1", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
@@ -593,12 +584,7 @@ func TestOfflineStatusPatchChangesStatusOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.uplink.Cut()
-	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
-		if _, ok := f.tracker.Online(); ok {
-			return errors.New("hub still online")
-		}
-		return nil
-	})
+	f.waitOffline()
 	heartbeat := time.Now().UTC().Truncate(time.Second).Format(time.RFC3339)
 	patch := fmt.Sprintf(`{"metadata":{"labels":{"hub-test":"patched"}},"spec":{"unschedulable":true},`+
 		`"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":%q}]}}`, heartbeat)

@@ -52,12 +52,7 @@ func TestKubeletTokensOffline(t *testing.T) {
 	}
 
 	f.uplink.Cut()
-	testenv.Eventually(t, 15*time.Second, func(context.Context) error {
-		if _, ok := f.tracker.Online(); ok {
-			return errors.New("hub still online")
-		}
-		return nil
-	})
+	f.waitOffline()
 	offline, err := issue(request(nil))
 	if err != nil {
 		t.Fatalf("the same token request offline: %v", err)

@@ -72,17 +72,18 @@ func DeleteAll(ctx context.Context, workdir string) error {
 	return errors.Join(errs...)
 }
 
-// Create makes the namespace name with loopback up, holding 127.0.0.1 and
-// ip. A namespace of that name left by a killed lab is replaced.
+// Create makes the namespace name with loopback up, holding 127.0.0.1 and,
+// unless ip is nil, ip (a real node's address is on its LAN instead:
+// internal/lab/sitenet). A namespace of that name left by a killed lab is
+// replaced.
 func Create(ctx context.Context, name string, ip net.IP) error {
-	if ip == nil {
-		return errors.New("netns: no address")
-	}
 	_ = Delete(ctx, name)
 	steps := [][]string{
 		{"netns", "add", name},
 		{"-n", name, "link", "set", "lo", "up"},
-		{"-n", name, "addr", "add", ip.String() + "/32", "dev", "lo"},
+	}
+	if ip != nil {
+		steps = append(steps, []string{"-n", name, "addr", "add", ip.String() + "/32", "dev", "lo"})
 	}
 	for _, args := range steps {
 		if err := ipCmd(ctx, args...); err != nil {
