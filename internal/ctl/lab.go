@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -79,7 +80,7 @@ func newLabCommand() *cobra.Command {
 			Args:  cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				if cmd.ArgsLenAtDash() != 1 {
-					return fmt.Errorf("usage: lab exec NODE -- CMD...")
+					return errors.New("usage: lab exec NODE -- CMD (the command after --)")
 				}
 				return lab.Exec(cmd.Context(), workdir, args[0], args[1:], cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 			},
