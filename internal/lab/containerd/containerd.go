@@ -20,6 +20,10 @@ import (
 // Namespace is the containerd namespace the kubelet's CRI uses.
 const Namespace = "k8s.io"
 
+// CNIBinDir is where Debian's containernetworking-plugins installs the CNI
+// plugins pods are networked with.
+const CNIBinDir = "/usr/lib/cni"
+
 // Available reports why containerd cannot run here, or nil.
 func Available() error {
 	if os.Geteuid() != 0 {
@@ -29,6 +33,9 @@ func Available() error {
 		if _, err := exec.LookPath(p.bin); err != nil {
 			return fmt.Errorf("%s not found (Debian package %s)", p.bin, p.pkg)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(CNIBinDir, "bridge")); err != nil {
+		return fmt.Errorf("no CNI plugins in %s (Debian package containernetworking-plugins)", CNIBinDir)
 	}
 	return nil
 }
@@ -91,10 +98,9 @@ func (c Config) toml() string {
 	}, "\n")
 }
 
-// Start writes the config and starts containerd with argv prefix wrap (for
-// example nsenter into the node's network namespace; empty runs it as is),
-// and waits until it answers on its socket.
-func Start(ctx context.Context, c Config, wrap []string) (*process.Process, error) {
+// Start writes the config, starts containerd and waits until it answers on
+// its socket.
+func Start(ctx context.Context, c Config) (*process.Process, error) {
 	if c.Dir == "" || c.SandboxImage == "" {
 		return nil, errors.New("containerd: Dir and SandboxImage are required")
 	}
@@ -107,8 +113,7 @@ func Start(ctx context.Context, c Config, wrap []string) (*process.Process, erro
 	}
 	// A socket left by a killed containerd would be taken for this one.
 	_ = os.Remove(c.Socket())
-	argv := append(append([]string(nil), wrap...), "containerd", "--config", cfg)
-	p, err := process.Start(process.Spec{Name: "containerd", Path: mustLook(argv[0]), Args: argv[1:], LogFile: filepath.Join(c.Dir, "containerd.log")})
+	p, err := process.Start(process.Spec{Name: "containerd", Path: "containerd", Args: []string{"--config", cfg}, LogFile: filepath.Join(c.Dir, "containerd.log")})
 	if err != nil {
 		return nil, err
 	}
@@ -119,13 +124,6 @@ func Start(ctx context.Context, c Config, wrap []string) (*process.Process, erro
 		return nil, fmt.Errorf("containerd did not answer (%w):\n%s", err, process.LogTail(p.Spec.LogFile, 15))
 	}
 	return p, nil
-}
-
-func mustLook(bin string) string {
-	if p, err := exec.LookPath(bin); err == nil {
-		return p
-	}
-	return bin
 }
 
 // Ping asks containerd for its version: nil once it serves.

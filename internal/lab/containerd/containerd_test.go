@@ -22,7 +22,7 @@ import (
 // wget, and the echoserver answering with its pod information.
 func TestLabImagesRunInContainerd(t *testing.T) {
 	if err := Available(); err != nil {
-		t.Skipf("needs root, containerd, ctr and runc (CI installs them): %v", err)
+		t.Skipf("needs root, containerd, ctr, runc and the CNI plugins (CI installs them): %v", err)
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -30,8 +30,8 @@ func TestLabImagesRunInContainerd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Dir: filepath.Join(dir, "containerd"), SandboxImage: images.Pause, CNIConfDir: filepath.Join(dir, "cni"), CNIBinDir: "/usr/lib/cni"}
-	p, err := Start(ctx, cfg, nil)
+	cfg := Config{Dir: filepath.Join(dir, "containerd"), SandboxImage: images.Pause, CNIConfDir: filepath.Join(dir, "cni"), CNIBinDir: CNIBinDir}
+	p, err := Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
