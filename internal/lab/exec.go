@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"path/filepath"
 	"strings"
+
+	"github.com/sitegrid/sitegrid/internal/lab/netns"
 )
 
 // Exec runs argv inside a lab node's network namespace, as a user would on
@@ -31,7 +32,7 @@ func Exec(ctx context.Context, workdir, node string, argv []string, stdin io.Rea
 		if n.Netns == "" {
 			return fmt.Errorf("node %s has no network namespace of its own: start the lab with --kube-proxy (root)", node)
 		}
-		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + filepath.Join("/run/netns", n.Netns), "--"}, argv...)...)
+		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns.Path(n.Netns), "--"}, argv...)...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 		return cmd.Run()
 	}

@@ -21,7 +21,6 @@ import (
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	labpkg "github.com/sitegrid/sitegrid/internal/lab"
-	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
 // TestLabNodeIsolation acts as a compromised node: with its kubelet's own
@@ -85,17 +84,11 @@ func TestLabNodeIsolation(t *testing.T) {
 	if n.Labels[labpkg.SiteLabel] != "site-1" || n.Labels["lab"] != "lab-site-1" {
 		t.Errorf("node %s labels %v, want it still in site-1", self, n.Labels)
 	}
-	// The unit's status may not be counted yet when the lab reports ready.
+	// lab up returns once the units have counted their nodes.
 	unit := &sitev1.NodeUnit{}
-	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
-		if err := c.Get(ctx, types.NamespacedName{Name: "lab-site-2"}, unit); err != nil {
-			return err
-		}
-		if unit.Status.ReadyRate == "" {
-			return fmt.Errorf("unit lab-site-2 not counted yet")
-		}
-		return nil
-	})
+	if err := c.Get(ctx, types.NamespacedName{Name: "lab-site-2"}, unit); err != nil {
+		t.Fatal(err)
+	}
 	if unit.Status.ReadyRate != "1/1" {
 		t.Errorf("unit lab-site-2 counts %s, want 1/1 (the other node must not have joined)", unit.Status.ReadyRate)
 	}

@@ -70,9 +70,7 @@ func (p *Proxy) received(resp *http.Response, req *request) error {
 	ok := resp.StatusCode == http.StatusOK && isJSON(resp)
 	switch {
 	case req.write == requestToken && resp.StatusCode == http.StatusCreated && isJSON(resp):
-		body, err := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(body))
+		body, err := readBack(resp)
 		if err != nil {
 			return err
 		}
@@ -115,9 +113,7 @@ func (p *Proxy) store(resp *http.Response, k cache.Key) error {
 		p.teeList(resp, k)
 		return nil
 	}
-	body, err := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(body))
+	body, err := readBack(resp)
 	if err != nil {
 		return err
 	}
@@ -131,6 +127,14 @@ func (p *Proxy) store(resp *http.Response, k cache.Key) error {
 		}
 	}()
 	return nil
+}
+
+// readBack reads a whole answer and puts it back for the client.
+func readBack(resp *http.Response) ([]byte, error) {
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return body, err
 }
 
 type objectMeta struct {

@@ -39,19 +39,25 @@ func BuildLab(ctx context.Context, repoRoot, dir string) ([]Archive, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	// Both programs in one build; each is named after its package.
+	programs := []struct{ ref, bin string }{{Pause, "pause"}, {Echoserver, "echoserver"}}
+	bins, err := os.MkdirTemp(dir, "bin-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(bins)
+	pkgs := make([]string, len(programs))
+	for i, p := range programs {
+		pkgs[i] = "./images/" + p.bin
+	}
+	cmd := gobuild.Command(ctx, bins+string(os.PathSeparator), pkgs...)
+	cmd.Dir = repoRoot
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build %s: %v\n%s", strings.Join(pkgs, " "), err, msg)
+	}
 	var out []Archive
-	for _, p := range []struct{ ref, pkg, bin string }{
-		{Pause, "./images/pause", "pause"},
-		{Echoserver, "./images/echoserver", "echoserver"},
-	} {
-		bin := filepath.Join(dir, p.bin)
-		cmd := gobuild.Command(ctx, bin, p.pkg)
-		cmd.Dir = repoRoot
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build %s: %v\n%s", p.pkg, err, msg)
-		}
-		data, err := os.ReadFile(bin)
-		_ = os.Remove(bin)
+	for _, p := range programs {
+		data, err := os.ReadFile(filepath.Join(bins, p.bin))
 		if err != nil {
 			return nil, err
 		}

@@ -86,7 +86,7 @@ func Create(ctx context.Context, name string, ip net.IP) error {
 		steps = append(steps, []string{"-n", name, "addr", "add", ip.String() + "/32", "dev", "lo"})
 	}
 	for _, args := range steps {
-		if err := ipCmd(ctx, args...); err != nil {
+		if err := IP(ctx, args...); err != nil {
 			_ = Delete(context.Background(), name)
 			return err
 		}
@@ -94,13 +94,22 @@ func Create(ctx context.Context, name string, ip net.IP) error {
 	return nil
 }
 
+// Path is the namespace's file, what nsenter --net= and setns take.
+func Path(name string) string { return filepath.Join(runDir, name) }
+
+// Exists reports whether the namespace is there.
+func Exists(name string) bool {
+	_, err := os.Stat(Path(name))
+	return err == nil
+}
+
 // Delete removes the namespace; everything in it (interfaces, rules) goes
 // with its last process.
 func Delete(ctx context.Context, name string) error {
-	if _, err := os.Stat(filepath.Join(runDir, name)); errors.Is(err, os.ErrNotExist) {
+	if !Exists(name) {
 		return nil
 	}
-	return ipCmd(ctx, "netns", "delete", name)
+	return IP(ctx, "netns", "delete", name)
 }
 
 // Command runs a program inside the namespace.
@@ -139,7 +148,7 @@ func Dial(ctx context.Context, name, addr string) (net.Conn, error) {
 // goes back to its own namespace afterwards; if it cannot, it is not
 // unlocked, so Go ends it with the goroutine instead of reusing it.
 func inside(name string, fn func() error) error {
-	target, err := os.Open(filepath.Join(runDir, name))
+	target, err := os.Open(Path(name))
 	if err != nil {
 		return fmt.Errorf("network namespace %s: %w", name, err)
 	}
@@ -170,7 +179,8 @@ func inside(name string, fn func() error) error {
 	return <-errc
 }
 
-func ipCmd(ctx context.Context, args ...string) error {
+// IP runs the ip command (iproute2); its error carries ip's output.
+func IP(ctx context.Context, args ...string) error {
 	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))

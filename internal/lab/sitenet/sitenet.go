@@ -15,12 +15,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/sitegrid/sitegrid/internal/lab/netns"
@@ -41,7 +37,7 @@ func Namespace(workdir, site string) string { return netns.Name(workdir, "lan-"+
 // an up bridge.
 func EnsureSite(ctx context.Context, workdir, site string) (string, error) {
 	ns := Namespace(workdir, site)
-	if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
+	if netns.Exists(ns) {
 		return ns, nil
 	}
 	steps := [][]string{
@@ -51,7 +47,7 @@ func EnsureSite(ctx context.Context, workdir, site string) (string, error) {
 		{"-n", ns, "link", "set", bridge, "up"},
 	}
 	for _, args := range steps {
-		if err := ip(ctx, args...); err != nil {
+		if err := netns.IP(ctx, args...); err != nil {
 			_ = netns.Delete(context.Background(), ns)
 			return "", fmt.Errorf("LAN of site %s: %w", site, err)
 		}
@@ -75,8 +71,8 @@ func Attach(ctx context.Context, siteNS, nodeNS string, addr *net.IPNet) error {
 		{"-n", nodeNS, "link", "set", "lo", "up"},
 	}
 	for _, args := range steps {
-		if err := ip(ctx, args...); err != nil {
-			_ = ip(context.Background(), "-n", nodeNS, "link", "del", eth0)
+		if err := netns.IP(ctx, args...); err != nil {
+			_ = netns.IP(context.Background(), "-n", nodeNS, "link", "del", eth0)
 			return fmt.Errorf("attach %s to its site's LAN: %w", nodeNS, err)
 		}
 	}
@@ -86,10 +82,10 @@ func Attach(ctx context.Context, siteNS, nodeNS string, addr *net.IPNet) error {
 // Detach takes the node off its site's LAN (deleting one end of the veth
 // pair deletes both).
 func Detach(ctx context.Context, nodeNS string) error {
-	if _, err := os.Stat(filepath.Join("/run/netns", nodeNS)); errors.Is(err, os.ErrNotExist) {
+	if !netns.Exists(nodeNS) {
 		return nil
 	}
-	if err := ip(ctx, "-n", nodeNS, "link", "del", eth0); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+	if err := netns.IP(ctx, "-n", nodeNS, "link", "del", eth0); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 		return err
 	}
 	return nil
@@ -105,7 +101,7 @@ func RoutePods(ctx context.Context, nodeNS, podCIDR string, via net.IP) error {
 	if !inLabRange(cidr.IP) || !inLabRange(via) {
 		return fmt.Errorf("route %s via %s: not in 198.18.0.0/15", podCIDR, via)
 	}
-	return ip(ctx, "-n", nodeNS, "route", "replace", cidr.String(), "via", via.String(), "dev", eth0)
+	return netns.IP(ctx, "-n", nodeNS, "route", "replace", cidr.String(), "via", via.String(), "dev", eth0)
 }
 
 // DeleteSite removes the site's LAN; its nodes' veth ends go with it.
@@ -122,14 +118,6 @@ func inLabRange(ip net.IP) bool { return ip != nil && labRange.Contains(ip) }
 func peerName(nodeNS string) string {
 	sum := sha256.Sum256([]byte(nodeNS))
 	return "n" + hex.EncodeToString(sum[:7])
-}
-
-func ip(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 // CreateNode makes a real node's network namespace, empty but for an up
