@@ -21,6 +21,7 @@ import (
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	labpkg "github.com/sitegrid/sitegrid/internal/lab"
+	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
 // TestLabNodeIsolation acts as a compromised node: with its kubelet's own
@@ -55,7 +56,15 @@ func TestLabNodeIsolation(t *testing.T) {
 	if _, err := admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err = kubelet.CoreV1().Pods("default").Delete(ctx, "victim", metav1.DeleteOptions{})
+	// NodeRestriction judges a pod delete by the pod in its informer, which
+	// may not have the new pod yet: until then it answers NotFound.
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		err = kubelet.CoreV1().Pods("default").Delete(ctx, "victim", metav1.DeleteOptions{})
+		if apierrors.IsNotFound(err) {
+			return err
+		}
+		return nil
+	})
 	forbidden("delete a pod of another node", err, "can only delete pods with spec.nodeName set to itself")
 	if _, err := admin.CoreV1().Pods("default").Get(ctx, "victim", metav1.GetOptions{}); err != nil {
 		t.Errorf("the other node's pod is gone: %v", err)
