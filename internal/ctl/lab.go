@@ -73,10 +73,26 @@ func newLabCommand() *cobra.Command {
 				return lab.StartNodes(cmd.Context(), workdir, args, cmd.OutOrStdout())
 			},
 		},
+		&cobra.Command{
+			Use:   "reboot NODE|SITE...",
+			Short: "Power-cycle nodes or sites: every process killed, runtime state and network lost, disks kept, services booted again",
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.Reboot(cmd.Context(), workdir, args, cmd.OutOrStdout())
+			},
+		},
+		&cobra.Command{
+			Use:   "load-image FILE",
+			Short: "Import a docker-archive or OCI tarball into every real node's containerd (like kind load image-archive)",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.LoadImage(cmd.Context(), workdir, args[0], cmd.OutOrStdout())
+			},
+		},
 		newLabAddNodeCommand(&workdir),
 		&cobra.Command{
 			Use:   "exec NODE -- CMD...",
-			Short: "Run a command inside a node's network namespace (labs with --kube-proxy), for example curl of a Service IP",
+			Short: "Run a command inside a node's network namespace (real nodes and labs with --kube-proxy), for example curl of a Service IP",
 			Args:  cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				if cmd.ArgsLenAtDash() != 1 {
@@ -114,7 +130,7 @@ The binaries are built from source on first use.`,
 				args := []string{"lab", "up", "--workdir", opts.Workdir,
 					"--sites", strconv.Itoa(opts.Sites), "--nodes-per-site", strconv.Itoa(opts.NodesPerSite),
 					"--apiserver-port", strconv.Itoa(opts.APIServerPort), "--node-monitor-grace-period", opts.NodeMonitorGracePeriod.String(),
-					"--kube-proxy=" + strconv.FormatBool(opts.KubeProxy)}
+					"--kube-proxy=" + strconv.FormatBool(opts.KubeProxy), "--real-nodes=" + strconv.FormatBool(opts.RealNodes)}
 				return lab.Detach(cmd.Context(), opts.Workdir, args, cmd.OutOrStdout())
 			}
 			// The first signal stops the lab cleanly; a second one exits at once
@@ -138,25 +154,28 @@ The binaries are built from source on first use.`,
 	cmd.Flags().IntVar(&opts.APIServerPort, "apiserver-port", lab.DefaultAPIServerPort, "Port of the lab's kube-apiserver on 127.0.0.1.")
 	cmd.Flags().DurationVar(&opts.NodeMonitorGracePeriod, "node-monitor-grace-period", 0, "How long the cloud waits for a node's lease before marking it NotReady (default: Kubernetes' 40s); shorter makes partitions show sooner.")
 	cmd.Flags().BoolVar(&opts.KubeProxy, "kube-proxy", false, "Run the real kube-proxy on every node, in the node's own network namespace against its hub (needs root, ip and iptables).")
+	cmd.Flags().BoolVar(&opts.RealNodes, "real-nodes", false, "Make every node a real node: containerd, the real kubelet and kube-proxy in the node's own network namespace on its site's LAN (needs root, containerd, runc, CNI plugins, busybox-static).")
 	cmd.Flags().BoolVar(&detach, "detach", false, "Return once the lab is ready and leave it running in the background.")
 	return cmd
 }
 
 func newLabAddNodeCommand(workdir *string) *cobra.Command {
 	var labels string
+	var real bool
 	cmd := &cobra.Command{
 		Use:   "add-node NAME",
-		Short: "Add a simulated node to the lab",
+		Short: "Add a node to the lab: simulated (kwok), or real with --real",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := lab.ParseLabels(labels)
 			if err != nil {
 				return err
 			}
-			return lab.AddNode(cmd.Context(), *workdir, args[0], l, cmd.OutOrStdout())
+			return lab.AddNode(cmd.Context(), *workdir, args[0], l, real, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&labels, "labels", "", "Node labels, k=v,k2=v2 (sitegrid.io/site=site-N puts it in a lab site).")
+	cmd.Flags().BoolVar(&real, "real", false, "A real node: containerd, the real kubelet and kube-proxy in its own network namespace (needs root).")
 	return cmd
 }
 

@@ -33,12 +33,16 @@ type controlRequest struct {
 	Targets []string          `json:"targets,omitempty"`
 	Name    string            `json:"name,omitempty"`
 	Labels  map[string]string `json:"labels,omitempty"`
+	// Real asks for a real node; File is an image archive to load.
+	Real bool   `json:"real,omitempty"`
+	File string `json:"file,omitempty"`
 }
 
 type controlReply struct {
 	Nodes  []string     `json:"nodes,omitempty"`
 	Status []NodeStatus `json:"status,omitempty"`
 	IP     string       `json:"ip,omitempty"`
+	Images []string     `json:"images,omitempty"`
 	Error  string       `json:"error,omitempty"`
 }
 
@@ -97,8 +101,19 @@ func serveControl(ctx context.Context, workdir string, e *edge) (func(), error) 
 		return controlReply{Nodes: nodes}, err
 	})
 	handle("POST /v1/nodes", func(ctx context.Context, req controlRequest) (controlReply, error) {
-		ip, err := e.addNamed(ctx, req.Name, req.Labels)
+		ip, err := e.addNamed(ctx, req.Name, req.Labels, req.Real)
 		return controlReply{IP: ip}, err
+	})
+	handle("POST /v1/reboot", func(ctx context.Context, req controlRequest) (controlReply, error) {
+		if len(req.Targets) == 0 {
+			return controlReply{}, errors.New("name the nodes or sites to reboot")
+		}
+		nodes, err := e.reboot(ctx, req.Targets)
+		return controlReply{Nodes: nodes}, err
+	})
+	handle("POST /v1/images", func(ctx context.Context, req controlRequest) (controlReply, error) {
+		refs, nodes, err := e.loadImage(ctx, req.File)
+		return controlReply{Images: refs, Nodes: nodes}, err
 	})
 	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
 		writeReply(w, controlReply{}, e.remove(r.Context(), r.PathValue("name")))
@@ -123,7 +138,7 @@ func writeReply(w http.ResponseWriter, reply controlReply, err error) {
 }
 
 // addNamed adds a node with the lowest free address of its site's network.
-func (e *edge) addNamed(ctx context.Context, name string, labels map[string]string) (string, error) {
+func (e *edge) addNamed(ctx context.Context, name string, labels map[string]string, real bool) (string, error) {
 	nodes, err := e.admin.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "", err
@@ -140,10 +155,10 @@ func (e *edge) addNamed(ctx context.Context, name string, labels map[string]stri
 		labels = map[string]string{}
 	}
 	n := controlplane.Node{Name: name, Labels: labels, InternalIP: ip}
-	if err := e.add(ctx, n, labels[SiteLabel]); err != nil {
+	if err := e.add(ctx, n, labels[SiteLabel], real); err != nil {
 		return "", err
 	}
-	return ip, controlplane.WaitNodesReady(ctx, e.admin, time.Minute, name)
+	return ip, controlplane.WaitNodesReady(ctx, e.admin, 2*time.Minute, name)
 }
 
 // control sends one request to the lab owner in workdir.

@@ -27,6 +27,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/health"
 	"github.com/sitegrid/sitegrid/internal/hub/config"
+	"github.com/sitegrid/sitegrid/internal/lab/images"
 	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
@@ -75,14 +76,22 @@ type edge struct {
 	workdir   string
 	hubBin    string
 	userToken string
-	// kubeProxyBin, when set, runs kube-proxy on every node (kubeproxy.go).
+	// kubeProxyBin is the kube-proxy every node with a network namespace
+	// of its own runs (kubeproxy.go): every node with kubeProxyAll, and
+	// every real node.
 	kubeProxyBin   string
+	kubeProxyAll   bool
 	kubeProxyToken string
+	real           realOptions
 	// apiserver is host:port of the cloud apiserver, what links relay to.
 	apiserver string
 
 	mu    sync.Mutex
 	nodes map[string]*edgeNode
+
+	lanMu                   sync.Mutex
+	imagesMu                sync.Mutex
+	labImages, loadedImages []images.Archive
 }
 
 // edgeNode is one simulated edge node: its uplink, hub and kubelet.
@@ -96,14 +105,19 @@ type edgeNode struct {
 	gossip         string // where the hub gossips with its unit
 	kubeletConfig  string
 	viaHubConfig   string
-	// With kube-proxy: the node's network namespace, the relay from the hub's
-	// address inside it to the hub, and kube-proxy's config.
+	// ownNetwork: the node has a network namespace of its own and runs
+	// kube-proxy in it; netns is that namespace, hubRelays relay the hub's
+	// addresses inside it to the hub.
+	ownNetwork      bool
 	netns           string
 	hubRelays       []*link.Link
 	kubeProxyConfig string
 
-	mu                      sync.Mutex
-	hub, kubelet, kubeProxy *process.Process
+	// real is set on a real node (realnode.go).
+	real *realNode
+
+	mu                                  sync.Mutex
+	hub, kubelet, kubeProxy, containerd *process.Process
 	restarts                map[string]int
 	stopping                bool
 	// off: powered off by `lab stop-node`; nothing is restarted.
@@ -115,8 +129,10 @@ type edgeNode struct {
 type edgeOptions struct {
 	workdir string
 	hubBin  string
-	// kubeProxyBin, when set, runs kube-proxy on every node.
+	// kubeProxyBin is kube-proxy; kubeProxyAll runs it on every node.
 	kubeProxyBin string
+	kubeProxyAll bool
+	real         realOptions
 }
 
 func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOptions) (*edge, error) {
@@ -129,7 +145,7 @@ func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOption
 		return nil, err
 	}
 	e := &edge{cp: cp, admin: admin, workdir: opts.workdir, hubBin: opts.hubBin, kubeProxyBin: opts.kubeProxyBin,
-		apiserver: u.Host, nodes: map[string]*edgeNode{}}
+		kubeProxyAll: opts.kubeProxyAll, real: opts.real, apiserver: u.Host, nodes: map[string]*edgeNode{}}
 	role, binding := kwokReaderRBAC()
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
@@ -174,14 +190,19 @@ func (e *edge) serviceAccountToken(ctx context.Context, namespace, name, cluster
 }
 
 // add starts an edge node's link and hub, registers the node, and starts
-// its kubelet (and kube-proxy). On failure nothing of the node is left.
-func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err error) {
+// its kubelet (and kube-proxy); real makes it a real node. On failure
+// nothing of the node is left.
+func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real bool) (err error) {
 	e.mu.Lock()
 	if _, ok := e.nodes[n.Name]; ok {
 		e.mu.Unlock()
 		return fmt.Errorf("node %s already exists", n.Name)
 	}
-	en := &edgeNode{name: n.Name, site: site, ip: n.InternalIP, dir: filepath.Join(e.cp.Dir, "nodes", n.Name), restarts: map[string]int{}, done: make(chan struct{})}
+	en := &edgeNode{name: n.Name, site: site, ip: n.InternalIP, dir: filepath.Join(e.cp.Dir, "nodes", n.Name), restarts: map[string]int{}, done: make(chan struct{}),
+		ownNetwork: e.kubeProxyAll || real}
+	if real {
+		en.real = e.newRealNode(en, n.Labels)
+	}
 	e.nodes[n.Name] = en
 	e.mu.Unlock()
 	defer func() {
@@ -195,6 +216,9 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 	}()
 	if err := n.Validate(); err != nil {
 		return err
+	}
+	if real && e.kubeProxyBin == "" {
+		return fmt.Errorf("node %s: real nodes need kube-proxy, and this lab has none", n.Name)
 	}
 	if err := os.MkdirAll(en.dir, 0o700); err != nil {
 		return err
@@ -217,10 +241,17 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 		}
 		klog.InfoS("a port of the hub was taken; trying others", "node", en.name, "err", err)
 	}
-	if e.kubeProxyBin != "" {
+	if en.ownNetwork {
 		if err := e.setUpKubeProxy(ctx, en); err != nil {
 			return err
 		}
+	}
+	if real {
+		if err := e.bootReal(ctx, en); err != nil {
+			return err
+		}
+		go en.supervise(e)
+		return nil
 	}
 	n.OwnKubelet = true
 	if n.Annotations == nil {
@@ -230,11 +261,11 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string) (err e
 	if err := controlplane.CreateNode(ctx, e.admin, n); err != nil {
 		return err
 	}
-	if err := en.startKubelet(ctx, e.cp); err != nil {
+	if err := en.startKwok(ctx, e.cp); err != nil {
 		_ = e.admin.CoreV1().Nodes().Delete(context.Background(), n.Name, metav1.DeleteOptions{})
 		return err
 	}
-	if e.kubeProxyBin != "" {
+	if en.ownNetwork {
 		if err := en.startKubeProxy(ctx, e.kubeProxyBin); err != nil {
 			_ = e.admin.CoreV1().Nodes().Delete(context.Background(), n.Name, metav1.DeleteOptions{})
 			return err
@@ -263,7 +294,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		return fmt.Errorf("create RoleBinding %s: %w", hbinding.Name, err)
 	}
 	servingIPs, servingNames := []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}
-	if e.kubeProxyBin != "" {
+	if en.ownNetwork {
 		// The node's in-cluster clients reach it as the kubernetes Service
 		// (kubeproxy.go), and verify it as they would the apiserver.
 		servingIPs = append(servingIPs, net.ParseIP(en.ip), net.ParseIP(controlplane.KubernetesServiceIP))
@@ -306,7 +337,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		// LAN), each at the address its Node's annotation names.
 		Health: config.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
 	}
-	if e.kubeProxyBin != "" {
+	if en.ownNetwork {
 		hubCfg.ServiceTopology.KubernetesEndpoint = en.nodeHubAddr()
 	}
 	cfg, err := yaml.Marshal(hubCfg)
@@ -350,7 +381,16 @@ func (en *edgeNode) adopt(ctx context.Context, p *process.Process, ready func(co
 	return nil
 }
 
-func (en *edgeNode) startKubelet(ctx context.Context, cp *controlplane.ControlPlane) error {
+// startKubelet starts the node's kubelet: the real one on a real node,
+// else its kwok.
+func (e *edge) startKubelet(ctx context.Context, en *edgeNode) error {
+	if en.real != nil {
+		return en.startRealKubelet(ctx, e.real.kubeletBin)
+	}
+	return en.startKwok(ctx, e.cp)
+}
+
+func (en *edgeNode) startKwok(ctx context.Context, cp *controlplane.ControlPlane) error {
 	p, err := cp.StartNodeKwokVia(ctx, en.name, en.kubeletConfig)
 	if err != nil {
 		return fmt.Errorf("kubelet (kwok) of %s: %w\n%s", en.name, err, process.LogTail(filepath.Join(cp.Dir, "logs", "kwok-"+en.name+".log"), 15))
@@ -375,12 +415,20 @@ func (en *edgeNode) supervise(e *edge) {
 		}
 		en.mu.Lock()
 		hubGone, kubeletGone, kubeProxyGone := exited(en.hub), exited(en.kubelet), exited(en.kubeProxy)
+		containerdGone := exited(en.containerd)
 		off := en.off
 		en.mu.Unlock()
 		if off {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if containerdGone {
+			en.countRestart("containerd")
+			klog.InfoS("restarting containerd", "node", en.name)
+			if err := e.startContainerd(ctx, en); err != nil {
+				klog.ErrorS(err, "restart containerd", "node", en.name)
+			}
+		}
 		if hubGone {
 			en.countRestart("hub")
 			klog.InfoS("restarting sitegrid-hub", "node", en.name)
@@ -390,8 +438,8 @@ func (en *edgeNode) supervise(e *edge) {
 		}
 		if kubeletGone {
 			en.countRestart("kubelet")
-			klog.InfoS("restarting kubelet (kwok)", "node", en.name)
-			if err := en.startKubelet(ctx, e.cp); err != nil {
+			klog.InfoS("restarting kubelet", "node", en.name)
+			if err := e.startKubelet(ctx, en); err != nil {
 				klog.ErrorS(err, "restart kubelet", "node", en.name)
 			}
 		}
@@ -429,6 +477,13 @@ func (en *edgeNode) stop() {
 	}
 	hub, kubelet, kubeProxy := en.hub, en.kubelet, en.kubeProxy
 	en.mu.Unlock()
+	if en.real != nil {
+		// Its containers go with it: all the node's processes, its mounts
+		// and cgroups.
+		if err := en.tearDownReal(); err != nil {
+			klog.ErrorS(err, "clean up after the real node", "node", en.name)
+		}
+	}
 	if kubeProxy != nil {
 		kubeProxy.Stop(10 * time.Second)
 	}
@@ -458,7 +513,12 @@ func (e *edge) remove(ctx context.Context, name string) error {
 		return fmt.Errorf("node %s is not a lab node", name)
 	}
 	en.stop()
-	if err := controlplane.DeleteNode(ctx, e.admin, name); err != nil {
+	if en.real != nil {
+		// Registered by its kubelet, marked by the lab (realNodeMarker).
+		if err := e.admin.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	} else if err := controlplane.DeleteNode(ctx, e.admin, name); err != nil {
 		return err
 	}
 	role, _ := hubrbac.Cluster(name)
@@ -546,8 +606,8 @@ func (e *edge) setLinks(targets []string, cut bool) ([]string, error) {
 	return names, nil
 }
 
-// setPower stops (on false) or starts the processes of targets and returns
-// the nodes whose power changed.
+// setPower powers targets off (on false) or on and returns the nodes whose
+// power changed.
 func (e *edge) setPower(ctx context.Context, targets []string, on bool) ([]string, error) {
 	nodes, err := e.resolve(targets)
 	if err != nil {
@@ -558,30 +618,17 @@ func (e *edge) setPower(ctx context.Context, targets []string, on bool) ([]strin
 		en.mu.Lock()
 		changed := en.off == on
 		en.off = !on
-		procs := []*process.Process{en.kubeProxy, en.kubelet, en.hub}
 		en.mu.Unlock()
 		if !changed {
 			continue
 		}
 		names = append(names, en.name)
 		if !on {
-			for _, p := range procs {
-				if p != nil {
-					p.Stop(10 * time.Second)
-				}
-			}
+			en.powerOff(ctx)
 			continue
 		}
-		if err := en.startHub(ctx, e.hubBin); err != nil {
+		if err := e.powerOn(ctx, en); err != nil {
 			return names, err
-		}
-		if err := en.startKubelet(ctx, e.cp); err != nil {
-			return names, err
-		}
-		if e.kubeProxyBin != "" {
-			if err := en.startKubeProxy(ctx, e.kubeProxyBin); err != nil {
-				return names, err
-			}
 		}
 	}
 	return names, nil

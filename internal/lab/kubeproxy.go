@@ -15,6 +15,7 @@ import (
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/lab/netns"
+	"github.com/sitegrid/sitegrid/internal/lab/sitenet"
 	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/process"
 )
@@ -53,10 +54,15 @@ func KubeProxyAvailable() error {
 }
 
 // setUpKubeProxy gives the node its namespace, the relay to its hub and
-// kube-proxy's files.
+// kube-proxy's files. A real node's namespace is on its site's LAN; a kwok
+// node's holds its address on loopback.
 func (e *edge) setUpKubeProxy(ctx context.Context, en *edgeNode) error {
 	en.netns = netns.Name(e.workdir, en.name)
-	if err := netns.Create(ctx, en.netns, net.ParseIP(en.ip)); err != nil {
+	if en.real != nil {
+		if err := e.joinSiteLAN(ctx, en); err != nil {
+			return err
+		}
+	} else if err := netns.Create(ctx, en.netns, net.ParseIP(en.ip)); err != nil {
 		return fmt.Errorf("network namespace of %s: %w", en.name, err)
 	}
 	// Service IPs are routed on a node (a real one has a default route):
@@ -123,11 +129,19 @@ func (en *edgeNode) tearDownKubeProxy() error {
 	for _, l := range en.hubRelays {
 		l.Close()
 	}
+	en.hubRelays = nil
 	if en.netns == "" {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// A namespace goes when its last user does, not when it is deleted:
+	// the node leaves its LAN now.
+	if en.real != nil {
+		if err := sitenet.Detach(ctx, en.netns); err != nil {
+			return errors.Join(fmt.Errorf("node %s", en.name), err)
+		}
+	}
 	if err := netns.Delete(ctx, en.netns); err != nil {
 		return errors.Join(fmt.Errorf("node %s", en.name), err)
 	}

@@ -288,12 +288,43 @@ func ParseLabels(s string) (map[string]string, error) {
 // AddNode adds an edge node (uplink, hub, kubelet) to the running lab and
 // waits until it is Ready. A node of a lab site (label
 // sitegrid.io/site=site-N) gets an address in that site's network.
-func AddNode(ctx context.Context, workdir, name string, labels map[string]string, out io.Writer) error {
-	reply, err := control(ctx, workdir, http.MethodPost, "/v1/nodes", controlRequest{Name: name, Labels: labels})
+func AddNode(ctx context.Context, workdir, name string, labels map[string]string, real bool, out io.Writer) error {
+	if real {
+		if err := RealNodesAvailable(); err != nil {
+			return err
+		}
+	}
+	reply, err := control(ctx, workdir, http.MethodPost, "/v1/nodes", controlRequest{Name: name, Labels: labels, Real: real})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "node %s added (InternalIP %s, with its own uplink and hub) and Ready\n", name, reply.IP)
+	kind := "with its own uplink and hub"
+	if real {
+		kind = "a real node: containerd, kubelet, kube-proxy and hub"
+	}
+	fmt.Fprintf(out, "node %s added (InternalIP %s, %s) and Ready\n", name, reply.IP, kind)
+	return nil
+}
+
+// Reboot power-cycles the named nodes, or every node of the named sites: a
+// real node loses every process, its runtime state and its network, keeps
+// its disks, and boots again (also while partitioned).
+func Reboot(ctx context.Context, workdir string, targets []string, out io.Writer) error {
+	return setUplinks(ctx, workdir, "/v1/reboot", targets, "rebooted", "no node rebooted", out)
+}
+
+// LoadImage imports a docker-archive or OCI tarball into every real node's
+// containerd (and every real node that boots later).
+func LoadImage(ctx context.Context, workdir, file string, out io.Writer) error {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return err
+	}
+	reply, err := control(ctx, workdir, http.MethodPost, "/v1/images", controlRequest{File: abs})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "loaded %s into %s\n", strings.Join(reply.Images, ", "), strings.Join(reply.Nodes, ", "))
 	return nil
 }
 

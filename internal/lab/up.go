@@ -37,6 +37,9 @@ const (
 	MaxNodesPerSite = 50
 	// MaxNodes bounds sites × nodes: each node runs a hub and a kwok.
 	MaxNodes = 100
+	// MaxRealNodes bounds the real nodes of a lab (docs/lab.md: what a
+	// 2-core machine holds).
+	MaxRealNodes = 8
 	// DefaultAPIServerPort is the lab apiserver's port on 127.0.0.1.
 	DefaultAPIServerPort = 6443
 )
@@ -59,6 +62,10 @@ type UpOptions struct {
 	// KubeProxy runs the real kube-proxy on every node, each in the node's
 	// own network namespace (root only; see kubeproxy.go).
 	KubeProxy bool
+	// RealNodes makes every node a real node: containerd, the real kubelet
+	// and kube-proxy in its namespace on its site's LAN (root only; see
+	// realnode.go).
+	RealNodes bool
 	// ManagerBinary and HubBinary override where sitegrid-manager and
 	// sitegrid-hub are found.
 	ManagerBinary, HubBinary string
@@ -86,6 +93,12 @@ func (o *UpOptions) validate() error {
 	}
 	if o.Workdir == "" {
 		return errors.New("no workdir")
+	}
+	if o.RealNodes {
+		if o.Sites*o.NodesPerSite > MaxRealNodes {
+			return fmt.Errorf("--real-nodes: %d nodes asked for; the lab runs at most %d real nodes (each runs containerd and a kubelet of about 150 MB)", o.Sites*o.NodesPerSite, MaxRealNodes)
+		}
+		return RealNodesAvailable()
 	}
 	if o.KubeProxy {
 		return KubeProxyAvailable()
@@ -203,15 +216,17 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 		return err
 	}
 	state := &State{PID: os.Getpid(), StartedAt: time.Now(), Endpoint: cp.Endpoint, Kubeconfig: cp.AdminKubeconfig}
-	if err := steps.run(fmt.Sprintf("create %d sites of %d edge nodes (each: uplink, sitegrid-hub, kwok as kubelet)", opts.Sites, opts.NodesPerSite), func() error {
-		eo := edgeOptions{workdir: opts.Workdir, hubBin: hubBin}
-		if opts.KubeProxy {
-			eo.kubeProxyBin = bin.Path(kubebin.KubeProxy)
-		}
+	kubelet := "kwok as kubelet"
+	if opts.RealNodes {
+		kubelet = "containerd, kubelet, kube-proxy: real nodes"
+	}
+	if err := steps.run(fmt.Sprintf("create %d sites of %d edge nodes (each: uplink, sitegrid-hub, %s)", opts.Sites, opts.NodesPerSite, kubelet), func() error {
+		eo := edgeOptions{workdir: opts.Workdir, hubBin: hubBin, kubeProxyBin: bin.Path(kubebin.KubeProxy), kubeProxyAll: opts.KubeProxy,
+			real: realOptions{kubeletBin: bin.Path(kubebin.Kubelet)}}
 		if nodes, err = newEdge(ctx, cp, eo); err != nil {
 			return err
 		}
-		state.Sites, err = createSites(ctx, cp, nodes, opts.Sites, opts.NodesPerSite)
+		state.Sites, err = createSites(ctx, cp, nodes, opts.Sites, opts.NodesPerSite, opts.RealNodes)
 		return err
 	}); err != nil {
 		return err
@@ -376,7 +391,7 @@ func registerHealthWebhooks(ctx context.Context, cp *controlplane.ControlPlane, 
 	return nil
 }
 
-func createSites(ctx context.Context, cp *controlplane.ControlPlane, nodes *edge, sites, perSite int) ([]Site, error) {
+func createSites(ctx context.Context, cp *controlplane.ControlPlane, nodes *edge, sites, perSite int, real bool) ([]Site, error) {
 	cs, err := cp.Clientset()
 	if err != nil {
 		return nil, err
@@ -391,7 +406,7 @@ func createSites(ctx context.Context, cp *controlplane.ControlPlane, nodes *edge
 			n := controlplane.Node{Name: NodeName(result[i].Name, j), Labels: map[string]string{SiteLabel: result[i].Name}, InternalIP: nodeIP(i, j)}
 			result[i].Nodes = append(result[i].Nodes, n.Name)
 			all = append(all, n.Name)
-			g.Go(func() error { return nodes.add(gctx, n, result[i].Name) })
+			g.Go(func() error { return nodes.add(gctx, n, result[i].Name, real) })
 		}
 	}
 	if err := g.Wait(); err != nil {
@@ -489,6 +504,10 @@ func lockWorkdir(workdir string) (func(), error) {
 // removeState deletes what a lab wrote into workdir, and workdir itself when
 // nothing else is left in it.
 func removeState(workdir string) error {
+	// The host first: the lab's mounts are under its folders.
+	if err := cleanUpHost(workdir); err != nil {
+		return err
+	}
 	for _, name := range []string{stateFile, stateFile + ".tmp", socketFile, controlPlaneDir, binDir} {
 		if err := os.RemoveAll(filepath.Join(workdir, name)); err != nil {
 			return err

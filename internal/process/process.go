@@ -143,6 +143,13 @@ func (p *Process) Stop(grace time.Duration) {
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 }
 
+// Kill ends the child and its process group with SIGKILL at once, as a
+// power cut would, and returns once it is gone.
+func (p *Process) Kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
 // WaitReady polls check until it succeeds, the child exits, or ctx ends.
 // The error names the child and the last failure, so a user can see why.
 func (p *Process) WaitReady(ctx context.Context, interval time.Duration, check func(context.Context) error) error {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +50,9 @@ type Config struct {
 	SandboxImage string
 	// CNIConfDir and CNIBinDir are where the CRI finds pod networking.
 	CNIConfDir, CNIBinDir string
+	// Netns, when set, is the network namespace (its file) containerd runs
+	// in: the node's, where the CNI plugins then put pods' interfaces.
+	Netns string
 }
 
 // Socket is the gRPC socket kubelet and ctr talk to.
@@ -63,7 +67,9 @@ func (c Config) State() string { return filepath.Join(c.Dir, "state") }
 // toml is containerd's configuration (version 2, containerd 1.6 and 1.7).
 // restrict_oom_score_adj: root here may lack CAP_SYS_RESOURCE, and without it
 // every sandbox fails to start. Cgroups through cgroupfs, as the kubelet's
-// cgroupDriver.
+// cgroupDriver. What would be under /run on a machine of its own (pods'
+// network namespaces, runc's container state) is under State, so a reboot
+// drops exactly this node's.
 func (c Config) toml() string {
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
 	return strings.Join([]string{
@@ -83,6 +89,7 @@ func (c Config) toml() string {
 		`[plugins."io.containerd.grpc.v1.cri"]`,
 		"  sandbox_image = " + q(c.SandboxImage),
 		"  restrict_oom_score_adj = true",
+		"  netns_mounts_under_state_dir = true",
 		"  enable_selinux = false",
 		`[plugins."io.containerd.grpc.v1.cri".containerd]`,
 		`  snapshotter = "overlayfs"`,
@@ -91,6 +98,7 @@ func (c Config) toml() string {
 		`  runtime_type = "io.containerd.runc.v2"`,
 		`[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]`,
 		"  SystemdCgroup = false",
+		"  Root = " + q(filepath.Join(c.State(), "runc")),
 		`[plugins."io.containerd.grpc.v1.cri".cni]`,
 		"  bin_dir = " + q(c.CNIBinDir),
 		"  conf_dir = " + q(c.CNIConfDir),
@@ -113,7 +121,11 @@ func Start(ctx context.Context, c Config) (*process.Process, error) {
 	}
 	// A socket left by a killed containerd would be taken for this one.
 	_ = os.Remove(c.Socket())
-	p, err := process.Start(process.Spec{Name: "containerd", Path: "containerd", Args: []string{"--config", cfg}, LogFile: filepath.Join(c.Dir, "containerd.log")})
+	spec := process.Spec{Name: "containerd", Path: "containerd", Args: []string{"--config", cfg}, LogFile: filepath.Join(c.Dir, "containerd.log")}
+	if c.Netns != "" {
+		spec.Path, spec.Args = "nsenter", append([]string{"--net=" + c.Netns, "--", "containerd"}, spec.Args...)
+	}
+	p, err := process.Start(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -172,4 +184,35 @@ func ctr(ctx context.Context, socket string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("ctr %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
+}
+
+// shimSockets is where containerd 1.6 and 1.7 put their shims' sockets,
+// whatever their state directory: shared by every containerd on the host.
+const shimSockets = "/run/containerd/s"
+
+// RemoveStaleShimSockets removes the sockets of shims that are gone (a
+// node's power cut leaves them); a live shim's socket, of any containerd on
+// the host, answers and is kept.
+func RemoveStaleShimSockets() error {
+	entries, err := os.ReadDir(shimSockets)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		p := filepath.Join(shimSockets, e.Name())
+		if e.Type()&os.ModeSocket == 0 {
+			continue
+		}
+		if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
+			_ = c.Close()
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

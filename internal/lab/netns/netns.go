@@ -54,20 +54,33 @@ func prefix(workdir string) string {
 	return "sitegrid-" + hex.EncodeToString(sum[:3]) + "-"
 }
 
+// List names the namespaces of the lab in workdir.
+func List(workdir string) ([]string, error) {
+	entries, err := os.ReadDir(runDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix(workdir)) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
 // DeleteAll removes every namespace of the lab in workdir: what a lab that
 // was killed left behind.
 func DeleteAll(ctx context.Context, workdir string) error {
-	entries, err := os.ReadDir(runDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	} else if err != nil {
+	names, err := List(workdir)
+	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix(workdir)) {
-			errs = append(errs, Delete(ctx, e.Name()))
-		}
+	for _, name := range names {
+		errs = append(errs, Delete(ctx, name))
 	}
 	return errors.Join(errs...)
 }

@@ -62,6 +62,9 @@ func Attach(ctx context.Context, siteNS, nodeNS string, addr *net.IPNet) error {
 		return fmt.Errorf("node address %v is not in 198.18.0.0/15", addr)
 	}
 	peer := peerName(nodeNS)
+	// The end of an earlier veth of this node whose namespace is not gone
+	// yet (a namespace outlives its deletion until its last user ends).
+	_ = netns.IP(ctx, "-n", siteNS, "link", "del", peer)
 	steps := [][]string{
 		{"-n", nodeNS, "link", "add", eth0, "type", "veth", "peer", "name", peer, "netns", siteNS},
 		{"-n", siteNS, "link", "set", peer, "master", bridge},
