@@ -112,7 +112,7 @@ func (e *edge) reboot(ctx context.Context, targets []string) ([]string, error) {
 func (e *edge) bootReal(ctx context.Context, en *edgeNode) error {
 	first := en.real.kubeletConfig == ""
 	if first {
-		if err := e.setUpReal(en); err != nil {
+		if err := e.setUpReal(ctx, en); err != nil {
 			return err
 		}
 	}

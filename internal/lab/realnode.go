@@ -114,6 +114,40 @@ func (e *edge) images(ctx context.Context) ([]images.Archive, error) {
 	return append(append([]images.Archive(nil), e.labImages...), e.loadedImages...), nil
 }
 
+// cniPlugins is the lab's CNI plugin folder: Debian's plugins and
+// sitegrid-ipam, made at the first real node.
+func (e *edge) cniPlugins(ctx context.Context) (string, error) {
+	e.imagesMu.Lock()
+	defer e.imagesMu.Unlock()
+	dir := filepath.Join(e.workdir, controlPlaneDir, "cni-bin")
+	if _, err := os.Stat(filepath.Join(dir, ipamPlugin)); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(containerd.CNIBinDir)
+	if err != nil {
+		return "", err
+	}
+	for _, en := range entries {
+		if err := os.Symlink(filepath.Join(containerd.CNIBinDir, en.Name()), filepath.Join(dir, en.Name())); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", err
+		}
+	}
+	bin, err := findBinary(ctx, e.workdir, ipamPlugin, "")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Symlink(bin, filepath.Join(dir, ipamPlugin)); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// ipamPlugin keeps pods' addresses across reboots (cmd/sitegrid-ipam).
+const ipamPlugin = "sitegrid-ipam"
+
 // loadImage imports a user's docker-archive or OCI tarball into every real
 // node, and into every real node added or rebooted later.
 func (e *edge) loadImage(ctx context.Context, file string) (refs, nodes []string, err error) {
@@ -158,7 +192,7 @@ func (e *edge) newRealNode(en *edgeNode, labels map[string]string) *realNode {
 		labels: labels,
 		ctr: containerd.Config{
 			Dir: filepath.Join(en.dir, "containerd"), SandboxImage: images.Pause,
-			CNIConfDir: filepath.Join(en.dir, "cni"), CNIBinDir: containerd.CNIBinDir,
+			CNIConfDir: filepath.Join(en.dir, "cni"),
 		},
 		cgroupRoot: machine.CgroupRoot(e.workdir, en.name),
 		kubeletDir: filepath.Join(en.dir, "kubelet"),
@@ -170,9 +204,14 @@ func (e *edge) newRealNode(en *edgeNode, labels map[string]string) *realNode {
 // setUpReal writes the node's kubelet configuration and serving
 // certificate, and makes its cgroup root; the host's sysctls are recorded
 // first.
-func (e *edge) setUpReal(en *edgeNode) error {
+func (e *edge) setUpReal(ctx context.Context, en *edgeNode) error {
 	r := en.real
 	r.ctr.Netns = netns.Path(en.netns)
+	binDir, err := e.cniPlugins(ctx)
+	if err != nil {
+		return err
+	}
+	r.ctr.CNIBinDir = binDir
 	if err := machine.SaveSysctls(filepath.Join(e.workdir, sysctlsFile)); err != nil {
 		return err
 	}
@@ -342,6 +381,9 @@ func cniNetwork(workdir string) string { return netns.Name(workdir, "pods") }
 // writeCNIConfig gives the node's containerd its pod network: a bridge in
 // the node's namespace, addresses of the node's podCIDR; the node routes
 // between pods and its LAN (other nodes' pods are routed by routeSite).
+// Addresses are host-local's, kept per pod across reboots by sitegrid-ipam
+// (internal/cni/stickyipam): its record is on the node's disk, host-local's
+// in the runtime state a reboot drops.
 func writeCNIConfig(en *edgeNode) error {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
@@ -349,10 +391,14 @@ func writeCNIConfig(en *edgeNode) error {
 		"plugins": []any{map[string]any{
 			"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
 			"ipam": map[string]any{
-				"type":    "host-local",
-				"ranges":  [][]map[string]string{{{"subnet": en.real.podCIDR}}},
-				"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-				"dataDir": filepath.Join(en.dir, "cni-ipam"),
+				"type":      "sitegrid-ipam",
+				"stateFile": filepath.Join(en.dir, "cni-ipam", "pods.json"),
+				"delegate": map[string]any{
+					"type":    "host-local",
+					"ranges":  [][]map[string]string{{{"subnet": en.real.podCIDR}}},
+					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"dataDir": filepath.Join(en.real.ctr.State(), "cni-ipam"),
+				},
 			},
 		}, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}}},
 	}
