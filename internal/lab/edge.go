@@ -652,7 +652,11 @@ type NodeStatus struct {
 	// KubeProxyPID and Netns are set when the lab runs kube-proxy: its pid
 	// and the node's network namespace (`ip netns exec NETNS iptables-save`
 	// shows the node's rules).
-	KubeProxyPID     int            `json:"kubeProxyPID,omitempty"`
+	KubeProxyPID int `json:"kubeProxyPID,omitempty"`
+	// Real nodes: the kubelet is the real one; ContainerdSocket is its
+	// runtime's (ctr --address SOCKET -n k8s.io ...).
+	Real             bool           `json:"real,omitempty"`
+	ContainerdSocket string         `json:"containerdSocket,omitempty"`
 	Netns            string         `json:"netns,omitempty"`
 	Restarts         map[string]int `json:"restarts,omitempty"`
 	ViaHubKubeconfig string         `json:"viaHubKubeconfig"`
@@ -691,6 +695,9 @@ func (en *edgeNode) status(ctx context.Context) NodeStatus {
 		s.KubeProxyPID = en.kubeProxy.PID()
 	}
 	s.Netns = en.netns
+	if en.real != nil {
+		s.Real, s.ContainerdSocket = true, en.real.ctr.Socket()
+	}
 	if en.off {
 		s.Power = "off"
 	}

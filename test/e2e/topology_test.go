@@ -98,7 +98,7 @@ func TestLabServiceTopology(t *testing.T) {
 
 	// The ServiceGrid's Service is filtered per unit; web-all, a plain
 	// Service over the same pods, is not.
-	seedTopology(t, c)
+	seedTopology(t, c, corev1.Container{Name: "web", Image: "web:1", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}})
 	svc, all := topoNS+"/web-svc", topoNS+"/web-all"
 	// want is what each node must route to, from the cloud's view; with
 	// counts, only once each unit has that many ready pods.
@@ -239,7 +239,7 @@ func TestLabServiceTopology(t *testing.T) {
 
 // seedTopology creates the ServiceGrid and DeploymentGrid across the lab's
 // units, and web-all, a plain Service over the same pods.
-func seedTopology(t *testing.T, c client.Client) {
+func seedTopology(t *testing.T, c client.Client, web corev1.Container, volumes ...corev1.Volume) {
 	t.Helper()
 	labels := map[string]string{"app": "web"}
 	ports := []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}
@@ -252,8 +252,7 @@ func seedTopology(t *testing.T, c client.Client) {
 				Selector: &metav1.LabelSelector{MatchLabels: labels},
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:1",
-						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}},
+					Spec: corev1.PodSpec{Containers: []corev1.Container{web}, Volumes: volumes},
 				},
 			},
 		}},

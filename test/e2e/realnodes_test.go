@@ -1,0 +1,333 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/lab"
+	"github.com/sitegrid/sitegrid/internal/lab/images"
+	"github.com/sitegrid/sitegrid/internal/testenv"
+)
+
+// echoWeb is the seeds' echo container on the lab's echoserver image, with
+// what a rebooted node must serve from its hub: the default service-account
+// token volume (every pod has it), a ConfigMap volume and a Secret env var.
+func echoWeb() corev1.Container {
+	field := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	return corev1.Container{
+		Name: "web", Image: images.Echoserver,
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		Env: []corev1.EnvVar{field("NODE_NAME", "spec.nodeName"), field("POD_NAME", "metadata.name"),
+			field("POD_NAMESPACE", "metadata.namespace"), field("POD_IP", "status.podIP"),
+			{Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "web-secret"}, Key: "password"}}}},
+		VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/web"}},
+	}
+}
+
+var answeredBy = regexp.MustCompile(`(?m)^\s*node name:\s*(\S+)`)
+
+// TestLabRealNodes: real kubelets with real containers, in the seeds'
+// layout (a site of one node, a site of two; the second node of site-2
+// joins with `lab add-node --real`). Traffic to a ServiceGrid's Service
+// stays in the caller's unit, 20 requests from every node; a plain Service
+// lists both units' pods, and only the caller's site's answer (sites cannot
+// reach each other). Then the factory scenario: site-2 is partitioned and
+// both its nodes are rebooted while cut off. Its pods run again from what
+// the hubs kept (token, ConfigMap, Secret, at their old addresses); from a
+// pod of the site the Service answers by ClusterIP and the pod on the other
+// node by pod IP; the cloud shows the nodes NotReady while distributed
+// health keeps the pods in the endpoints; after `lab heal` the cloud's view
+// of the pods is current and no pod restarts again.
+func TestLabRealNodes(t *testing.T) {
+	testenv.Binaries(t)
+	if why := lab.RealNodesAvailable(); why != nil {
+		t.Skipf("real nodes cannot run here (%v); CI runs this test as root", why)
+	}
+	start := time.Now()
+	l := upLab(t, "--sites", "2", "--nodes-per-site", "1", "--real-nodes", "--node-monitor-grace-period", "8s")
+	t.Logf("lab up with 2 real nodes: %s", time.Since(start).Round(100*time.Millisecond))
+	added := time.Now()
+	l.must("lab", "add-node", lab.NodeName("site-2", 1), "--real", "--labels", lab.SiteLabel+"=site-2")
+	t.Logf("lab add-node --real to Ready: %s", time.Since(added).Round(100*time.Millisecond))
+	ctx := context.Background()
+	_, admin, c := l.clients()
+	site1, site2 := lab.UnitName("site-1"), lab.UnitName("site-2")
+	nodes := []string{lab.NodeName("site-1", 0), lab.NodeName("site-2", 0), lab.NodeName("site-2", 1)}
+	unitOf := map[string]string{nodes[0]: site1, nodes[1]: site2, nodes[2]: site2}
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		n, err := admin.CoreV1().Nodes().Get(ctx, nodes[2], metav1.GetOptions{})
+		if err != nil || n.Labels[lab.GroupName] != site2 {
+			return fmt.Errorf("the added node is not in %s yet (%v)", site2, err)
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		if st := edgeNode(t, l.workdir, n); !st.Real || st.ContainerdSocket == "" {
+			t.Fatalf("lab status: %s is not a real node: %+v", n, st)
+		}
+		node, err := admin.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := node.Status.NodeInfo; got.KubeletVersion != "v1.37.1" || !strings.HasPrefix(got.ContainerRuntimeVersion, "containerd://") {
+			t.Errorf("node %s runs kubelet %q on %q, want the real kubelet v1.37.1 on containerd", n, got.KubeletVersion, got.ContainerRuntimeVersion)
+		}
+	}
+
+	seedTopology(t, c, echoWeb(), corev1.Volume{Name: "config", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}})
+	createAll(t, c,
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-config", Namespace: topoNS}, Data: map[string]string{"greeting": "hello"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "web-secret", Namespace: topoNS}, StringData: map[string]string{"password": "s3cret"}},
+	)
+	var pods map[string]corev1.Pod // by name
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) error {
+		perUnit, _, err := readyEndpoints(ctx, admin)
+		if err != nil {
+			return err
+		}
+		if len(perUnit[site1]) != 2 || len(perUnit[site2]) != 2 {
+			return fmt.Errorf("ready pods per unit: %v, want 2 in each", perUnit)
+		}
+		pods, err = webPods(ctx, admin)
+		return err
+	})
+	svcIP, allIP := serviceIP(t, admin, "web-svc"), serviceIP(t, admin, "web-all")
+
+	// 20 requests from every node to the ServiceGrid's Service: all answered
+	// by pods of the node's own unit.
+	for _, n := range nodes {
+		answers := l.requests(n, svcIP, 20, 3)
+		if len(answers) != 20 {
+			t.Errorf("%s: %d of 20 requests to web-svc answered", n, len(answers))
+		}
+		for _, by := range answers {
+			if unitOf[by] != unitOf[n] {
+				t.Errorf("%s (unit %s): web-svc answered by a pod on %s (unit %s)", n, unitOf[n], by, unitOf[by])
+			}
+		}
+	}
+	// The plain Service lists both units' pods on every node; the sites'
+	// networks do not meet, so only the caller's site answers.
+	for _, n := range nodes {
+		r, err := iptablesRoutes(ctx, edgeNode(t, l.workdir, n).Netns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r[topoNS+"/web-all"]; len(got) != 4 {
+			t.Errorf("%s routes web-all to %v, want the pods of both units", n, got)
+		}
+		if got := r[topoNS+"/web-svc"]; len(got) != 2 {
+			t.Errorf("%s routes web-svc to %v, want its unit's 2 pods", n, got)
+		}
+	}
+	answers := l.requests(nodes[0], allIP, 20, 1)
+	for _, by := range answers {
+		if unitOf[by] != site1 {
+			t.Errorf("web-all from %s answered across sites, by %s", nodes[0], by)
+		}
+	}
+	if len(answers) == 20 {
+		t.Errorf("all 20 requests to web-all from %s were answered; half its endpoints are in a site it cannot reach", nodes[0])
+	}
+
+	// The factory: site-2 loses the cloud, then power, twice over.
+	before := map[string]corev1.Pod{}
+	for name, p := range pods {
+		if unitOf[p.Spec.NodeName] == site2 {
+			before[name] = p
+		}
+	}
+	l.must("lab", "partition", "site-2")
+	testenv.Eventually(t, 30*time.Second, func(context.Context) error {
+		out := l.must("lab", "status")
+		for _, n := range nodes[1:] {
+			if !lineHas(out, n, "cut", "offline") {
+				return fmt.Errorf("lab status does not show %s offline:\n%s", n, out)
+			}
+		}
+		return nil
+	})
+	rebooted := time.Now()
+	l.must("lab", "reboot", "site-2")
+	t.Logf("lab reboot of site-2 (2 nodes, offline): %s", time.Since(rebooted).Round(100*time.Millisecond))
+	// Each pod runs again in a new sandbox, at its old address, and
+	// answers; from a pod of the site, the Service and the other node's pod.
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) error {
+		for name, p := range before {
+			pid, err := l.podPID(ctx, p.Spec.NodeName, name)
+			if err != nil {
+				return err
+			}
+			peer := otherPod(before, p.Spec.NodeName)
+			for _, target := range []string{svcIP + ":80", peer.Status.PodIP + ":8080"} {
+				out, err := exec.CommandContext(ctx, "nsenter", "--net=/proc/"+pid+"/ns/net", "--", images.BusyboxPath, "wget", "-q", "-O-", "-T", "2", "http://"+target+"/").CombinedOutput()
+				if err != nil {
+					return fmt.Errorf("from pod %s: wget %s: %v: %s", name, target, err, out)
+				}
+				m := answeredBy.FindStringSubmatch(string(out))
+				if m == nil || unitOf[m[1]] != site2 {
+					return fmt.Errorf("from pod %s: %s answered by %v:\n%s", name, target, m, out)
+				}
+			}
+		}
+		return nil
+	})
+	t.Logf("offline reboot to every pod of site-2 serving: %s", time.Since(rebooted).Round(100*time.Millisecond))
+	// The cloud sees the nodes NotReady; health keeps their pods in the
+	// endpoints.
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		for _, n := range nodes[1:] {
+			node, err := admin.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if controlplane.NodeReady(node) {
+				return fmt.Errorf("the cloud still sees %s Ready", n)
+			}
+		}
+		perUnit, _, err := readyEndpoints(ctx, admin)
+		if err != nil {
+			return err
+		}
+		if len(perUnit[site2]) != 2 {
+			return fmt.Errorf("site-2's pods ready in the cloud: %v, want both kept", perUnit[site2])
+		}
+		return nil
+	})
+
+	l.must("lab", "heal")
+	// The cloud's view catches up: the pods were restarted once, by the
+	// reboot, and kept their addresses.
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) error {
+		now, err := webPods(ctx, admin)
+		if err != nil {
+			return err
+		}
+		for name, was := range before {
+			p, ok := now[name]
+			if !ok {
+				return fmt.Errorf("pod %s is gone", name)
+			}
+			if p.Status.PodIP != was.Status.PodIP {
+				return fmt.Errorf("pod %s is at %s, was at %s", name, p.Status.PodIP, was.Status.PodIP)
+			}
+			if restarts(p) != restarts(was)+1 || !podReady(&p) {
+				return fmt.Errorf("pod %s: %d restarts, ready %v; want %d, ready", name, restarts(p), podReady(&p), restarts(was)+1)
+			}
+		}
+		return nil
+	})
+	// And it stays that way.
+	time.Sleep(20 * time.Second)
+	now, err := webPods(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, was := range before {
+		if p := now[name]; restarts(p) != restarts(was)+1 {
+			t.Errorf("pod %s restarted again after the heal: %d restarts", name, restarts(p))
+		}
+	}
+}
+
+func webPods(ctx context.Context, cs kubernetes.Interface) (map[string]corev1.Pod, error) {
+	list, err := cs.CoreV1().Pods(topoNS).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]corev1.Pod{}
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil {
+			out[p.Name] = p
+		}
+	}
+	return out, nil
+}
+
+func otherPod(pods map[string]corev1.Pod, node string) corev1.Pod {
+	for _, p := range pods {
+		if p.Spec.NodeName != node {
+			return p
+		}
+	}
+	return corev1.Pod{}
+}
+
+func restarts(p corev1.Pod) int32 {
+	if len(p.Status.ContainerStatuses) == 0 {
+		return -1
+	}
+	return p.Status.ContainerStatuses[0].RestartCount
+}
+
+func serviceIP(t *testing.T, cs kubernetes.Interface, name string) string {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(topoNS).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc.Spec.ClusterIP
+}
+
+// requests sends n HTTP requests from node's network to ip:80 and returns,
+// for each one answered, the node of the pod that answered.
+func (l labRunner) requests(node, ip string, n, timeoutSeconds int) []string {
+	l.t.Helper()
+	var by []string
+	for range n {
+		out, err := l.run("lab", "exec", node, "--", images.BusyboxPath, "wget", "-q", "-O-", "-T", fmt.Sprint(timeoutSeconds), "http://"+ip+"/")
+		if err != nil {
+			continue
+		}
+		if m := answeredBy.FindStringSubmatch(out); m != nil {
+			by = append(by, m[1])
+		}
+	}
+	return by
+}
+
+// podPID finds the process of a pod's running container on a real node,
+// through the node's containerd.
+func (l labRunner) podPID(ctx context.Context, node, pod string) (string, error) {
+	socket := edgeNode(l.t, l.workdir, node).ContainerdSocket
+	ctr := func(args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, "ctr", append([]string{"--address", socket, "-n", "k8s.io"}, args...)...).Output()
+		return string(out), err
+	}
+	tasks, err := ctr("tasks", "ls")
+	if err != nil {
+		return "", fmt.Errorf("ctr tasks ls on %s: %w", node, err)
+	}
+	for _, line := range strings.Split(tasks, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[2] != "RUNNING" {
+			continue
+		}
+		info, err := ctr("containers", "info", f[0])
+		if err != nil {
+			continue
+		}
+		var c struct {
+			Labels map[string]string `json:"Labels"`
+		}
+		if json.Unmarshal([]byte(info), &c) == nil && c.Labels["io.kubernetes.pod.name"] == pod && c.Labels["io.kubernetes.container.name"] == "web" {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("pod %s runs no container on %s yet", pod, node)
+}
