@@ -89,7 +89,7 @@ type edge struct {
 	mu    sync.Mutex
 	nodes map[string]*edgeNode
 
-	lanMu                   sync.Mutex
+	hostMu                  sync.Mutex // host-wide changes: site LANs, the sysctl record
 	imagesMu                sync.Mutex
 	labImages, loadedImages []images.Archive
 }

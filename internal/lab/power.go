@@ -136,9 +136,9 @@ func (e *edge) bootReal(ctx context.Context, en *edgeNode) error {
 // node's address, a /24 of the site.
 func (e *edge) joinSiteLAN(ctx context.Context, en *edgeNode) error {
 	// A site's nodes start together; its LAN is made once.
-	e.lanMu.Lock()
+	e.hostMu.Lock()
 	lan, err := sitenet.EnsureSite(ctx, e.workdir, en.site)
-	e.lanMu.Unlock()
+	e.hostMu.Unlock()
 	if err != nil {
 		return err
 	}

@@ -212,7 +212,10 @@ func (e *edge) setUpReal(ctx context.Context, en *edgeNode) error {
 		return err
 	}
 	r.ctr.CNIBinDir = binDir
-	if err := machine.SaveSysctls(filepath.Join(e.workdir, sysctlsFile)); err != nil {
+	e.hostMu.Lock()
+	err = machine.SaveSysctls(filepath.Join(e.workdir, sysctlsFile))
+	e.hostMu.Unlock()
+	if err != nil {
 		return err
 	}
 	if err := machine.EnsureCgroups(r.cgroupRoot); err != nil {

@@ -175,7 +175,7 @@ func TestLabRealNodes(t *testing.T) {
 			}
 			peer := otherPod(before, p.Spec.NodeName)
 			for _, target := range []string{svcIP + ":80", peer.Status.PodIP + ":8080"} {
-				out, err := exec.CommandContext(ctx, "nsenter", "--net=/proc/"+pid+"/ns/net", "--", images.BusyboxPath, "wget", "-q", "-O-", "-T", "2", "http://"+target+"/").CombinedOutput()
+				out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/proc/" + pid + "/ns/net", "--"}, wget(target, 2)...)...).CombinedOutput()
 				if err != nil {
 					return fmt.Errorf("from pod %s: wget %s: %v: %s", name, target, err, out)
 				}
@@ -290,7 +290,7 @@ func (l labRunner) requests(node, ip string, n, timeoutSeconds int) []string {
 	l.t.Helper()
 	var by []string
 	for range n {
-		out, err := l.run("lab", "exec", node, "--", images.BusyboxPath, "wget", "-q", "-O-", "-T", fmt.Sprint(timeoutSeconds), "http://"+ip+"/")
+		out, err := l.run(append([]string{"lab", "exec", node, "--"}, wget(ip, timeoutSeconds)...)...)
 		if err != nil {
 			continue
 		}
@@ -299,6 +299,12 @@ func (l labRunner) requests(node, ip string, n, timeoutSeconds int) []string {
 		}
 	}
 	return by
+}
+
+// wget is an HTTP GET of target (host[:port]) with busybox, bounded by
+// busybox's timeout (its wget's own -T crashes on some failures).
+func wget(target string, seconds int) []string {
+	return []string{images.BusyboxPath, "timeout", fmt.Sprint(seconds), images.BusyboxPath, "wget", "-q", "-O-", "http://" + target + "/"}
 }
 
 // podPID finds the process of a pod's running container on a real node,
