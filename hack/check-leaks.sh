@@ -20,4 +20,12 @@ if [ -n "$mounts" ]; then
   echo "$mounts" >&2
   exit 1
 fi
-echo "no leaked processes or mounts"
+# Real nodes' network namespaces, cgroups and CNI cache entries (the lab
+# names them sitegrid-<hash>-...) go with their lab.
+left=$( (ip netns list 2>/dev/null | grep -E '^sitegrid-'; ls -d /sys/fs/cgroup/*/sitegrid-* 2>/dev/null; ls /var/lib/cni/results 2>/dev/null | grep -E '^sitegrid-') || true)
+if [ -n "$left" ]; then
+  echo "network namespaces, cgroups or CNI entries left after the tests:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+echo "no leaked processes, mounts, namespaces or cgroups"

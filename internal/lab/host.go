@@ -44,23 +44,34 @@ func cleanUpHost(workdir string) error {
 	for _, root := range roots {
 		errs = append(errs, machine.RemoveCgroups(root))
 	}
-	errs = append(errs, containerd.RemoveStaleShimSockets(), removeCNIResults(cniNetwork(workdir)))
+	errs = append(errs, containerd.RemoveStaleShimSockets(), removeCNIResults(workdir))
 	errs = append(errs, netns.DeleteAll(ctx, workdir))
 	errs = append(errs, machine.RestoreSysctls(filepath.Join(workdir, sysctlsFile)))
 	return errors.Join(errs...)
 }
 
-func removeCNIResults(network string) error {
+// removeCNIResults removes the CNI cache entries of the lab's pods: those
+// of its pod network, and the runtime's loopback entries of its sandboxes
+// (named by sandbox ID, found in the nodes' containerd roots).
+func removeCNIResults(workdir string) error {
 	entries, err := os.ReadDir(cniResults)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return err
 	}
+	sandboxes, _ := filepath.Glob(filepath.Join(workdir, controlPlaneDir, "nodes", "*", "containerd", "root", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
+	ours := map[string]bool{}
+	for _, s := range sandboxes {
+		ours[filepath.Base(s)] = true
+	}
+	network := cniNetwork(workdir)
 	var errs []error
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), network+"-") {
-			errs = append(errs, os.Remove(filepath.Join(cniResults, e.Name())))
+		name := e.Name()
+		id, isLoopback := strings.CutPrefix(strings.TrimSuffix(name, "-lo"), "cni-loopback-")
+		if strings.HasPrefix(name, network+"-") || (isLoopback && ours[id]) {
+			errs = append(errs, os.Remove(filepath.Join(cniResults, name)))
 		}
 	}
 	return errors.Join(errs...)

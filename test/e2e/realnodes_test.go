@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/lab/images"
+	"github.com/sitegrid/sitegrid/internal/lab/machine"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -57,6 +61,14 @@ func TestLabRealNodes(t *testing.T) {
 	if why := lab.RealNodesAvailable(); why != nil {
 		t.Skipf("real nodes cannot run here (%v); CI runs this test as root", why)
 	}
+	// The kubelets change host-wide sysctls; the lab puts them back (this
+	// cleanup runs after the lab's own).
+	sysctls := readSysctls(t)
+	t.Cleanup(func() {
+		if after := readSysctls(t); !maps.Equal(after, sysctls) {
+			t.Errorf("sysctls after lab down: %v, before the lab: %v", after, sysctls)
+		}
+	})
 	start := time.Now()
 	l := upLab(t, "--sites", "2", "--nodes-per-site", "1", "--real-nodes", "--node-monitor-grace-period", "8s")
 	t.Logf("lab up with 2 real nodes: %s", time.Since(start).Round(100*time.Millisecond))
@@ -299,6 +311,19 @@ func (l labRunner) requests(node, ip string, n, timeoutSeconds int) []string {
 		}
 	}
 	return by
+}
+
+func readSysctls(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, key := range machine.KubeletSysctls {
+		v, err := os.ReadFile(filepath.Join("/proc/sys", key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[key] = strings.TrimSpace(string(v))
+	}
+	return out
 }
 
 // wget is an HTTP GET of target (host[:port]) with busybox, bounded by
