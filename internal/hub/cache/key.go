@@ -36,6 +36,10 @@ const (
 	// object, audiences, lifetime), so only the same request for the same
 	// pod is ever answered with it.
 	VerbToken = "token"
+	// VerbPodStatus is a pod status a kubelet wrote while the cloud was
+	// gone, kept until it reached the cloud: Namespace and Name are the
+	// pod's.
+	VerbPodStatus = "podstatus"
 )
 
 // Key identifies one cached response.

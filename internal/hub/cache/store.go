@@ -455,6 +455,27 @@ func (s *Store) Object(k Key) (string, []byte, error) {
 	return rv, raw, err
 }
 
+// ObjectKeys lists the keys of the stored objects of one verb (the pod
+// statuses waiting for the cloud).
+func (s *Store) ObjectKeys(verb string) ([]Key, error) {
+	var out []Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketObjects).ForEach(func(kb, _ []byte) error {
+			k, err := ParseKey(kb)
+			if err == nil && k.Verb == verb {
+				out = append(out, k)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DeleteObject removes a stored object; one that is not there is no error.
+func (s *Store) DeleteObject(k Key) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Delete(k.Bytes()) })
+}
+
 // Check verifies the whole file: every list's metadata parses and its count
 // matches its items, every item and object decodes.
 func (s *Store) Check() error {

@@ -1,6 +1,6 @@
-// Package nodepatch applies a strategic merge patch to a Node, as the
-// apiserver does, for the hub's offline answer to the kubelet's node status
-// patch.
+// Package nodepatch applies a strategic merge patch to a Node or a Pod, as
+// the apiserver does, for the hub's offline answers to the kubelet's node
+// and pod status patches.
 //
 // It exists so that the hub need not link k8s.io/apimachinery's
 // strategicpatch package, which brings kube-openapi, gnostic, go-openapi
@@ -9,8 +9,8 @@
 // memory (docs/hub.md). The semantics are strategicpatch's for applying a
 // patch (directives $patch, $retainKeys, $setElementOrder/,
 // $deleteFromPrimitiveList/, nulls, merge keys, element order), with the
-// Node's patch strategies in a table. Tests check the table against
-// core/v1's struct tags and every result against strategicpatch's.
+// Node's and the Pod's patch strategies in tables. Tests check the tables
+// against core/v1's struct tags and results against strategicpatch's.
 package nodepatch
 
 import (
@@ -40,6 +40,38 @@ var NodeStrategies = map[string]Strategy{
 	"status.addresses":         {"merge", "type"},
 }
 
+// PodStrategies are the patch strategies of core/v1 Pod's metadata and
+// status (a kubelet's status patch touches nothing else; its spec would be
+// refused before any merge).
+var PodStrategies = map[string]Strategy{
+	"metadata.finalizers":                                        {"merge", ""},
+	"metadata.ownerReferences":                                   {"merge", "uid"},
+	"status.conditions":                                          {"merge", "type"},
+	"status.containerStatuses.allocatedResourcesStatus":          {"merge", "name"},
+	"status.containerStatuses.volumeMounts":                      {"merge", "mountPath"},
+	"status.ephemeralContainerStatuses.allocatedResourcesStatus": {"merge", "name"},
+	"status.ephemeralContainerStatuses.volumeMounts":             {"merge", "mountPath"},
+	"status.hostIPs":                                             {"merge", "ip"},
+	"status.initContainerStatuses.allocatedResourcesStatus":      {"merge", "name"},
+	"status.initContainerStatuses.volumeMounts":                  {"merge", "mountPath"},
+	"status.nodeAllocatableResourceClaimStatuses":                {"merge", "resourceClaimName"},
+	"status.nodeAllocatableResourceClaimStatuses.mapping":        {"merge", "name"},
+	"status.nodeAllocatableResourceClaimStatuses.overhead":       {"merge", "name"},
+	"status.podIPs":                                              {"merge", "ip"},
+	"status.resourceClaimStatuses":                               {"merge,retainKeys", "name"},
+	"status.volumeHealth.healthConditions":                       {"merge", "status"},
+}
+
+// merges reports a list strategy that merges ("merge", "merge,retainKeys").
+func (s Strategy) merges() bool {
+	for _, part := range strings.Split(s.Strategy, ",") {
+		if part == merge {
+			return true
+		}
+	}
+	return false
+}
+
 const (
 	directive       = "$patch"
 	replace         = "replace"
@@ -64,6 +96,16 @@ func Apply(original, patch []byte) (out []byte, err error) {
 		}
 	}()
 	return apply(original, patch, NodeStrategies)
+}
+
+// ApplyPod is Apply for a Pod's JSON: the kubelet's status patches.
+func ApplyPod(original, patch []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("malformed patch: %v", r)
+		}
+	}()
+	return apply(original, patch, PodStrategies)
 }
 
 func apply(original, patch []byte, strategies map[string]Strategy) ([]byte, error) {
@@ -159,7 +201,7 @@ func (m merger) mergeMap(original, patch map[string]any, path string) (map[strin
 			}
 		case []any:
 			s := m.strategies[join(path, k)]
-			if s.Strategy == merge || isDeleteList {
+			if s.merges() || isDeleteList {
 				original[k], err = m.mergeSlice(ov, pv.([]any), join(path, k), s.MergeKey, isDeleteList)
 			} else {
 				original[k] = pv
@@ -251,7 +293,7 @@ func (m merger) applySetElementOrder(original, patch map[string]any, path string
 			v, _ := removeDirectives(patchList)
 			merged = v.([]any)
 		case foundOrig && foundPatch:
-			if s.Strategy == merge {
+			if s.merges() {
 				if merged, err = m.mergeSlice(origList, patchList, join(path, field), s.MergeKey, false); err != nil {
 					return err
 				}

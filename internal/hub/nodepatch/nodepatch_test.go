@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -20,6 +21,75 @@ import (
 // TestStrategiesMatchNode: the table holds exactly the patch strategies of
 // core/v1 Node's struct tags, which the apiserver applies.
 func TestStrategiesMatchNode(t *testing.T) {
+	if got := strategiesOf(reflect.TypeOf(corev1.Node{})); !maps.Equal(got, NodeStrategies) {
+		t.Errorf("core/v1 Node's patch strategies are %v, the table has %v", got, NodeStrategies)
+	}
+}
+
+// TestStrategiesMatchPod: the same for Pod's metadata and status.
+func TestStrategiesMatchPod(t *testing.T) {
+	got := strategiesOf(reflect.TypeOf(corev1.Pod{}))
+	maps.DeleteFunc(got, func(path string, _ Strategy) bool { return strings.HasPrefix(path, "spec.") })
+	if !maps.Equal(got, PodStrategies) {
+		t.Errorf("core/v1 Pod's metadata and status patch strategies are %v, the table has %v", got, PodStrategies)
+	}
+}
+
+// TestPodStatusPatchesAsStrategicPatch: kubelet-style pod status patches
+// (the status manager's two-way patch of metadata.uid and status) give
+// strategicpatch's bytes.
+func TestPodStatusPatchesAsStrategicPatch(t *testing.T) {
+	now := metav1.NewTime(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
+	base := corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "topo", UID: "u1", Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "web", Image: "echo:v1"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "198.19.1.2", PodIPs: []corev1.PodIP{{IP: "198.19.1.2"}},
+			HostIPs: []corev1.HostIP{{IP: "198.18.1.10"}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "web", Ready: true, RestartCount: 0,
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}},
+	}
+	rebooted := *base.DeepCopy()
+	rebooted.Status.Conditions[0].Status = corev1.ConditionFalse
+	rebooted.Status.Conditions = append(rebooted.Status.Conditions, corev1.PodCondition{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionTrue})
+	rebooted.Status.ContainerStatuses[0].RestartCount = 1
+	rebooted.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Unknown"}}
+	moved := *rebooted.DeepCopy()
+	moved.Status.PodIP, moved.Status.PodIPs = "198.19.1.3", []corev1.PodIP{{IP: "198.19.1.3"}}
+	moved.Status.Conditions = moved.Status.Conditions[1:]
+	for name, pair := range map[string][2]corev1.Pod{"restarted": {base, rebooted}, "new address, condition gone": {rebooted, moved}, "back": {moved, base}} {
+		t.Run(name, func(t *testing.T) {
+			statusOf := func(p corev1.Pod) []byte {
+				b, err := json.Marshal(corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: p.UID}, Status: p.Status})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+			patch, err := strategicpatch.CreateTwoWayMergePatch(statusOf(pair[0]), statusOf(pair[1]), corev1.Pod{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			original, err := json.Marshal(pair[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := strategicpatch.StrategicMergePatch(original, patch, &corev1.Pod{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ApplyPod(original, patch)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("patch %s\nstrategicpatch: %s\nApplyPod:       %s (%v)", patch, want, got, err)
+			}
+		})
+	}
+}
+
+// strategiesOf reads the patch strategies of a core/v1 type's struct tags.
+func strategiesOf(root reflect.Type) map[string]Strategy {
 	got := map[string]Strategy{}
 	var walk func(reflect.Type, string, map[reflect.Type]bool)
 	walk = func(typ reflect.Type, path string, seen map[reflect.Type]bool) {
@@ -44,10 +114,8 @@ func TestStrategiesMatchNode(t *testing.T) {
 			walk(f.Type, p, seen)
 		}
 	}
-	walk(reflect.TypeOf(corev1.Node{}), "", map[reflect.Type]bool{})
-	if !maps.Equal(got, NodeStrategies) {
-		t.Errorf("core/v1 Node's patch strategies are %v, the table has %v", got, NodeStrategies)
-	}
+	walk(root, "", map[reflect.Type]bool{})
+	return got
 }
 
 // same applies patch to original with Apply and with strategicpatch, and

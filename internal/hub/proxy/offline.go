@@ -15,8 +15,9 @@ import (
 
 // serveOffline serves req without the cloud: a kept read from the cache (a
 // Table seen before, else the objects), a watch held open, a kubelet's
-// Lease renewal or node status patch answered from its cached objects, and
-// anything else refused with the reason. It is the one answer the hub has
+// Lease renewal, node or pod status patch, token request or registration
+// answered from its cached objects, and anything else refused with the
+// reason. It is the one answer the hub has
 // without the cloud, whether it knew the cloud was gone (cause nil) or req
 // is the request that found out (cause is what went wrong).
 func (p *Proxy) serveOffline(w http.ResponseWriter, req *request, cause error) Served {
@@ -44,6 +45,14 @@ func (p *Proxy) serveOffline(w http.ResponseWriter, req *request, cause error) S
 		}
 	case requestToken:
 		if served, ok := p.serveToken(w, req); ok {
+			return served
+		}
+	case patchPodStatus:
+		if served, ok := p.patchPodStatus(w, req); ok {
+			return served
+		}
+	case registerNode:
+		if served, ok := p.registerNode(w, req); ok {
 			return served
 		}
 	}

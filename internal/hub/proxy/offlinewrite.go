@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"fmt"
 	"mime"
 	"net/http"
 	"strings"
@@ -81,6 +82,18 @@ func (p *Proxy) patchNodeStatus(w http.ResponseWriter, req *request) (Served, bo
 	}
 	_ = p.cfg.Cache.PutObject(k, rv, raw)
 	writeObject(w, req.in, nil, raw)
+	return ServedCache, true
+}
+
+// registerNode answers a restarted kubelet's create of its own Node while
+// the cloud is gone, as the apiserver would: the Node exists (the hub holds
+// it), so the kubelet goes on with it as it does after any restart.
+func (p *Proxy) registerNode(w http.ResponseWriter, req *request) (Served, bool) {
+	k := cache.Key{Identity: req.caller.cacheIdentity(), Verb: cache.VerbGet, Version: "v1", Resource: "nodes", Name: req.node}
+	if _, _, err := p.cfg.Cache.Object(k); err != nil {
+		return 0, false
+	}
+	writeStatus(w, http.StatusConflict, metav1.StatusReasonAlreadyExists, fmt.Sprintf("nodes %q already exists", req.node))
 	return ServedCache, true
 }
 

@@ -23,6 +23,13 @@ func (p *Proxy) forward(w http.ResponseWriter, req *request, endpoint string) Se
 		writeStatus(w, http.StatusInternalServerError, metav1.StatusReasonInternalError, err.Error())
 		return ServedRefused
 	}
+	if req.write == patchPodStatus {
+		// What the hub answered offline for this pod reaches the cloud
+		// before the kubelet's next delta from it.
+		if err := p.flushPodStatus(req.in.Context(), endpoint, pendingKey(req.key)); err != nil {
+			klog.V(2).InfoS("pod status kept offline not written first", "namespace", req.key.Namespace, "pod", req.key.Name, "err", err)
+		}
+	}
 	served := ServedUpstream
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {

@@ -139,7 +139,14 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = uplink.Close() })
-	tracker, err := upstream.New(upstream.Config{Endpoints: []string{"https://" + uplink.Addr()}, Client: &http.Client{Transport: transport, Timeout: 2 * time.Second}, Interval: time.Second})
+	// As the hub's server does, kept pod statuses go up when the cloud is back.
+	var onOnline atomic.Pointer[func()]
+	tracker, err := upstream.New(upstream.Config{Endpoints: []string{"https://" + uplink.Addr()}, Client: &http.Client{Transport: transport, Timeout: 2 * time.Second}, Interval: time.Second,
+		OnChange: func(online bool) {
+			if f := onOnline.Load(); online && f != nil {
+				go (*f)()
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +166,12 @@ func startHub(t testing.TB, store *cache.Store) *hubFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
+		flush := func() {
+			if endpoint, online := tracker.Online(); online {
+				p.FlushPodStatuses(context.Background(), endpoint)
+			}
+		}
+		onOnline.Store(&flush)
 		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// A list, or a watch that starts with the whole list (watch-list).
 			if q := r.URL.Query(); strings.HasSuffix(r.URL.Path, "/pods") && (q.Get("watch") == "" || q.Get("sendInitialEvents") == "true") {

@@ -58,6 +58,10 @@ const (
 	patchNodeStatus
 	// requestToken is a kubelet's TokenRequest for a pod (token.go).
 	requestToken
+	// patchPodStatus is a kubelet's status patch of one of its pods
+	// (podstatus.go); registerNode its create of its own Node at start.
+	patchPodStatus
+	registerNode
 )
 
 // maxOfflineWrite bounds the body the hub keeps of such a write.
@@ -97,6 +101,16 @@ func (p *Proxy) route(r *http.Request, caller Caller) *request {
 		if req.write != noWrite {
 			req.node = node
 			req.keepBody()
+		}
+	}
+	if node, ok := caller.Kubelet(); ok && p.cfg.Cache != nil && info.IsResourceRequest && info.APIGroup == "" && info.APIVersion == "v1" {
+		switch {
+		case info.Verb == "patch" && info.Resource == "pods" && info.Subresource == "status" && info.Name != "":
+			req.write, req.node, req.key = patchPodStatus, node, podKey(caller, info.Namespace, info.Name)
+			req.keepBody()
+		case info.Verb == "create" && info.Resource == "nodes" && info.Subresource == "":
+			// NodeRestriction lets a kubelet create only its own Node.
+			req.write, req.node = registerNode, node
 		}
 	}
 	if _, ok := caller.Kubelet(); ok && p.cfg.Cache != nil && info.IsResourceRequest && info.Verb == "create" &&

@@ -39,6 +39,9 @@ type Hub struct {
 	// the hub stops.
 	transports []*http.Transport
 	tracker    *upstream.Tracker
+	// onOnline runs when the cloud comes back (set once the proxy is built,
+	// before the tracker runs).
+	onOnline func()
 	// localNode, rules and member run only when configured (nil otherwise).
 	localNode toolscache.SharedIndexInformer
 	rules     *topology.Source
@@ -93,6 +96,9 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 		Endpoints: cfg.Servers, Client: &http.Client{Transport: asHub, Timeout: 3 * time.Second}, Interval: cfg.ProbeInterval.Duration,
 		OnChange: func(online bool) {
 			klog.InfoS("cloud apiserver reachability changed", "node", cfg.NodeName, "online", online)
+			if online && h.onOnline != nil {
+				go h.onOnline()
+			}
 		},
 	})
 	if err != nil {
@@ -140,6 +146,12 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 		Self:         self.Subject.CommonName, Filter: filter})
 	if err != nil {
 		return nil, err
+	}
+	// Pod statuses the kubelet wrote offline go to the cloud once it is back.
+	h.onOnline = func() {
+		if endpoint, online := h.tracker.Online(); online {
+			p.FlushPodStatuses(context.Background(), endpoint)
+		}
 	}
 	hm := newHubMetrics(func() bool { _, online := h.tracker.Online(); return online }, cfg.CachePath)
 	h.api = &http.Server{
