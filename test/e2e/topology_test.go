@@ -252,7 +252,7 @@ func seedTopology(t *testing.T, c client.Client, web corev1.Container, volumes .
 				Selector: &metav1.LabelSelector{MatchLabels: labels},
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec: corev1.PodSpec{Containers: []corev1.Container{web}, Volumes: volumes},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{web}, Volumes: volumes},
 				},
 			},
 		}},
