@@ -157,6 +157,49 @@ func TestLabRealNodes(t *testing.T) {
 		t.Errorf("all 20 requests to web-all from %s were answered; half its endpoints are in a site it cannot reach", nodes[0])
 	}
 
+	// A user's image, loaded into every real node, runs; an image the lab
+	// does not have fails to pull as it would from a registry.
+	tool, err := images.BusyboxImage(ctx, images.BusyboxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tool.Ref = "example.com/team/tool:v1"
+	archive := filepath.Join(t.TempDir(), "tool.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := images.WriteArchive(f, tool); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	if out := l.must("lab", "load-image", archive); !strings.Contains(out, tool.Ref) || !strings.Contains(out, nodes[2]) {
+		t.Errorf("lab load-image: %s, want %s loaded into every node", out, tool.Ref)
+	}
+	for name, image := range map[string]string{"tool": tool.Ref, "missing": "sitegrid.local/missing:v1"} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: topoNS}, Spec: corev1.PodSpec{NodeName: nodes[0],
+			Containers: []corev1.Container{{Name: name, Image: image, Command: []string{"sleep", "3600"}}}}}
+		if _, err := admin.CoreV1().Pods(topoNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		for name, want := range map[string]string{"tool": "Running", "missing": "ErrImagePull"} {
+			p, err := admin.CoreV1().Pods(topoNS).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			got := string(p.Status.Phase)
+			if cs := p.Status.ContainerStatuses; len(cs) == 1 && cs[0].State.Waiting != nil {
+				got = cs[0].State.Waiting.Reason
+			}
+			if got != want && !(want == "ErrImagePull" && got == "ImagePullBackOff") {
+				return fmt.Errorf("pod %s is %s, want %s", name, got, want)
+			}
+		}
+		return nil
+	})
+
 	// The factory: site-2 loses the cloud, then power, twice over.
 	before := map[string]corev1.Pod{}
 	for name, p := range pods {
