@@ -198,6 +198,10 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 		e.mu.Unlock()
 		return fmt.Errorf("node %s already exists", n.Name)
 	}
+	if real && e.realNodes() >= MaxRealNodes {
+		e.mu.Unlock()
+		return fmt.Errorf("the lab runs at most %d real nodes (docs/lab.md: what a 2-core machine holds)", MaxRealNodes)
+	}
 	en := &edgeNode{name: n.Name, site: site, ip: n.InternalIP, dir: filepath.Join(e.cp.Dir, "nodes", n.Name), restarts: map[string]int{}, done: make(chan struct{}),
 		ownNetwork: e.kubeProxyAll || real}
 	if real {
@@ -273,6 +277,17 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 	}
 	go en.supervise(e)
 	return nil
+}
+
+// realNodes counts the lab's real nodes; e.mu is held.
+func (e *edge) realNodes() int {
+	n := 0
+	for _, en := range e.nodes {
+		if en.real != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // writeHubConfig issues the node's certificates, grants its hub credential

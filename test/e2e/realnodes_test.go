@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,11 +19,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/lab/images"
 	"github.com/sitegrid/sitegrid/internal/lab/machine"
+	"github.com/sitegrid/sitegrid/internal/lab/netns"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -102,6 +108,10 @@ func TestLabRealNodes(t *testing.T) {
 
 	seedTopology(t, c, echoWeb(), corev1.Volume{Name: "config", VolumeSource: corev1.VolumeSource{
 		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}})
+	// The kubelet's own API: no anonymous access; the admin's certificate is
+	// authenticated by the CA and authorized by SubjectAccessReview.
+	kubeletAPI(t, l, nodes[0])
+
 	createAll(t, c,
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-config", Namespace: topoNS}, Data: map[string]string{"greeting": "hello"}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "web-secret", Namespace: topoNS}, StringData: map[string]string{"password": "s3cret"}},
@@ -297,6 +307,40 @@ func TestLabRealNodes(t *testing.T) {
 		if p := now[name]; restarts(p) != restarts(was)+1 {
 			t.Errorf("pod %s restarted again after the heal: %d restarts", name, restarts(p))
 		}
+	}
+}
+
+// kubeletAPI checks a real node's kubelet serves its API as in production.
+func kubeletAPI(t *testing.T, l labRunner, node string) {
+	t.Helper()
+	st := edgeNode(t, l.workdir, node)
+	kubeconfig, _, _ := l.clients()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anonymous := admin.Clone()
+	anonymous.Certificates, anonymous.GetClientCertificate = nil, nil
+	get := func(tlsConfig *tls.Config) (int, error) {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig,
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, st.Netns, addr) }}}
+		resp, err := hc.Get("https://" + net.JoinHostPort(st.IP, "10250") + "/pods")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	// The serving certificate is the cluster CA's, for the node's address.
+	if code, err := get(anonymous); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("the kubelet of %s, anonymously: %d (%v), want 401", node, code, err)
+	}
+	if code, err := get(admin); err != nil || code != http.StatusOK {
+		t.Errorf("the kubelet of %s, as the cluster admin: %d (%v), want 200", node, code, err)
 	}
 }
 
