@@ -4,14 +4,16 @@
 //
 //   - lab start to every node Ready, and one more node (`lab add-node
 //     --real`) to Ready;
+//
 //   - each node's resident memory and CPU while idle: every process in its
 //     network namespace or cgroups (kubelet, containerd, shims, kube-proxy,
 //     containers) plus its hub;
+//
 //   - a reboot of one node, online, and of the whole site while
 //     partitioned, to every pod of the rebooted nodes answering again at
 //     its address.
 //
-//	sudo go run ./hack/bench/realnodes -nodes 4
+//     sudo go run ./hack/bench/realnodes -nodes 4
 package main
 
 import (
