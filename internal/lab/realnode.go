@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sitegrid/sitegrid/internal/atomicfile"
 	"github.com/sitegrid/sitegrid/internal/health"
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/lab/containerd"
@@ -405,15 +406,7 @@ func writeCNIConfig(en *edgeNode) error {
 			},
 		}, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}}},
 	}
-	data, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(en.real.cniConfDir, ".10-sitegrid.conflist")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(en.real.cniConfDir, "10-sitegrid.conflist"))
+	return atomicfile.WriteJSON(filepath.Join(en.real.cniConfDir, "10-sitegrid.conflist"), conf, 0o600)
 }
 
 // powerCut ends every process of the real node with SIGKILL (daemons,

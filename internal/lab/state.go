@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sitegrid/sitegrid/internal/atomicfile"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 )
 
@@ -80,13 +81,5 @@ func ReadState(workdir string) (*State, error) {
 }
 
 func writeState(workdir string, s *State) error {
-	data, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(workdir, stateFile+".tmp")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(workdir, stateFile))
+	return atomicfile.WriteJSON(filepath.Join(workdir, stateFile), s, 0o600)
 }

@@ -25,6 +25,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/sitegrid/sitegrid/internal/atomicfile"
 )
 
 // Config is the plugin's part of the network configuration ("ipam").
@@ -240,13 +242,5 @@ func readLeases(file string) (map[string]lease, error) {
 }
 
 func writeLeases(file string, leases map[string]lease) error {
-	data, err := json.Marshal(leases)
-	if err != nil {
-		return err
-	}
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, file)
+	return atomicfile.WriteJSON(file, leases, 0o600)
 }

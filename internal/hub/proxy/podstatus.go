@@ -221,17 +221,9 @@ func (p *Proxy) flushPodStatus(ctx context.Context, endpoint string, k cache.Key
 	}
 	if resp.StatusCode/100 == 2 {
 		// The cloud's answer is the pod the kubelet reads next.
-		_ = p.cfg.Cache.PutObject(cache.Key{Identity: k.Identity, Verb: cache.VerbGet, Version: "v1", Resource: "pods", Namespace: k.Namespace, Name: k.Name}, resourceVersionOf(body), body)
+		get := k
+		get.Verb = cache.VerbGet
+		_ = p.putObject(get, body)
 	}
 	return p.cfg.Cache.DeleteObject(k)
-}
-
-func resourceVersionOf(body []byte) string {
-	var m struct {
-		Metadata struct {
-			ResourceVersion string `json:"resourceVersion"`
-		} `json:"metadata"`
-	}
-	_ = json.Unmarshal(body, &m)
-	return m.Metadata.ResourceVersion
 }

@@ -51,6 +51,15 @@ func TestKubeletPodStatusOffline(t *testing.T) {
 	f := startHub(t, openStore(t))
 	ctx := context.Background()
 	f.newPod("app")
+	// kwok, the node's simulated kubelet, starts the pod first; this test's
+	// kubelet takes over from the status kwok wrote.
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		p, err := f.admin.CoreV1().Pods("default").Get(ctx, "app", metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+			return fmt.Errorf("pod not running yet (%v)", err)
+		}
+		return nil
+	})
 	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, nil)
 	running := func(ip string, restarts int32) func(*corev1.PodStatus) {
 		return func(s *corev1.PodStatus) {

@@ -71,21 +71,36 @@ func CgroupRoots(workdir string) ([]string, error) {
 // hierarchies lists the host's cgroup mount points: one per v1 hierarchy,
 // and the v2 one.
 func hierarchies() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountTable()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		m, ok := parseMountInfo(sc.Text())
-		if ok && (m.fstype == "cgroup" || m.fstype == "cgroup2") && strings.HasPrefix(m.point, cgroupFS) {
+	for _, m := range mounts {
+		if (m.fstype == "cgroup" || m.fstype == "cgroup2") && strings.HasPrefix(m.point, cgroupFS) {
 			out = append(out, m.point)
 		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no cgroup hierarchy mounted under %s", cgroupFS)
+	}
+	return out, nil
+}
+
+// mountTable reads this process's mounts, in mount order.
+func mountTable() ([]mountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountInfo
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if m, ok := parseMountInfo(sc.Text()); ok {
+			out = append(out, m)
+		}
 	}
 	return out, sc.Err()
 }
@@ -265,17 +280,13 @@ func Mounts(dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountTable()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		m, ok := parseMountInfo(sc.Text())
-		if ok && (m.point == abs || strings.HasPrefix(m.point, abs+"/")) {
+	for _, m := range mounts {
+		if m.point == abs || strings.HasPrefix(m.point, abs+"/") {
 			out = append(out, m.point)
 		}
 	}
@@ -285,7 +296,7 @@ func Mounts(dir string) ([]string, error) {
 		out[i], out[j] = out[j], out[i]
 	}
 	sort.SliceStable(out, func(i, j int) bool { return strings.Count(out[i], "/") > strings.Count(out[j], "/") })
-	return out, sc.Err()
+	return out, nil
 }
 
 // Unmount detaches every mount at or under dir (a rebooted machine has

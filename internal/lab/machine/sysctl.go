@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sitegrid/sitegrid/internal/atomicfile"
 )
 
 // KubeletSysctls are the host-wide kernel settings a kubelet sets at start
@@ -39,15 +41,7 @@ func SaveSysctls(file string) error {
 		}
 		values[key] = strings.TrimSpace(string(v))
 	}
-	data, err := json.Marshal(values)
-	if err != nil {
-		return err
-	}
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, file)
+	return atomicfile.WriteJSON(file, values, 0o600)
 }
 
 // RestoreSysctls writes back what SaveSysctls recorded and removes file;
