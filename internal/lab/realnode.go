@@ -190,16 +190,23 @@ func (e *edge) loadImage(ctx context.Context, file string) (refs, nodes []string
 
 func (e *edge) newRealNode(en *edgeNode, labels map[string]string) *realNode {
 	return &realNode{
-		labels: labels,
-		ctr: containerd.Config{
-			Dir: filepath.Join(en.dir, "containerd"), SandboxImage: images.Pause,
-			CNIConfDir: filepath.Join(en.dir, "cni"),
-		},
+		labels:     labels,
+		ctr:        realNodeContainerd(e.workdir, en.name),
 		cgroupRoot: machine.CgroupRoot(e.workdir, en.name),
 		kubeletDir: filepath.Join(en.dir, "kubelet"),
 		cniConfDir: filepath.Join(en.dir, "cni"),
 		network:    cniNetwork(e.workdir),
 	}
+}
+
+// realNodeContainerd is the containerd of real node name in the lab at
+// workdir (the lab's nodes live in <workdir>/controlplane/nodes/<name>).
+func realNodeContainerd(workdir, name string) containerd.Config {
+	dir := filepath.Join(workdir, controlPlaneDir, "nodes", name)
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return containerd.Config{Dir: filepath.Join(dir, "containerd"), SandboxImage: images.Pause, CNIConfDir: filepath.Join(dir, "cni")}
 }
 
 // setUpReal writes the node's kubelet configuration and serving

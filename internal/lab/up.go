@@ -98,6 +98,11 @@ func (o *UpOptions) validate() error {
 		if o.Sites*o.NodesPerSite > MaxRealNodes {
 			return fmt.Errorf("--real-nodes: %d nodes asked for; the lab runs at most %d real nodes (each runs containerd and a kubelet of about 150 MB)", o.Sites*o.NodesPerSite, MaxRealNodes)
 		}
+		// Checked before anything starts: the longest node name's sockets.
+		longest := NodeName(SiteName(o.Sites-1), o.NodesPerSite-1)
+		if err := realNodeContainerd(o.Workdir, longest).CheckSocket(); err != nil {
+			return err
+		}
 		return RealNodesAvailable()
 	}
 	if o.KubeProxy {

@@ -8,6 +8,9 @@
 //     key, whether it asks for a Table, its topology transform, whether it
 //     is a kubelet write the hub answers offline;
 //   - token.go: kubelets' service-account tokens kept and served offline;
+//   - offlinewrite.go, podstatus.go: the kubelet writes answered offline
+//     (Lease, node status, registration; pod statuses, kept and written to
+//     the cloud when it is back);
 //   - online.go: forwarded to the cloud, the answer stored on its way back;
 //   - offline.go: served without the cloud, by one function, whether the
 //     hub knew the cloud was gone or the request was the one to find out;

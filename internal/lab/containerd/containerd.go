@@ -58,6 +58,15 @@ type Config struct {
 // maxSocketPath is the longest socket path containerd listens on.
 const maxSocketPath = 104
 
+// CheckSocket refuses a Dir whose sockets containerd could not listen on
+// (paths longer than 104 bytes).
+func (c Config) CheckSocket() error {
+	if ttrpc := c.Socket() + ".ttrpc"; len(ttrpc) > maxSocketPath {
+		return fmt.Errorf("containerd's socket %s would be %d bytes long, more than the %d containerd accepts: use a shorter --workdir", ttrpc, len(ttrpc), maxSocketPath)
+	}
+	return nil
+}
+
 // Socket is the gRPC socket kubelet and ctr talk to.
 func (c Config) Socket() string { return filepath.Join(c.Dir, "containerd.sock") }
 
@@ -115,9 +124,8 @@ func Start(ctx context.Context, c Config) (*process.Process, error) {
 	if c.Dir == "" || c.SandboxImage == "" {
 		return nil, errors.New("containerd: Dir and SandboxImage are required")
 	}
-	// containerd refuses socket paths longer than 104 bytes.
-	if ttrpc := c.Socket() + ".ttrpc"; len(ttrpc) > maxSocketPath {
-		return nil, fmt.Errorf("containerd's socket %s would be %d bytes long, more than the %d containerd accepts: use a shorter --workdir", ttrpc, len(ttrpc), maxSocketPath)
+	if err := c.CheckSocket(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return nil, err
