@@ -52,24 +52,19 @@ func (p *Proxy) renewLease(w http.ResponseWriter, req *request) (Served, bool) {
 }
 
 func (p *Proxy) patchNodeStatus(w http.ResponseWriter, req *request) (Served, bool) {
-	if mt, _, _ := mime.ParseMediaType(req.in.Header.Get("Content-Type")); mt != "application/strategic-merge-patch+json" {
+	if !isStrategicPatch(req) {
 		return 0, false
 	}
 	// The node as the kubelet reads it (its GET).
-	k := cache.Key{Identity: req.caller.cacheIdentity(), Verb: cache.VerbGet, Version: "v1", Resource: "nodes", Name: req.node}
+	k := nodeKey(req)
 	rv, current, err := p.cfg.Cache.Object(k)
 	if err != nil {
 		return 0, false
 	}
-	patched, err := nodepatch.Apply(current, req.body)
-	if err == nil {
-		err = checkNode(patched)
-	}
-	if err != nil {
-		writeStatus(w, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "node status patch does not apply to the cached node: "+err.Error())
+	n, refused, err := patchedStatus(w, req, "node", current, nodepatch.Apply, checkNode)
+	if refused {
 		return ServedRefused, true
 	}
-	n, err := statusOnly(current, patched)
 	if err != nil {
 		return 0, false
 	}
@@ -89,12 +84,41 @@ func (p *Proxy) patchNodeStatus(w http.ResponseWriter, req *request) (Served, bo
 // the cloud is gone, as the apiserver would: the Node exists (the hub holds
 // it), so the kubelet goes on with it as it does after any restart.
 func (p *Proxy) registerNode(w http.ResponseWriter, req *request) (Served, bool) {
-	k := cache.Key{Identity: req.caller.cacheIdentity(), Verb: cache.VerbGet, Version: "v1", Resource: "nodes", Name: req.node}
-	if _, _, err := p.cfg.Cache.Object(k); err != nil {
+	if _, _, err := p.cfg.Cache.Object(nodeKey(req)); err != nil {
 		return 0, false
 	}
 	writeStatus(w, http.StatusConflict, metav1.StatusReasonAlreadyExists, fmt.Sprintf("nodes %q already exists", req.node))
 	return ServedCache, true
+}
+
+// nodeKey is the cached GET of the kubelet's own Node.
+func nodeKey(req *request) cache.Key {
+	return cache.Key{Identity: req.caller.cacheIdentity(), Verb: cache.VerbGet, Version: "v1", Resource: "nodes", Name: req.node}
+}
+
+// isStrategicPatch reports a strategic merge patch, the kubelet's status
+// patches (the only kind the hub applies).
+func isStrategicPatch(req *request) bool {
+	mt, _, _ := mime.ParseMediaType(req.in.Header.Get("Content-Type"))
+	return mt == "application/strategic-merge-patch+json"
+}
+
+// patchedStatus applies the kubelet's status patch to current (a cached
+// kind), checks the result decodes as that kind would, and returns current
+// with the patched status. A patch that does not apply is answered here,
+// Invalid as from the apiserver (refused).
+func patchedStatus(w http.ResponseWriter, req *request, kind string, current []byte,
+	apply func(original, patch []byte) ([]byte, error), check func([]byte) error) (obj map[string]any, refused bool, err error) {
+	patched, err := apply(current, req.body)
+	if err == nil {
+		err = check(patched)
+	}
+	if err != nil {
+		writeStatus(w, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, kind+" status patch does not apply to the cached "+kind+": "+err.Error())
+		return nil, true, nil
+	}
+	obj, err = statusOnly(current, patched)
+	return obj, false, err
 }
 
 // statusOnly is the cached node with the patched node's status: what the

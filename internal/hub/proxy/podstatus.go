@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 
@@ -49,7 +48,7 @@ func pendingKey(k cache.Key) cache.Key {
 
 // patchPodStatus answers a kubelet's pod status patch offline.
 func (p *Proxy) patchPodStatus(w http.ResponseWriter, req *request) (Served, bool) {
-	if mt, _, _ := mime.ParseMediaType(req.in.Header.Get("Content-Type")); mt != "application/strategic-merge-patch+json" {
+	if !isStrategicPatch(req) {
 		return 0, false
 	}
 	unlock := p.keys.lock(pendingKey(req.key).Bytes())
@@ -70,17 +69,12 @@ func (p *Proxy) patchPodStatus(w http.ResponseWriter, req *request) (Served, boo
 		// Not this kubelet's pod: the cloud (NodeRestriction) decides.
 		return 0, false
 	}
-	patched, err := nodepatch.ApplyPod(current, req.body)
-	if err == nil {
-		err = checkPodStatus(patched)
-	}
-	if err != nil {
-		writeStatus(w, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "pod status patch does not apply to the cached pod: "+err.Error())
-		return ServedRefused, true
-	}
 	// Only the status changes through /status; the cached metadata and
 	// spec stay as the cloud last said.
-	obj, err := statusOnly(current, patched)
+	obj, refused, err := patchedStatus(w, req, "pod", current, nodepatch.ApplyPod, checkPodStatus)
+	if refused {
+		return ServedRefused, true
+	}
 	if err != nil {
 		return 0, false
 	}

@@ -90,40 +90,44 @@ func (p *Proxy) route(r *http.Request, caller Caller) *request {
 		req.transform = t
 	}
 	req.table = req.read == objectRead && req.transform == nil && wantsTable(r)
-	if node, ok := caller.Kubelet(); ok && p.cfg.Cache != nil && info.IsResourceRequest && info.Name == node {
-		switch {
-		case info.Verb == "update" && info.APIGroup == "coordination.k8s.io" && info.APIVersion == "v1" &&
-			info.Resource == "leases" && info.Namespace == "kube-node-lease" && info.Subresource == "":
-			req.write = renewLease
-		case info.Verb == "patch" && info.APIGroup == "" && info.APIVersion == "v1" && info.Resource == "nodes" && info.Subresource == "status":
-			req.write = patchNodeStatus
-		}
-		if req.write != noWrite {
-			req.node = node
-			req.keepBody()
-		}
+	if node, ok := caller.Kubelet(); ok && p.cfg.Cache != nil && info.IsResourceRequest {
+		req.kubeletWrite(node, info, r.Header.Get("Content-Type"))
 	}
-	if node, ok := caller.Kubelet(); ok && p.cfg.Cache != nil && info.IsResourceRequest && info.APIGroup == "" && info.APIVersion == "v1" {
-		switch {
-		case info.Verb == "patch" && info.Resource == "pods" && info.Subresource == "status" && info.Name != "":
-			req.write, req.node, req.key = patchPodStatus, node, podKey(caller, info.Namespace, info.Name)
-			req.keepBody()
-		case info.Verb == "create" && info.Resource == "nodes" && info.Subresource == "":
-			// NodeRestriction lets a kubelet create only its own Node.
-			req.write, req.node = registerNode, node
-		}
-	}
-	if _, ok := caller.Kubelet(); ok && p.cfg.Cache != nil && info.IsResourceRequest && info.Verb == "create" &&
-		info.APIGroup == "" && info.APIVersion == "v1" && info.Resource == "serviceaccounts" && info.Subresource == "token" {
+	return req
+}
+
+// kubeletWrite marks the kubelet writes the hub answers offline (for the
+// kubelet's own node, its own pods, its pods' tokens) and keeps their
+// bodies.
+func (req *request) kubeletWrite(node string, info *apirequest.Info, contentType string) {
+	core := info.APIGroup == "" && info.APIVersion == "v1"
+	switch {
+	case info.Verb == "update" && info.APIGroup == "coordination.k8s.io" && info.APIVersion == "v1" &&
+		info.Resource == "leases" && info.Namespace == "kube-node-lease" && info.Subresource == "" && info.Name == node:
+		req.write = renewLease
+	case core && info.Verb == "patch" && info.Resource == "nodes" && info.Subresource == "status" && info.Name == node:
+		req.write = patchNodeStatus
+	case core && info.Verb == "patch" && info.Resource == "pods" && info.Subresource == "status" && info.Name != "":
+		req.write, req.key = patchPodStatus, podKey(req.caller, info.Namespace, info.Name)
+	case core && info.Verb == "create" && info.Resource == "nodes" && info.Subresource == "":
+		// NodeRestriction lets a kubelet create only its own Node; the
+		// body is not needed.
+		req.write, req.node = registerNode, node
+		return
+	case core && info.Verb == "create" && info.Resource == "serviceaccounts" && info.Subresource == "token":
 		req.write = requestToken
-		req.keepBody()
-		if k, ok := tokenKey(caller, info, req.body, r.Header.Get("Content-Type")); req.write == requestToken && ok {
+	default:
+		return
+	}
+	req.node = node
+	req.keepBody()
+	if req.write == requestToken {
+		if k, ok := tokenKey(req.caller, info, req.body, contentType); ok {
 			req.key = k
 		} else {
 			req.write = noWrite
 		}
 	}
-	return req
 }
 
 // keepBody reads the body of a write the hub may answer offline, and puts
