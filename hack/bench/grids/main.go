@@ -105,13 +105,13 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 			apiPID0 = comp.PID
 		}
 	}
-	plainAPICPU := cpuSeconds(apiPID0)
+	plainAPICPU := process.CPUSeconds(apiPID0)
 	start := time.Now()
 	if err := createPlain(ctx, cs, total, nUnits); err != nil {
 		return err
 	}
 	plain := time.Since(start)
-	fmt.Printf("plain client created %d Deployments in %s (%.0f/s), kube-apiserver CPU %.1fs\n", total, plain.Round(time.Millisecond), float64(total)/plain.Seconds(), cpuSeconds(apiPID0)-plainAPICPU)
+	fmt.Printf("plain client created %d Deployments in %s (%.0f/s), kube-apiserver CPU %.1fs\n", total, plain.Round(time.Millisecond), float64(total)/plain.Seconds(), process.CPUSeconds(apiPID0)-plainAPICPU)
 	if err := cs.AppsV1().Deployments("baseline").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 			etcdPID = comp.PID
 		}
 	}
-	mgrCPU0, apiCPU0, etcdCPU0 := cpuSeconds(mgr.PID()), cpuSeconds(apiPID), cpuSeconds(etcdPID)
+	mgrCPU0, apiCPU0, etcdCPU0 := process.CPUSeconds(mgr.PID()), process.CPUSeconds(apiPID), process.CPUSeconds(etcdPID)
 	start = time.Now()
 	for g := 0; g < nGrids; g++ {
 		if err := c.Create(ctx, grid(fmt.Sprintf("app-%02d", g))); err != nil {
@@ -163,14 +163,14 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 	}
 	fmt.Printf("grids converged in %s: %d Deployments (%.2fx the plain client)\n", converge.Round(time.Millisecond), len(children.Items), converge.Seconds()/plain.Seconds())
 	fmt.Printf("manager API writes until then: %d\n", after-before)
-	fmt.Printf("CPU used until then: manager %.1fs, kube-apiserver %.1fs, etcd %.1fs\n", cpuSeconds(mgr.PID())-mgrCPU0, cpuSeconds(apiPID)-apiCPU0, cpuSeconds(etcdPID)-etcdCPU0)
+	fmt.Printf("CPU used until then: manager %.1fs, kube-apiserver %.1fs, etcd %.1fs\n", process.CPUSeconds(mgr.PID())-mgrCPU0, process.CPUSeconds(apiPID)-apiCPU0, process.CPUSeconds(etcdPID)-etcdCPU0)
 	time.Sleep(idle)
 	idleWrites, err := writes(ctx, metricsURL)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("manager API writes in the next %s: %d\n", idle, idleWrites-after)
-	fmt.Printf("manager peak resident memory: %d MiB\n", peakRSS(mgr.PID())>>10)
+	fmt.Printf("manager peak resident memory: %d MiB\n", peakRSS(mgr.PID())>>20)
 	if len(children.Items) != total {
 		return fmt.Errorf("%d Deployments, want %d", len(children.Items), total)
 	}
@@ -308,35 +308,10 @@ func writes(ctx context.Context, url string) (int64, error) {
 	return total, sc.Err()
 }
 
-// peakRSS reads a process's peak resident set (VmHWM) in KiB.
+// peakRSS is a process's peak resident set (VmHWM) in bytes.
 func peakRSS(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseInt(f[1], 10, 64)
-			return v
-		}
-	}
-	return 0
-}
-
-// cpuSeconds is a process's user plus system CPU time.
-func cpuSeconds(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// Fields after the name: state is f[0]; utime and stime are fields 14
-	// and 15 of the whole line, f[11] and f[12] here.
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ
+	st, _ := process.Status(pid)
+	return st["VmHWM"]
 }
 
 // waitConverged watches the grids until every one counts all its units.

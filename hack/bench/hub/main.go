@@ -205,7 +205,7 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	var rss, anon []int64
 	for i := 1; i <= 35; i++ {
 		time.Sleep(time.Second)
-		mem, err := memory(hub.proc.PID())
+		mem, err := process.Status(hub.proc.PID())
 		if err != nil {
 			return err
 		}
@@ -326,7 +326,7 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		per := time.Since(start) / time.Duration(n)
 		fmt.Printf("offline %-30s %s each, %.1f/s\n", m.name, ms(per), float64(time.Second)/float64(per))
 	}
-	mem, err := memory(hub.proc.PID())
+	mem, err := process.Status(hub.proc.PID())
 	if err != nil {
 		return err
 	}
@@ -608,27 +608,6 @@ func percentiles(n int, call func() error) ([3]time.Duration, error) {
 }
 
 // memory reads a process's memory counters from /proc, in bytes.
-func memory(pid int) (map[string]int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]int64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || !strings.HasSuffix(v, " kB") {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, " kB")), 10, 64)
-		if err == nil {
-			out[k] = n * 1024
-		}
-	}
-	return out, sc.Err()
-}
-
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%7.2f ms", float64(d)/float64(time.Millisecond)) }

@@ -17,7 +17,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -25,8 +24,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +39,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/lab/images"
 	"github.com/sitegrid/sitegrid/internal/lab/machine"
 	"github.com/sitegrid/sitegrid/internal/lab/netns"
+	"github.com/sitegrid/sitegrid/internal/process"
 )
 
 func main() {
@@ -167,28 +165,11 @@ func usage(workdir string, s lab.NodeStatus) (rss, cpu float64, err error) {
 		return 0, 0, err
 	}
 	pids = append(pids, s.HubPID)
-	ticks := 100.0 // USER_HZ
 	for _, pid := range pids {
-		statm, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
-		if err != nil {
-			continue
+		if st, err := process.Status(pid); err == nil {
+			rss += float64(st["VmRSS"])
 		}
-		if f := strings.Fields(string(statm)); len(f) > 1 {
-			pages, _ := strconv.ParseFloat(f[1], 64)
-			rss += pages * float64(os.Getpagesize())
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
-			f := strings.Fields(string(stat[i+2:]))
-			if len(f) > 13 {
-				u, _ := strconv.ParseFloat(f[11], 64)
-				k, _ := strconv.ParseFloat(f[12], 64)
-				cpu += (u + k) / ticks
-			}
-		}
+		cpu += process.CPUSeconds(pid)
 	}
 	return rss, cpu, nil
 }
