@@ -89,8 +89,11 @@ type edge struct {
 	mu    sync.Mutex
 	nodes map[string]*edgeNode
 
-	hostMu                  sync.Mutex // host-wide changes: site LANs, the sysctl record
-	imagesMu                sync.Mutex
+	hostMu sync.Mutex // host-wide changes: site LANs, the sysctl record
+	// bootMu guards what the first real node makes for all: the lab's
+	// images and its CNI plugin folder; loadedImages come from
+	// `lab load-image`.
+	bootMu                  sync.Mutex
 	labImages, loadedImages []images.Archive
 }
 
@@ -221,8 +224,11 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 	if err := n.Validate(); err != nil {
 		return err
 	}
-	if real && e.kubeProxyBin == "" {
-		return fmt.Errorf("node %s: real nodes need kube-proxy, and this lab has none", n.Name)
+	if real {
+		// Judged where the node runs: the lab owner's machine and rights.
+		if err := RealNodesAvailable(); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(en.dir, 0o700); err != nil {
 		return err

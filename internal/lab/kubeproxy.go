@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,10 +110,7 @@ func (en *edgeNode) startKubeProxy(ctx context.Context, bin string) error {
 		return err
 	}
 	// Its health address is inside the namespace; so is the dial.
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, en.netns, addr) },
-	}}
-	return en.adopt(ctx, p, process.HTTPReady(hc, "http://"+kubeProxyHealthz+"/healthz"), &en.kubeProxy)
+	return en.adopt(ctx, p, process.HTTPReady(en.netnsClient(), "http://"+kubeProxyHealthz+"/healthz"), &en.kubeProxy)
 }
 
 // nodeHubAddr is the hub's address on the node's IP (the hub's port).

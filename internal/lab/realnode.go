@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,8 +49,8 @@ const realNodeMarker = "lab.sitegrid.io/real-node"
 
 // Inside every node's namespace the kubelet's ports are the usual ones.
 const (
-	kubeletPort    = 10250
-	kubeletHealthz = "127.0.0.1:10248"
+	kubeletPort        = 10250
+	kubeletHealthzPort = 10248
 )
 
 // sysctlsFile records the host's kernel settings before a kubelet ran.
@@ -61,7 +62,6 @@ type realNode struct {
 	cgroupRoot    string
 	kubeletDir    string
 	kubeletConfig string
-	cniConfDir    string
 	// labels are the node's labels, which its kubelet registers.
 	labels map[string]string
 	// network is the lab's pod network name (cniNetwork).
@@ -95,8 +95,8 @@ func RealNodesAvailable() error {
 // images are what every real node's containerd holds: the lab's own, built
 // at the first real node, and those `lab load-image` loaded since.
 func (e *edge) images(ctx context.Context) ([]images.Archive, error) {
-	e.imagesMu.Lock()
-	defer e.imagesMu.Unlock()
+	e.bootMu.Lock()
+	defer e.bootMu.Unlock()
 	if e.labImages == nil {
 		wd, err := os.Getwd()
 		if err != nil {
@@ -118,8 +118,8 @@ func (e *edge) images(ctx context.Context) ([]images.Archive, error) {
 // cniPlugins is the lab's CNI plugin folder: Debian's plugins and
 // sitegrid-ipam, made at the first real node.
 func (e *edge) cniPlugins(ctx context.Context) (string, error) {
-	e.imagesMu.Lock()
-	defer e.imagesMu.Unlock()
+	e.bootMu.Lock()
+	defer e.bootMu.Unlock()
 	dir := filepath.Join(e.workdir, controlPlaneDir, "cni-bin")
 	if _, err := os.Stat(filepath.Join(dir, ipamPlugin)); err == nil {
 		return dir, nil
@@ -182,9 +182,11 @@ func (e *edge) loadImage(ctx context.Context, file string) (refs, nodes []string
 	if refs == nil {
 		return nil, nil, errors.New("the lab has no running real node to load an image into")
 	}
-	e.imagesMu.Lock()
-	e.loadedImages = append(e.loadedImages, images.Archive{Ref: strings.Join(refs, ","), Path: file})
-	e.imagesMu.Unlock()
+	e.bootMu.Lock()
+	for _, ref := range refs {
+		e.loadedImages = append(e.loadedImages, images.Archive{Ref: ref, Path: file})
+	}
+	e.bootMu.Unlock()
 	return refs, nodes, nil
 }
 
@@ -194,7 +196,6 @@ func (e *edge) newRealNode(en *edgeNode, labels map[string]string) *realNode {
 		ctr:        realNodeContainerd(e.workdir, en.name),
 		cgroupRoot: machine.CgroupRoot(e.workdir, en.name),
 		kubeletDir: filepath.Join(en.dir, "kubelet"),
-		cniConfDir: filepath.Join(en.dir, "cni"),
 		network:    cniNetwork(e.workdir),
 	}
 }
@@ -229,7 +230,7 @@ func (e *edge) setUpReal(ctx context.Context, en *edgeNode) error {
 	if err := machine.EnsureCgroups(r.cgroupRoot); err != nil {
 		return err
 	}
-	for _, d := range []string{r.kubeletDir, r.cniConfDir, filepath.Join(en.dir, "manifests"), filepath.Join(en.dir, "pod-logs")} {
+	for _, d := range []string{r.kubeletDir, r.ctr.CNIConfDir, filepath.Join(en.dir, "manifests"), filepath.Join(en.dir, "pod-logs")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
@@ -265,7 +266,7 @@ func kubeletConfiguration(en *edgeNode, cert, key, clientCA string) map[string]a
 		"port":                     kubeletPort,
 		"readOnlyPort":             0,
 		"healthzBindAddress":       "127.0.0.1",
-		"healthzPort":              10248,
+		"healthzPort":              kubeletHealthzPort,
 		"tlsCertFile":              cert,
 		"tlsPrivateKeyFile":        key,
 		"rotateCertificates":       false,
@@ -295,8 +296,8 @@ func kubeletConfiguration(en *edgeNode, cert, key, clientCA string) map[string]a
 }
 
 // startContainerd starts the node's containerd in its namespace and
-// imports the lab's images (a no-op when a rebooted node still has them on
-// its disk).
+// imports the images it does not hold yet (a rebooted node has them on its
+// disk).
 func (e *edge) startContainerd(ctx context.Context, en *edgeNode) error {
 	p, err := containerd.Start(ctx, en.real.ctr)
 	if err != nil {
@@ -309,9 +310,24 @@ func (e *edge) startContainerd(ctx context.Context, en *edgeNode) error {
 	if err != nil {
 		return err
 	}
+	held, err := containerd.Images(ctx, en.real.ctr.Socket())
+	if err != nil {
+		return fmt.Errorf("images of %s: %w", en.name, err)
+	}
+	have := map[string]bool{}
+	for _, ref := range held {
+		have[ref] = true
+	}
 	for _, a := range archives {
-		if _, err := containerd.Import(ctx, en.real.ctr.Socket(), a.Path); err != nil {
+		if have[a.Ref] {
+			continue
+		}
+		refs, err := containerd.Import(ctx, en.real.ctr.Socket(), a.Path)
+		if err != nil {
 			return fmt.Errorf("import %s into %s: %w", a.Ref, en.name, err)
+		}
+		for _, ref := range refs {
+			have[ref] = true // an archive of several images is imported once
 		}
 	}
 	return nil
@@ -328,7 +344,7 @@ func (en *edgeNode) startRealKubelet(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
-	return en.adopt(ctx, p, process.HTTPReady(en.netnsClient(), "http://"+kubeletHealthz+"/healthz"), &en.kubelet)
+	return en.adopt(ctx, p, process.HTTPReady(en.netnsClient(), "http://127.0.0.1:"+strconv.Itoa(kubeletHealthzPort)+"/healthz"), &en.kubelet)
 }
 
 // labelList is labels as --node-labels takes them, sorted.
@@ -413,7 +429,7 @@ func writeCNIConfig(en *edgeNode) error {
 			},
 		}, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}}},
 	}
-	return atomicfile.WriteJSON(filepath.Join(en.real.cniConfDir, "10-sitegrid.conflist"), conf, 0o600)
+	return atomicfile.WriteJSON(filepath.Join(en.real.ctr.CNIConfDir, "10-sitegrid.conflist"), conf, 0o600)
 }
 
 // powerCut ends every process of the real node with SIGKILL (daemons,
