@@ -28,4 +28,14 @@ if [ -n "$left" ]; then
   echo "$left" >&2
   exit 1
 fi
-echo "no leaked processes, mounts, namespaces or cgroups"
+# A shim's socket outlives a killed node; the lab removes those of shims
+# that are gone. With no containerd left, none may be left either.
+if ! pgrep -x containerd >/dev/null && ! pgrep -f containerd-shim >/dev/null; then
+  sockets=$(ls /run/containerd/s 2>/dev/null || true)
+  if [ -n "$sockets" ]; then
+    echo "shim sockets left in /run/containerd/s after the tests:" >&2
+    echo "$sockets" >&2
+    exit 1
+  fi
+fi
+echo "no leaked processes, mounts, namespaces, cgroups or shim sockets"

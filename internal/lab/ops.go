@@ -25,7 +25,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
-	"github.com/sitegrid/sitegrid/internal/lab/netns"
 	"github.com/sitegrid/sitegrid/internal/process"
 )
 
@@ -120,11 +119,9 @@ func Down(workdir string, out io.Writer) error {
 			}
 		}
 	}
-	if netns.Available() == nil {
-		if err := netns.DeleteAll(context.Background(), workdir); err != nil {
-			return err
-		}
-	}
+	// removeState puts the host back first (cleanUpHost): it finds the
+	// processes a killed lab left (shims, containers) by the lab's network
+	// namespaces and cgroups, so those are removed only after them.
 	if err := removeState(workdir); err != nil {
 		return err
 	}

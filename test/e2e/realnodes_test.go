@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/lab/images"
 	"github.com/sitegrid/sitegrid/internal/lab/machine"
 	"github.com/sitegrid/sitegrid/internal/lab/netns"
+	"github.com/sitegrid/sitegrid/internal/process"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -307,6 +309,32 @@ func TestLabRealNodes(t *testing.T) {
 		if p := now[name]; restarts(p) != restarts(was)+1 {
 			t.Errorf("pod %s restarted again after the heal: %d restarts", name, restarts(p))
 		}
+	}
+
+	// A killed lab: its daemons die with it, its shims and containers do
+	// not; `lab down` ends them and puts the host back.
+	state, err := lab.ReadState(l.workdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(state.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func(context.Context) error {
+		if process.Alive(state.PID) {
+			return fmt.Errorf("lab owner %d still alive", state.PID)
+		}
+		return nil
+	})
+	l.must("lab", "down")
+	if roots, err := machine.CgroupRoots(l.workdir); err != nil || len(roots) != 0 {
+		t.Errorf("cgroups left after lab down of a killed lab: %v (%v)", roots, err)
+	}
+	if left, err := netns.List(l.workdir); err != nil || len(left) != 0 {
+		t.Errorf("network namespaces left after lab down of a killed lab: %v (%v)", left, err)
+	}
+	if out, _ := exec.Command("pgrep", "-f", l.workdir).Output(); len(out) != 0 {
+		t.Errorf("processes of the killed lab left after lab down: %s", out)
 	}
 }
 

@@ -96,3 +96,18 @@ func TestLabImagesRunInContainerd(t *testing.T) {
 		return nil
 	})
 }
+
+func TestSocketPathTooLongIsRefused(t *testing.T) {
+	short := Config{Dir: "/tmp/lab/nodes/a/containerd", SandboxImage: images.Pause}
+	if err := short.CheckSocket(); err != nil {
+		t.Errorf("a short folder: %v", err)
+	}
+	long := Config{Dir: "/tmp/" + strings.Repeat("w", 80) + "/containerd", SandboxImage: images.Pause}
+	err := long.CheckSocket()
+	if err == nil || !strings.Contains(err.Error(), "--workdir") {
+		t.Errorf("a folder whose socket is too long: %v, want a refusal naming --workdir", err)
+	}
+	if _, err := Start(context.Background(), long); err == nil {
+		t.Error("Start accepted a folder whose socket is too long")
+	}
+}
