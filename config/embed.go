@@ -12,3 +12,8 @@ import "embed"
 //
 //go:embed admission crd rbac manager/namespace.yaml
 var Manifests embed.FS
+
+// HubUnit is the systemd unit `sitegrid-hub join --init systemd` installs.
+//
+//go:embed hub/sitegrid-hub.service
+var HubUnit []byte

@@ -1,6 +1,7 @@
 // Command sitegrid-hub is the API server of an edge node's components: it
 // forwards to the cloud while it can and answers from its cache when it
-// cannot. See docs/hub.md.
+// cannot. `sitegrid-hub join` makes a node an edge node, `sitegrid-hub
+// leave` undoes it. See docs/hub.md.
 package main
 
 import (
@@ -72,6 +73,20 @@ func bindFlags(fs *flag.FlagSet, cfg *config.HubConfiguration, configFile *strin
 }
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "join" || os.Args[1] == "leave") {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		run := runJoin
+		if os.Args[1] == "leave" {
+			run = runLeave
+		}
+		err := run(ctx, os.Args[2:])
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var cfg config.HubConfiguration
 	var configFile string
 	fs := flag.NewFlagSet("sitegrid-hub", flag.ExitOnError)

@@ -161,6 +161,13 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	if cfg.APIServerOnly {
 		return cp, nil
 	}
+	cs, err := cp.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	if err := publishClusterInfo(ctx, cs, cp.Endpoint, cp.CAFile); err != nil {
+		return nil, err
+	}
 	if err := cp.startControllerManager(ctx, cfg, p, progress); err != nil {
 		return nil, err
 	}

@@ -13,6 +13,6 @@ func NewRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newLabCommand(), newSiteCommand(), newGridCommand())
+	root.AddCommand(newLabCommand(), newSiteCommand(), newGridCommand(), newNodeCommand())
 	return root
 }

@@ -300,19 +300,8 @@ func (e *edge) realNodes() int {
 // what hubrbac.Cluster allows, and writes the hub's config and the
 // kubeconfigs of the node's kubelet and of `lab kubeconfig --via-hub`.
 func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
-	role, binding := hubrbac.Cluster(en.name)
-	if _, err := e.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
-	}
-	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create ClusterRoleBinding %s: %w", binding.Name, err)
-	}
-	hrole, hbinding := hubrbac.Health(en.name)
-	if _, err := e.admin.RbacV1().Roles(hrole.Namespace).Create(ctx, hrole, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create Role %s: %w", hrole.Name, err)
-	}
-	if _, err := e.admin.RbacV1().RoleBindings(hbinding.Namespace).Create(ctx, hbinding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create RoleBinding %s: %w", hbinding.Name, err)
+	if err := hubrbac.Grant(ctx, e.admin, en.name); err != nil {
+		return err
 	}
 	servingIPs, servingNames := []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}
 	if en.ownNetwork {
@@ -542,12 +531,9 @@ func (e *edge) remove(ctx context.Context, name string) error {
 	} else if err := controlplane.DeleteNode(ctx, e.admin, name); err != nil {
 		return err
 	}
-	role, _ := hubrbac.Cluster(name)
-	_ = e.admin.RbacV1().ClusterRoleBindings().Delete(ctx, role.Name, metav1.DeleteOptions{})
-	_ = e.admin.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})
-	hrole, _ := hubrbac.Health(name)
-	_ = e.admin.RbacV1().RoleBindings(hrole.Namespace).Delete(ctx, hrole.Name, metav1.DeleteOptions{})
-	_ = e.admin.RbacV1().Roles(hrole.Namespace).Delete(ctx, hrole.Name, metav1.DeleteOptions{})
+	if err := hubrbac.Revoke(ctx, e.admin, name); err != nil {
+		return err
+	}
 	return os.RemoveAll(en.dir)
 }
 

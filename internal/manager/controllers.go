@@ -25,6 +25,7 @@ import (
 	sitev1alpha1 "github.com/sitegrid/sitegrid/api/site/v1alpha1"
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
+	"github.com/sitegrid/sitegrid/internal/controller/certificates"
 	"github.com/sitegrid/sitegrid/internal/controller/grid"
 	"github.com/sitegrid/sitegrid/internal/controller/health"
 	"github.com/sitegrid/sitegrid/internal/controller/site"
@@ -34,7 +35,7 @@ import (
 // The API groups the manager serves, and its controllers.
 var (
 	schemeBuilders = []func(*runtime.Scheme) error{sitev1.AddToScheme, sitev1alpha1.AddToScheme, gridv1.AddToScheme}
-	setupFuncs     = []func(ctrl.Manager, Options) error{setupSite, setupGrids, setupHealth, setupConversion}
+	setupFuncs     = []func(ctrl.Manager, Options) error{setupSite, setupGrids, setupHealth, setupConversion, setupHubCSRs}
 )
 
 func setupSite(mgr ctrl.Manager, opts Options) error {
@@ -105,6 +106,15 @@ func setupHealth(mgr ctrl.Manager, opts Options) error {
 	mgr.GetWebhookServer().Register(health.WebhookPath, &webhook.Admission{Handler: &health.Webhook{Guard: guard, Decoder: admission.NewDecoder(mgr.GetScheme())}})
 	mgr.GetWebhookServer().Register(health.ReportsWebhookPath, &webhook.Admission{Handler: &health.ReportValidator{Client: mgr.GetClient(), Decoder: admission.NewDecoder(mgr.GetScheme())}})
 	return (&health.Releaser{Guard: guard, Client: mgr.GetClient(), Pods: mgr.GetAPIReader()}).SetupWithManager(mgr)
+}
+
+// setupHubCSRs approves the hubs' certificate requests.
+func setupHubCSRs(mgr ctrl.Manager, _ Options) error {
+	csrs, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	return (&certificates.HubCSRReconciler{Client: mgr.GetClient(), CSRs: csrs, Recorder: mgr.GetEventRecorder("sitegrid-hub-csr")}).SetupWithManager(mgr)
 }
 
 func setupGrids(mgr ctrl.Manager, opts Options) error {

@@ -8,6 +8,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -36,9 +37,10 @@ type HubConfiguration struct {
 	NodeName string `json:"nodeName"`
 	// ListenAddress serves the Kubernetes API to the node's components.
 	ListenAddress string `json:"listenAddress"`
-	// ServingCertFile and ServingKeyFile are the hub's serving certificate.
-	ServingCertFile string `json:"servingCertFile"`
-	ServingKeyFile  string `json:"servingKeyFile"`
+	// ServingCertFile and ServingKeyFile are the hub's serving certificate
+	// (unless CertificateDirectory is set).
+	ServingCertFile string `json:"servingCertFile,omitempty"`
+	ServingKeyFile  string `json:"servingKeyFile,omitempty"`
 	// ClientCAFile verifies client certificates (the cluster CA).
 	ClientCAFile string `json:"clientCAFile"`
 	// Servers are the cloud apiserver URLs, in order of preference.
@@ -46,9 +48,15 @@ type HubConfiguration struct {
 	// ServerCAFile verifies the apiservers.
 	ServerCAFile string `json:"serverCAFile"`
 	// ClientCertFile and ClientKeyFile are the hub's own credential, used to
-	// impersonate certificate clients (RBAC: docs/hub.md).
-	ClientCertFile string `json:"clientCertFile"`
-	ClientKeyFile  string `json:"clientKeyFile"`
+	// impersonate certificate clients (RBAC: docs/hub.md), unless
+	// CertificateDirectory is set.
+	ClientCertFile string `json:"clientCertFile,omitempty"`
+	ClientKeyFile  string `json:"clientKeyFile,omitempty"`
+	// CertificateDirectory, set by `sitegrid-hub join`, holds the hub's
+	// client and serving certificates as pairs it renews itself through
+	// CertificateSigningRequests before they expire (internal/hub/certs);
+	// the four certificate file fields are then unset.
+	CertificateDirectory string `json:"certificateDirectory,omitempty"`
 	// CachePath is the cache file.
 	CachePath string `json:"cachePath"`
 	// HealthAddress serves /healthz, /readyz and /metrics over plain HTTP.
@@ -139,10 +147,19 @@ func (c *HubConfiguration) Defaults() {
 // Validate says what is missing.
 func (c *HubConfiguration) Validate() error {
 	var missing []string
-	for name, v := range map[string]string{
-		"nodeName": c.NodeName, "servingCertFile": c.ServingCertFile, "servingKeyFile": c.ServingKeyFile,
-		"clientCAFile": c.ClientCAFile, "serverCAFile": c.ServerCAFile, "clientCertFile": c.ClientCertFile, "clientKeyFile": c.ClientKeyFile,
-	} {
+	required := map[string]string{"nodeName": c.NodeName, "clientCAFile": c.ClientCAFile, "serverCAFile": c.ServerCAFile}
+	certFiles := map[string]string{"servingCertFile": c.ServingCertFile, "servingKeyFile": c.ServingKeyFile,
+		"clientCertFile": c.ClientCertFile, "clientKeyFile": c.ClientKeyFile}
+	if c.CertificateDirectory == "" {
+		maps.Copy(required, certFiles)
+	} else {
+		for name, v := range certFiles {
+			if v != "" {
+				return fmt.Errorf("%s is set with certificateDirectory: the hub's certificates are either files or renewed pairs in the directory", name)
+			}
+		}
+	}
+	for name, v := range required {
 		if v == "" {
 			missing = append(missing, name)
 		}

@@ -5,7 +5,9 @@ import (
 	"os"
 
 	"github.com/VictoriaMetrics/metrics"
+	"k8s.io/client-go/util/certificate"
 
+	"github.com/sitegrid/sitegrid/internal/hub/certs"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
 )
 
@@ -21,6 +23,8 @@ type hubMetrics struct {
 	// cached: a miss).
 	served  map[proxy.Served]*metrics.Counter
 	latency *metrics.Summary
+	// renewalFailures count failed certificate renewals by certificate.
+	renewalFailures map[string]certificate.Counter
 }
 
 func newHubMetrics(online func() bool, cachePath string) *hubMetrics {
@@ -46,7 +50,24 @@ func newHubMetrics(online func() bool, cachePath string) *hubMetrics {
 		}
 		return float64(fi.Size())
 	})
+	// How often renewing the hub's certificates failed (offline, or a CSR
+	// not approved in time).
+	m.renewalFailures = map[string]certificate.Counter{}
+	for _, name := range certificateNames {
+		m.renewalFailures[name] = s.NewCounter(`sitegrid_hub_certificate_renewal_failures_total{certificate="` + name + `"}`)
+	}
 	return m
+}
+
+var certificateNames = []string{"client", "serving"}
+
+// watchCertificates publishes when the hub's certificates expire.
+func (m *hubMetrics) watchCertificates(c *certs.Certificates) {
+	for _, name := range certificateNames {
+		m.set.NewGauge(`sitegrid_hub_certificate_expiration_timestamp_seconds{certificate="`+name+`"}`, func() float64 {
+			return float64(c.Expiry(name).Unix())
+		})
+	}
 }
 
 // ServeHTTP writes the hub's metrics, then the Go runtime's and the

@@ -22,6 +22,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/certs"
 	"github.com/sitegrid/sitegrid/internal/hub/config"
 	"github.com/sitegrid/sitegrid/internal/hub/gossip"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
@@ -35,6 +36,7 @@ import (
 type Hub struct {
 	cfg   config.HubConfiguration
 	store *cache.Store
+	certs *certs.Certificates
 	// transports reach the cloud; their idle connections are closed when
 	// the hub stops.
 	transports []*http.Transport
@@ -66,30 +68,29 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 	if err != nil {
 		return nil, err
 	}
-	serving, err := tls.LoadX509KeyPair(cfg.ServingCertFile, cfg.ServingKeyFile)
+	h := &Hub{cfg: cfg}
+	hm := newHubMetrics(func() bool { _, online := h.tracker.Online(); return online }, cfg.CachePath)
+	h.certs, err = certs.New(certs.Config{Dir: cfg.CertificateDirectory, ClientCertFile: cfg.ClientCertFile, ClientKeyFile: cfg.ClientKeyFile,
+		ServingCertFile: cfg.ServingCertFile, ServingKeyFile: cfg.ServingKeyFile, ServerCAs: serverCAs,
+		Online: func() (string, bool) { return h.tracker.Online() }, RenewalFailures: hm.renewalFailures})
 	if err != nil {
-		return nil, fmt.Errorf("serving certificate: %w", err)
+		return nil, err
 	}
-	hubCred, err := tls.LoadX509KeyPair(cfg.ClientCertFile, cfg.ClientKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("hub client certificate: %w", err)
-	}
-	self, err := x509.ParseCertificate(hubCred.Certificate[0])
-	if err != nil {
-		return nil, fmt.Errorf("hub client certificate: %w", err)
-	}
+	hm.watchCertificates(h.certs)
 	store, err := cache.Open(cfg.CachePath)
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, store: store}
+	h.store = store
 	defer func() {
 		if err != nil {
 			h.Close()
 		}
 	}()
 
-	asHub := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverCAs, Certificates: []tls.Certificate{hubCred}, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	// Every new connection takes the hub's current credential: a renewed
+	// one replaces the old without closing what is open.
+	asHub := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverCAs, GetClientCertificate: h.certs.GetClientCertificate, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
 	asToken := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverCAs, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
 	h.transports = []*http.Transport{asHub, asToken}
 	h.tracker, err = upstream.New(upstream.Config{
@@ -107,11 +108,10 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 	// What the hub reads for itself (topology rules, its unit's members) it
 	// reads through itself, as the hub: cached, so it holds offline and
 	// across restarts.
+	self := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: clientCAs, GetClientCertificate: h.certs.GetClientCertificate, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	h.transports = append(h.transports, self)
 	asSelf := func(agent string) *rest.Config {
-		return &rest.Config{
-			Host: "https://" + loopback(cfg.ListenAddress), UserAgent: "sitegrid-hub/" + agent,
-			TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.ServerCAFile, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile},
-		}
+		return &rest.Config{Host: "https://" + loopback(cfg.ListenAddress), UserAgent: "sitegrid-hub/" + agent, Transport: self}
 	}
 	// The topology rules and the health member read core objects with one
 	// client, and share one watch of the local node.
@@ -143,7 +143,7 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 	}
 	p, err := proxy.New(proxy.Config{Upstream: h.tracker, Transport: asHub, TokenTransport: asToken, Cache: store,
 		Impersonable: []proxy.Identity{{User: "system:node:" + cfg.NodeName, Groups: []string{"system:nodes", "system:authenticated"}}},
-		Self:         self.Subject.CommonName, Filter: filter})
+		Self:         h.certs.Self(), Filter: filter})
 	if err != nil {
 		return nil, err
 	}
@@ -153,12 +153,11 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 			p.FlushPodStatuses(context.Background(), endpoint)
 		}
 	}
-	hm := newHubMetrics(func() bool { _, online := h.tracker.Online(); return online }, cfg.CachePath)
 	h.api = &http.Server{
 		Addr:              cfg.ListenAddress,
 		Handler:           hm.instrument(p.Serve),
 		ReadHeaderTimeout: 30 * time.Second,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{serving}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs, MinVersion: tls.VersionTLS12},
+		TLSConfig:         &tls.Config{GetCertificate: h.certs.GetCertificate, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs, MinVersion: tls.VersionTLS12},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
@@ -222,6 +221,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { h.tracker.Run(gctx); return nil })
+	h.certs.Start(gctx)
 	if h.localNode != nil {
 		g.Go(func() error { h.localNode.Run(gctx.Done()); return nil })
 	}

@@ -1,0 +1,107 @@
+package join
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	manifests "github.com/sitegrid/sitegrid/config"
+	"github.com/sitegrid/sitegrid/internal/hub/config"
+)
+
+// The hub as systemd runs it (config/hub/sitegrid-hub.service).
+const (
+	hubUnit   = "sitegrid-hub.service"
+	unitPath  = "/etc/systemd/system/" + hubUnit
+	hubBinary = "/usr/local/bin/sitegrid-hub"
+)
+
+// installSystemd installs this binary and the hub's unit, starts the hub,
+// waits until it answers, then restarts units (the kubelet's, kube-proxy's)
+// so they reconnect through it.
+func installSystemd(ctx context.Context, rec *record, cfg config.HubConfiguration, units []string, out io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if exe != hubBinary {
+		bin, err := os.ReadFile(exe)
+		if err != nil {
+			return err
+		}
+		if err := rec.create(hubBinary, bin, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := rec.create(unitPath, manifests.HubUnit, 0o644); err != nil {
+		return err
+	}
+	if err := systemctl(ctx, "daemon-reload"); err != nil {
+		return err
+	}
+	if err := systemctl(ctx, "enable", "--now", hubUnit); err != nil {
+		return err
+	}
+	rec.Units = append(rec.Units, hubUnit)
+	fmt.Fprintf(out, "[init] %s enabled and started\n", hubUnit)
+	if err := waitReady(ctx, "http://"+cfg.HealthAddress+"/readyz"); err != nil {
+		return fmt.Errorf("%s did not become ready (journalctl -u %s): %w", hubUnit, hubUnit, err)
+	}
+	rec.RestartUnits = units
+	return restartUnits(ctx, units, out)
+}
+
+// stopSystemd stops and disables the hub before its files go.
+func stopSystemd(ctx context.Context, rec *record, out io.Writer) error {
+	for _, u := range rec.Units {
+		if err := systemctl(ctx, "disable", "--now", u); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "[init] %s stopped and disabled\n", u)
+	}
+	return nil
+}
+
+func restartUnits(ctx context.Context, units []string, out io.Writer) error {
+	if err := systemctl(ctx, "daemon-reload"); err != nil {
+		return err
+	}
+	for _, u := range units {
+		if err := systemctl(ctx, "restart", u); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "[init] %s restarted\n", u)
+	}
+	return nil
+}
+
+func systemctl(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "systemctl", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("systemctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func waitReady(ctx context.Context, url string) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	return wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
