@@ -82,6 +82,22 @@ func newLabCommand() *cobra.Command {
 			},
 		},
 		&cobra.Command{
+			Use:   "leave NODE|SITE...",
+			Short: "Run sitegrid-hub leave on real nodes: their kubelet and kube-proxy talk to the cloud directly",
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.Leave(cmd.Context(), workdir, args, cmd.OutOrStdout())
+			},
+		},
+		&cobra.Command{
+			Use:   "join NODE|SITE...",
+			Short: "Join real nodes again through sitegrid-hub join (a new bootstrap token, CSRs, approval)",
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return lab.Join(cmd.Context(), workdir, args, cmd.OutOrStdout())
+			},
+		},
+		&cobra.Command{
 			Use:   "load-image FILE",
 			Short: "Import a docker-archive or OCI tarball into every real node's containerd (like kind load image-archive)",
 			Args:  cobra.ExactArgs(1),

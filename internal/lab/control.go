@@ -111,6 +111,15 @@ func serveControl(ctx context.Context, workdir string, e *edge) (func(), error) 
 		nodes, err := e.reboot(ctx, req.Targets)
 		return controlReply{Nodes: nodes}, err
 	})
+	for path, join := range map[string]bool{"POST /v1/join": true, "POST /v1/leave": false} {
+		handle(path, func(ctx context.Context, req controlRequest) (controlReply, error) {
+			if len(req.Targets) == 0 {
+				return controlReply{}, errors.New("name the real nodes or sites")
+			}
+			nodes, err := e.setJoined(ctx, req.Targets, join)
+			return controlReply{Nodes: nodes}, err
+		})
+	}
 	handle("POST /v1/images", func(ctx context.Context, req controlRequest) (controlReply, error) {
 		refs, nodes, err := e.loadImage(ctx, req.File)
 		return controlReply{Images: refs, Nodes: nodes}, err

@@ -115,6 +115,9 @@ type edgeNode struct {
 	netns           string
 	hubRelays       []*link.Link
 	kubeProxyConfig string
+	// kubeProxyKubeconfig is written once: a joined node's points at its
+	// hub, and reboots keep it so.
+	kubeProxyKubeconfig string
 
 	// real is set on a real node (realnode.go).
 	real *realNode
@@ -236,6 +239,21 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 	if en.link, err = link.Listen("127.0.0.1:0", e.apiserver); err != nil {
 		return fmt.Errorf("uplink of %s: %w", n.Name, err)
 	}
+	if real {
+		// A real node boots talking to the cloud directly, then joins
+		// through sitegrid-hub join (join.go).
+		if err := e.writeHubConfig(ctx, en); err != nil {
+			return err
+		}
+		if err := e.setUpKubeProxy(ctx, en); err != nil {
+			return err
+		}
+		if err := e.bootReal(ctx, en); err != nil {
+			return err
+		}
+		go en.supervise(e)
+		return nil
+	}
 	// The hub's ports are picked free, but another process may take one
 	// before the hub binds it: then it gets new ones.
 	for attempt := 1; ; attempt++ {
@@ -255,13 +273,6 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 		if err := e.setUpKubeProxy(ctx, en); err != nil {
 			return err
 		}
-	}
-	if real {
-		if err := e.bootReal(ctx, en); err != nil {
-			return err
-		}
-		go en.supervise(e)
-		return nil
 	}
 	n.OwnKubelet = true
 	if n.Annotations == nil {
@@ -296,10 +307,55 @@ func (e *edge) realNodes() int {
 	return n
 }
 
-// writeHubConfig issues the node's certificates, grants its hub credential
-// what hubrbac.Cluster allows, and writes the hub's config and the
-// kubeconfigs of the node's kubelet and of `lab kubeconfig --via-hub`.
+// writeHubConfig picks the hub's ports and writes its configuration and
+// the kubeconfigs of the node's kubelet and of `lab kubeconfig --via-hub`.
+// A kwok node's hub gets certificates the lab issues and RBAC the lab
+// grants; a real node's hub gets a base configuration that `sitegrid-hub
+// join` completes (join.go), and its kubelet a kubeconfig of the cloud
+// itself, as a node has before it joins.
 func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
+	ports := make([]int, 3)
+	for i := range ports {
+		var err error
+		if ports[i], err = controlplane.FreePort(); err != nil {
+			return err
+		}
+	}
+	en.hubAPI = "127.0.0.1:" + strconv.Itoa(ports[0])
+	en.hubHealth = "127.0.0.1:" + strconv.Itoa(ports[1])
+	en.gossip = "127.0.0.1:" + strconv.Itoa(ports[2])
+	hubCfg := config.HubConfiguration{TypeMeta: config.TypeMeta,
+		NodeName: en.name, ListenAddress: en.hubAPI, HealthAddress: en.hubHealth,
+		CachePath:     filepath.Join(en.dir, "cache", "cache.db"),
+		ProbeInterval: metav1.Duration{Duration: time.Second},
+		// The unit's hubs gossip on the host's loopback (the lab's site
+		// LAN), each at the address its Node's annotation names.
+		Health: config.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
+	}
+	hubURL := "https://" + en.hubAPI
+	var err error
+	if en.viaHubConfig, err = e.cp.WriteTokenKubeconfig("via-hub-"+en.name, hubURL, e.userToken); err != nil {
+		return err
+	}
+	kubeletServer := hubURL
+	if en.real != nil {
+		kubeletServer = en.cloudURL()
+		en.hubConfig = filepath.Join(en.joinRoot(), "etc", "sitegrid", "hub.yaml")
+		en.real.hubBase = filepath.Join(en.dir, "hub-base.yaml")
+		if err := writeYAML(en.real.hubBase, hubCfg); err != nil {
+			return err
+		}
+	} else if err := e.issueHubCredentials(ctx, en, &hubCfg); err != nil {
+		return err
+	}
+	en.kubeletConfig, err = e.cp.WriteKubeconfigAt("kubelet-"+en.name, kubeletServer, "system:node:"+en.name, "system:nodes")
+	return err
+}
+
+// issueHubCredentials grants a kwok node's hub credential what
+// hubrbac.Cluster allows and issues its certificates from the lab's CA,
+// and writes its configuration.
+func (e *edge) issueHubCredentials(ctx context.Context, en *edgeNode, hubCfg *config.HubConfiguration) error {
 	if err := hubrbac.Grant(ctx, e.admin, en.name); err != nil {
 		return err
 	}
@@ -309,6 +365,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		// (kubeproxy.go), and verify it as they would the apiserver.
 		servingIPs = append(servingIPs, net.ParseIP(en.ip), net.ParseIP(controlplane.KubernetesServiceIP))
 		servingNames = append(servingNames, controlplane.KubernetesServiceNames...)
+		hubCfg.ServiceTopology.KubernetesEndpoint = en.nodeHubAddr()
 	}
 	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: hubrbac.User(en.name), IPs: servingIPs, DNSNames: servingNames, Server: true})
 	if err != nil {
@@ -318,52 +375,27 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 	if err != nil {
 		return err
 	}
-	servingCert, servingKey, err := pki.WriteKeyPair(en.dir, "hub-serving", serving.Cert, serving.Key)
-	if err != nil {
+	if hubCfg.ServingCertFile, hubCfg.ServingKeyFile, err = pki.WriteKeyPair(en.dir, "hub-serving", serving.Cert, serving.Key); err != nil {
 		return err
 	}
-	credCert, credKey, err := pki.WriteKeyPair(en.dir, "hub-client", cred.Cert, cred.Key)
-	if err != nil {
+	if hubCfg.ClientCertFile, hubCfg.ClientKeyFile, err = pki.WriteKeyPair(en.dir, "hub-client", cred.Cert, cred.Key); err != nil {
 		return err
 	}
-	ports := make([]int, 3)
-	for i := range ports {
-		if ports[i], err = controlplane.FreePort(); err != nil {
-			return err
-		}
-	}
-	en.hubAPI = "127.0.0.1:" + strconv.Itoa(ports[0])
-	en.hubHealth = "127.0.0.1:" + strconv.Itoa(ports[1])
-	en.gossip = "127.0.0.1:" + strconv.Itoa(ports[2])
 	// The node's hub reaches the cloud through the node's uplink only.
-	hubCfg := config.HubConfiguration{TypeMeta: config.TypeMeta,
-		NodeName: en.name, ListenAddress: en.hubAPI, HealthAddress: en.hubHealth,
-		ServingCertFile: servingCert, ServingKeyFile: servingKey, ClientCAFile: e.cp.CAFile,
-		Servers: []string{"https://" + en.link.Addr()}, ServerCAFile: e.cp.CAFile,
-		ClientCertFile: credCert, ClientKeyFile: credKey,
-		CachePath:     filepath.Join(en.dir, "cache", "cache.db"),
-		ProbeInterval: metav1.Duration{Duration: time.Second},
-		// The unit's hubs gossip on the host's loopback (the lab's site
-		// LAN), each at the address its Node's annotation names.
-		Health: config.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
-	}
-	if en.ownNetwork {
-		hubCfg.ServiceTopology.KubernetesEndpoint = en.nodeHubAddr()
-	}
-	cfg, err := yaml.Marshal(hubCfg)
+	hubCfg.Servers, hubCfg.ServerCAFile, hubCfg.ClientCAFile = []string{en.cloudURL()}, e.cp.CAFile, e.cp.CAFile
+	en.hubConfig = filepath.Join(en.dir, "hub.yaml")
+	return writeYAML(en.hubConfig, *hubCfg)
+}
+
+// cloudURL is the cloud apiserver as the node reaches it: its uplink.
+func (en *edgeNode) cloudURL() string { return "https://" + en.link.Addr() }
+
+func writeYAML(path string, v any) error {
+	data, err := yaml.Marshal(v)
 	if err != nil {
 		return err
 	}
-	en.hubConfig = filepath.Join(en.dir, "hub.yaml")
-	if err := os.WriteFile(en.hubConfig, cfg, 0o600); err != nil {
-		return err
-	}
-	hubURL := "https://" + en.hubAPI
-	if en.kubeletConfig, err = e.cp.WriteKubeconfigAt("kubelet-"+en.name, hubURL, "system:node:"+en.name, "system:nodes"); err != nil {
-		return err
-	}
-	en.viaHubConfig, err = e.cp.WriteTokenKubeconfig("via-hub-"+en.name, hubURL, e.userToken)
-	return err
+	return os.WriteFile(path, data, 0o600)
 }
 
 func (en *edgeNode) startHub(ctx context.Context, bin string) error {
@@ -650,8 +682,8 @@ type NodeStatus struct {
 	Link string `json:"link"`
 	// Power is "on", or "off" after `lab stop-node`.
 	Power string `json:"power"`
-	// Hub is the hub's view of the cloud: "online", "offline", or "down"
-	// when the hub does not answer.
+	// Hub is the hub's view of the cloud: "online", "offline", "down" when
+	// the hub does not answer, or "none" on a real node that left.
 	Hub        string `json:"hub"`
 	HubAddress string `json:"hubAddress"`
 	HubPID     int    `json:"hubPID"`
@@ -662,7 +694,9 @@ type NodeStatus struct {
 	KubeProxyPID int `json:"kubeProxyPID,omitempty"`
 	// Real nodes: the kubelet is the real one; ContainerdSocket is its
 	// runtime's (ctr --address SOCKET -n k8s.io ...).
-	Real             bool           `json:"real,omitempty"`
+	Real bool `json:"real,omitempty"`
+	// Joined: the real node joined through sitegrid-hub join.
+	Joined           bool           `json:"joined,omitempty"`
 	ContainerdSocket string         `json:"containerdSocket,omitempty"`
 	Netns            string         `json:"netns,omitempty"`
 	Restarts         map[string]int `json:"restarts,omitempty"`
@@ -702,8 +736,10 @@ func (en *edgeNode) status(ctx context.Context) NodeStatus {
 		s.KubeProxyPID = en.kubeProxy.PID()
 	}
 	s.Netns = en.netns
+	joinedReal := false
 	if en.real != nil {
-		s.Real, s.ContainerdSocket = true, en.real.ctr.Socket()
+		s.Real, s.ContainerdSocket, s.Joined = true, en.real.ctr.Socket(), en.real.joined
+		joinedReal = en.real.joined
 	}
 	if en.off {
 		s.Power = "off"
@@ -713,6 +749,9 @@ func (en *edgeNode) status(ctx context.Context) NodeStatus {
 		s.Link = "cut"
 	}
 	s.Hub = hubView(ctx, en.hubHealth)
+	if s.Real && !joinedReal {
+		s.Hub = "none" // the node has left (or not joined yet): no hub
+	}
 	return s
 }
 

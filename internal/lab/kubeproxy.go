@@ -69,23 +69,35 @@ func (e *edge) setUpKubeProxy(ctx context.Context, en *edgeNode) error {
 	if err := netns.Command(ctx, en.netns, "ip", "route", "add", controlplane.DefaultServiceCIDR, "dev", "lo").Run(); err != nil {
 		return fmt.Errorf("route to Services in the namespace of %s: %w", en.name, err)
 	}
-	for _, addr := range []string{en.hubAPI, en.nodeHubAddr()} {
+	relays := map[string]string{en.hubAPI: en.hubAPI, en.nodeHubAddr(): en.hubAPI}
+	if en.real != nil {
+		// A real node also reaches the cloud itself, through its uplink
+		// (before it joins and after it leaves).
+		relays[en.link.Addr()] = en.link.Addr()
+	}
+	for addr, to := range relays {
 		ln, err := netns.Listen(en.netns, addr)
 		if err != nil {
-			return fmt.Errorf("hub address %s inside the namespace of %s: %w", addr, en.name, err)
+			return fmt.Errorf("address %s inside the namespace of %s: %w", addr, en.name, err)
 		}
-		en.hubRelays = append(en.hubRelays, link.Serve(ln, en.hubAPI))
+		en.hubRelays = append(en.hubRelays, link.Serve(ln, to))
 	}
-	kubeconfig, err := e.cp.WriteTokenKubeconfig("kube-proxy-"+en.name, "https://"+en.hubAPI, e.kubeProxyToken)
-	if err != nil {
-		return err
+	if en.kubeProxyKubeconfig == "" {
+		server := "https://" + en.hubAPI
+		if en.real != nil {
+			server = en.cloudURL()
+		}
+		var err error
+		if en.kubeProxyKubeconfig, err = e.cp.WriteTokenKubeconfig("kube-proxy-"+en.name, server, e.kubeProxyToken); err != nil {
+			return err
+		}
 	}
 	// Conntrack sizes and timeouts are host-wide sysctls a namespace cannot
 	// set: zero leaves them alone.
 	cfg, err := yaml.Marshal(map[string]any{
 		"apiVersion":         "kubeproxy.config.k8s.io/v1alpha1",
 		"kind":               "KubeProxyConfiguration",
-		"clientConnection":   map[string]any{"kubeconfig": kubeconfig},
+		"clientConnection":   map[string]any{"kubeconfig": en.kubeProxyKubeconfig},
 		"hostnameOverride":   en.name,
 		"mode":               "iptables",
 		"clusterCIDR":        controlplane.DefaultClusterCIDR,

@@ -305,6 +305,18 @@ func Reboot(ctx context.Context, workdir string, targets []string, out io.Writer
 	return setUplinks(ctx, workdir, "/v1/reboot", targets, "rebooted", "no node rebooted", out)
 }
 
+// Leave runs sitegrid-hub leave on the named real nodes: their hubs stop,
+// the kubelet's and kube-proxy's kubeconfigs are restored and they talk to
+// the cloud directly. Join joins them again, with a new token.
+func Leave(ctx context.Context, workdir string, targets []string, out io.Writer) error {
+	return setUplinks(ctx, workdir, "/v1/leave", targets, "left (its hub stopped; kubelet and kube-proxy direct):", "no node was joined", out)
+}
+
+// Join joins the named real nodes through sitegrid-hub join.
+func Join(ctx context.Context, workdir string, targets []string, out io.Writer) error {
+	return setUplinks(ctx, workdir, "/v1/join", targets, "joined (kubelet and kube-proxy through its hub):", "every node was joined already", out)
+}
+
 // LoadImage imports a docker-archive or OCI tarball into every real node's
 // containerd (and every real node that boots later).
 func LoadImage(ctx context.Context, workdir, file string, out io.Writer) error {

@@ -55,11 +55,16 @@ func (e *edge) powerOn(ctx context.Context, en *edgeNode) error {
 			return err
 		}
 	}
+	if en.real != nil {
+		if en.isJoined() {
+			if err := en.startHub(ctx, e.hubBin); err != nil {
+				return err
+			}
+		}
+		return e.bootReal(ctx, en)
+	}
 	if err := en.startHub(ctx, e.hubBin); err != nil {
 		return err
-	}
-	if en.real != nil {
-		return e.bootReal(ctx, en)
 	}
 	if err := en.startKwok(ctx, e.cp); err != nil {
 		return err
@@ -107,8 +112,9 @@ func (e *edge) reboot(ctx context.Context, targets []string) ([]string, error) {
 }
 
 // bootReal starts a real node's containerd, kubelet and kube-proxy; the
-// first boot also writes their configuration and waits for the kubelet to
-// register, later ones route the site's pods again on the new network.
+// first boot also writes their configuration, waits for the kubelet to
+// register and joins the node (join.go), later ones route the site's pods
+// again on the new network.
 func (e *edge) bootReal(ctx context.Context, en *edgeNode) error {
 	first := en.real.kubeletConfig == ""
 	if first {
@@ -123,10 +129,14 @@ func (e *edge) bootReal(ctx context.Context, en *edgeNode) error {
 		return err
 	}
 	if first {
+		// Registered directly with the cloud, the node joins: its hub
+		// starts, the kubelet restarts through it and kube-proxy starts.
 		if err := e.registerReal(ctx, en); err != nil {
 			return err
 		}
-	} else if err := e.routeSite(ctx, en.site); err != nil {
+		return e.joinHub(ctx, en)
+	}
+	if err := e.routeSite(ctx, en.site); err != nil {
 		return err
 	}
 	return en.startKubeProxy(ctx, e.kubeProxyBin)

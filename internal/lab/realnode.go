@@ -36,11 +36,11 @@ import (
 // A real node (`lab up --real-nodes`, `lab add-node --real`) is an edge node
 // whose kubelet is the real one, with containerd and real containers, all in
 // the node's network namespace on its site's LAN (internal/lab/sitenet).
-// Like every lab node it reaches the cloud only through its hub, and the hub
-// only through the node's uplink. The kubelet authenticates with a
-// certificate of system:node:<node>, registers its Node itself, and serves
-// its API with webhook authentication and authorization, as kubeadm sets a
-// kubelet up. What it changes on the host (sysctls, cgroups, mounts) is
+// It reaches the cloud only through the node's uplink: first directly, as a
+// node kubeadm joined does, then through the hub `sitegrid-hub join` installs
+// (join.go). The kubelet authenticates with a certificate of
+// system:node:<node>, registers its Node itself, and serves its API with
+// webhook authentication and authorization, as kubeadm sets a kubelet up. What it changes on the host (sysctls, cgroups, mounts) is
 // undone when the node goes (internal/lab/machine).
 
 // realNodeMarker marks the Nodes of real lab nodes, so the lab deletes only
@@ -68,6 +68,10 @@ type realNode struct {
 	network string
 	// podCIDR is what the controller-manager gave the node.
 	podCIDR string
+	// hubBase is the node's hub settings `sitegrid-hub join` completes;
+	// joined: the node runs its hub (join.go).
+	hubBase string
+	joined  bool
 }
 
 // realOptions are what real nodes need of the lab.
