@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -266,6 +267,10 @@ func TestHubJoin(t *testing.T) {
 		}
 	})
 
+	t.Run("with --init systemd the hub is installed, started and removed", func(t *testing.T) {
+		joinWithSystemd(t, cp, admin, ctlBin, hubBin)
+	})
+
 	t.Run("leave restores the kubeconfig and removes the hub's files", func(t *testing.T) {
 		hub.Stop(5 * time.Second)
 		if out, err := exec.Command(hubBin, "leave", "--root", root).CombinedOutput(); err != nil {
@@ -292,6 +297,89 @@ func TestHubJoin(t *testing.T) {
 			t.Fatalf("the kubelet's kubeconfig after leave: %v", err)
 		}
 	})
+}
+
+// fakeSystemctl stands in for systemd, which a test host does not run: it
+// records every call and runs (enable --now) or kills (disable --now) the
+// ExecStart of the unit file the join installed, so the unit itself is
+// what starts the hub.
+const fakeSystemctl = `#!/bin/sh
+echo "$*" >> "$FAKE_SYSTEMD/calls"
+case "$1" in
+enable) cmd=$(sed -n 's/^ExecStart=//p' "$FAKE_SYSTEMD_UNITS/$3"); $cmd > "$FAKE_SYSTEMD/$3.log" 2>&1 & echo $! > "$FAKE_SYSTEMD/$3.pid" ;;
+disable) kill "$(cat "$FAKE_SYSTEMD/$3.pid")" ;;
+esac
+`
+
+func joinWithSystemd(t *testing.T, cp *controlplane.ControlPlane, admin kubernetes.Interface, ctlBin, hubBin string) {
+	ctx := context.Background()
+	const node = "edge-join-3"
+	if err := controlplane.CreateNode(ctx, admin, controlplane.Node{Name: node, InternalIP: "198.18.9.3"}); err != nil {
+		t.Fatal(err)
+	}
+	root, fake := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "systemctl"), []byte(fakeSystemctl), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if pid, err := os.ReadFile(filepath.Join(fake, "sitegrid-hub.service.pid")); err == nil {
+			if p, err := strconv.Atoi(strings.TrimSpace(string(pid))); err == nil {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+	})
+	kubelet, err := cp.WriteKubeconfigAt("kubelet-"+node, cp.Endpoint, "system:node:"+node, "system:nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	original, err := os.ReadFile(kubelet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(ctlBin, "node", "join-command", node, "--kubeconfig", cp.AdminKubeconfig).CombinedOutput()
+	if err != nil {
+		t.Fatalf("node join-command: %v\n%s", err, out)
+	}
+	ports := freePorts(t, 2)
+	base := config.HubConfiguration{TypeMeta: config.TypeMeta, ListenAddress: "127.0.0.1:" + ports[0], HealthAddress: "127.0.0.1:" + ports[1]}
+	basePath := filepath.Join(t.TempDir(), "base.yaml")
+	writeYAML(t, basePath, base)
+	env := append(os.Environ(), "PATH="+fake+":"+os.Getenv("PATH"), "FAKE_SYSTEMD="+fake, "FAKE_SYSTEMD_UNITS="+filepath.Join(root, "etc", "systemd", "system"))
+	join := exec.Command(hubBin, append(strings.Fields(string(out))[1:], "--root", root, "--config", basePath, "--kubelet-kubeconfig", kubelet, "--timeout", "1m")...)
+	join.Env = env
+	if out, err := join.CombinedOutput(); err != nil {
+		t.Fatalf("sitegrid-hub join --init systemd: %v\n%s\nhub: %s", err, out, process.LogTail(filepath.Join(fake, "sitegrid-hub.service.log"), 20))
+	}
+	unit, err := os.ReadFile(filepath.Join(root, "etc", "systemd", "system", "sitegrid-hub.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ExecStart=" + filepath.Join(root, "usr/local/bin/sitegrid-hub") + " --config " + filepath.Join(root, "etc/sitegrid/hub.yaml"); !strings.Contains(string(unit), want) {
+		t.Errorf("the installed unit lacks %q:\n%s", want, unit)
+	}
+	if got := httpGet(t, "http://"+base.HealthAddress+"/readyz"); !strings.HasPrefix(got, "ok: online") {
+		t.Errorf("the hub systemd started answers /readyz %q", got)
+	}
+	leave := exec.Command(hubBin, "leave", "--root", root)
+	leave.Env = env
+	if out, err := leave.CombinedOutput(); err != nil {
+		t.Fatalf("sitegrid-hub leave: %v\n%s", err, out)
+	}
+	calls, err := os.ReadFile(filepath.Join(fake, "calls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "daemon-reload\nenable --now sitegrid-hub.service\ndaemon-reload\nrestart kubelet.service\n" +
+		"disable --now sitegrid-hub.service\ndaemon-reload\nrestart kubelet.service\n"
+	if string(calls) != want {
+		t.Errorf("systemctl calls:\n%s\nwant:\n%s", calls, want)
+	}
+	if after, _ := os.ReadFile(kubelet); !bytes.Equal(after, original) {
+		t.Errorf("leave left the kubeconfig changed")
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Errorf("leave left %v in the root", entries)
+	}
 }
 
 func flagValue(t *testing.T, args []string, name string) string {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -12,23 +13,27 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/sitegrid/sitegrid/internal/controller/certificates"
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/lab/images"
 	"github.com/sitegrid/sitegrid/internal/lab/machine"
 	"github.com/sitegrid/sitegrid/internal/lab/netns"
 	"github.com/sitegrid/sitegrid/internal/process"
+	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -212,6 +217,8 @@ func TestLabRealNodes(t *testing.T) {
 		return nil
 	})
 
+	joinAndLeave(t, l, admin, nodes, nodes[0], svcIP, unitOf)
+
 	// The factory: site-2 loses the cloud, then power, twice over.
 	before := map[string]corev1.Pod{}
 	for name, p := range pods {
@@ -336,6 +343,137 @@ func TestLabRealNodes(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", l.workdir).Output(); len(out) != 0 {
 		t.Errorf("processes of the killed lab left after lab down: %s", out)
 	}
+}
+
+// joinAndLeave checks that every real node joined as a user's does: its
+// hub's certificates came from CSRs its join token and its hub made, which
+// sitegrid-manager approved; then `lab leave` gives node's kubelet and
+// kube-proxy their kubeconfigs back byte for byte and the node keeps
+// working directly (its lease renewed, its pods not restarted, kube-proxy
+// programming the cloud's unfiltered view), and `lab join` joins it again.
+func joinAndLeave(t *testing.T, l labRunner, admin kubernetes.Interface, nodes []string, node, svcIP string, unitOf map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	csrs, err := admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	approvedFor := map[string][]string{} // node -> requesters of approved hub CSRs
+	for _, c := range csrs.Items {
+		for _, cond := range c.Status.Conditions {
+			if cond.Type == certificatesv1.CertificateApproved && cond.Reason == certificates.ReasonApproved && len(c.Status.Certificate) > 0 {
+				for _, n := range nodes {
+					if strings.Contains(cond.Message, "node "+n+",") {
+						approvedFor[n] = append(approvedFor[n], c.Spec.SignerName+" by "+requesterKind(c.Spec.Username))
+					}
+				}
+			}
+		}
+	}
+	for _, n := range nodes {
+		if st := edgeNode(t, l.workdir, n); !st.Joined || st.Hub != "online" {
+			t.Errorf("%s: joined %v, hub %s; want joined, online", n, st.Joined, st.Hub)
+		}
+		slices.Sort(approvedFor[n])
+		if want := []string{"kubernetes.io/kube-apiserver-client by a join token", "kubernetes.io/kubelet-serving by its hub"}; !slices.Equal(approvedFor[n], want) {
+			t.Errorf("%s: approved hub CSRs %v, want %v", n, approvedFor[n], want)
+		}
+	}
+	kubeconfigs := map[string]string{
+		"kubelet":    filepath.Join(l.workdir, "controlplane", "kubeconfig", "kubelet-"+node+".kubeconfig"),
+		"kube-proxy": filepath.Join(l.workdir, "controlplane", "kubeconfig", "kube-proxy-"+node+".kubeconfig"),
+	}
+	backups := map[string][]byte{}
+	for name, path := range kubeconfigs {
+		found, _ := filepath.Glob(filepath.Join(l.workdir, "controlplane", "nodes", node, "root", "var", "lib", "sitegrid-hub", "join", "backup", "*-"+filepath.Base(path)))
+		if len(found) != 1 {
+			t.Fatalf("backup of the %s kubeconfig: %v", name, found)
+		}
+		if backups[name], err = os.ReadFile(found[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	podsBefore, err := webPods(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := time.Now()
+	l.must("lab", "leave", node)
+	for name, path := range kubeconfigs {
+		now, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(now, backups[name]) {
+			t.Errorf("after lab leave the %s kubeconfig is not the original:\n%s", name, now)
+		}
+	}
+	if st := edgeNode(t, l.workdir, node); st.Joined || st.Hub != "none" {
+		t.Errorf("after lab leave %s: joined %v, hub %s", node, st.Joined, st.Hub)
+	}
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		lease, err := admin.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if lease.Spec.RenewTime == nil || !lease.Spec.RenewTime.After(left.Add(5*time.Second)) {
+			return fmt.Errorf("the kubelet of %s has not renewed its lease directly since it left", node)
+		}
+		n, err := admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil || !controlplane.NodeReady(n) {
+			return fmt.Errorf("%s is not Ready after it left (%v)", node, err)
+		}
+		return nil
+	})
+	// kube-proxy now reads the cloud itself: the hub's service topology no
+	// longer confines web-svc to the unit, its rules list every pod.
+	routesOfWebSvc := func(want int) {
+		t.Helper()
+		testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+			r, err := iptablesRoutes(ctx, edgeNode(t, l.workdir, node).Netns)
+			if err != nil {
+				return err
+			}
+			if got := r[topoNS+"/web-svc"]; len(got) != want {
+				return fmt.Errorf("%s routes web-svc to %v, want %d pods", node, got, want)
+			}
+			return nil
+		})
+	}
+	routesOfWebSvc(4)
+	answers := l.requests(node, svcIP, 20, 2)
+	if len(answers) == 0 {
+		t.Errorf("after lab leave, no request from %s to web-svc answered", node)
+	}
+	for _, by := range answers {
+		if unitOf[by] != unitOf[node] {
+			t.Errorf("after lab leave, web-svc from %s answered across sites, by %s", node, by)
+		}
+	}
+	podsAfter, err := webPods(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range podsBefore {
+		if p.Spec.NodeName == node && restarts(podsAfter[name]) != restarts(p) {
+			t.Errorf("pod %s restarted when its node left", name)
+		}
+	}
+	l.must("lab", "join", node)
+	if st := edgeNode(t, l.workdir, node); !st.Joined || st.Hub != "online" {
+		t.Errorf("after lab join %s: joined %v, hub %s", node, st.Joined, st.Hub)
+	}
+	routesOfWebSvc(2) // through the hub again: the unit's pods only
+}
+
+func requesterKind(user string) string {
+	switch {
+	case strings.HasPrefix(user, "system:bootstrap:"):
+		return "a join token"
+	case strings.HasPrefix(user, hubrbac.UserPrefix):
+		return "its hub"
+	}
+	return user
 }
 
 // kubeletAPI checks a real node's kubelet serves its API as in production.

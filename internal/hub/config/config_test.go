@@ -26,6 +26,12 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"complete", func(*HubConfiguration) {}, ""},
 		{"missing fields are named", func(c *HubConfiguration) { c.NodeName, c.Servers = "", nil }, "lacks nodeName, servers"},
+		{"renewed certificates instead of files", func(c *HubConfiguration) {
+			c.CertificateDirectory = "/var/lib/sitegrid-hub/pki"
+			c.ServingCertFile, c.ServingKeyFile, c.ClientCertFile, c.ClientKeyFile = "", "", "", ""
+		}, ""},
+		{"certificate files and a certificate directory", func(c *HubConfiguration) { c.CertificateDirectory = "/var/lib/sitegrid-hub/pki" }, "is set with certificateDirectory"},
+		{"no certificates at all", func(c *HubConfiguration) { c.ServingCertFile, c.ClientKeyFile = "", "" }, "lacks clientKeyFile, servingCertFile"},
 		{"kubernetes endpoint", func(c *HubConfiguration) { c.ServiceTopology.KubernetesEndpoint = "169.254.2.1:10268" }, ""},
 		{"kubernetes endpoint without port", func(c *HubConfiguration) { c.ServiceTopology.KubernetesEndpoint = "169.254.2.1" }, "not an IP:port"},
 		{"kubernetes endpoint by name", func(c *HubConfiguration) { c.ServiceTopology.KubernetesEndpoint = "hub.local:10268" }, "not an IP:port"},

@@ -60,7 +60,7 @@ type Options struct {
 	CACertHashes []string
 	NodeName     string
 	// Root prefixes every path the join writes or backs up: "/" on a
-	// machine.
+	// machine (systemd's unit and the binary included).
 	Root string
 	// KubeletKubeconfig is the kubelet's kubeconfig (required);
 	// KubeProxyKubeconfig kube-proxy's, if it runs from one.
@@ -105,8 +105,6 @@ func (o *Options) check() error {
 		return errors.New("join needs the kubelet's kubeconfig")
 	case o.Init != InitSystemd && o.Init != InitNone:
 		return fmt.Errorf("--init %q: systemd or none", o.Init)
-	case o.Init == InitSystemd && filepath.Clean(o.Root) != "/":
-		return errors.New("--init systemd installs into this machine: --root must be /")
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Minute
@@ -195,7 +193,7 @@ func Join(ctx context.Context, o Options) error {
 		return err
 	}
 	if o.Init == InitSystemd {
-		if err := installSystemd(ctx, rec, cfg, o.RestartUnits, o.Out); err != nil {
+		if err := installSystemd(ctx, l, rec, cfg, o.RestartUnits, o.Out); err != nil {
 			return err
 		}
 		if err := rec.save(l.record()); err != nil {

@@ -23,24 +23,34 @@ const (
 	hubBinary = "/usr/local/bin/sitegrid-hub"
 )
 
+// unit is config/hub/sitegrid-hub.service with its paths under the root
+// (the same file when the root is /).
+func (l layout) unit() []byte {
+	u := string(manifests.HubUnit)
+	for _, p := range []string{hubBinary, "/etc/sitegrid/hub.yaml", "/var/lib/sitegrid-hub"} {
+		u = strings.ReplaceAll(u, p, l.path(p))
+	}
+	return []byte(u)
+}
+
 // installSystemd installs this binary and the hub's unit, starts the hub,
 // waits until it answers, then restarts units (the kubelet's, kube-proxy's)
 // so they reconnect through it.
-func installSystemd(ctx context.Context, rec *record, cfg config.HubConfiguration, units []string, out io.Writer) error {
+func installSystemd(ctx context.Context, l layout, rec *record, cfg config.HubConfiguration, units []string, out io.Writer) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	if exe != hubBinary {
+	if exe != l.path(hubBinary) {
 		bin, err := os.ReadFile(exe)
 		if err != nil {
 			return err
 		}
-		if err := rec.create(hubBinary, bin, 0o755); err != nil {
+		if err := rec.create(l.path(hubBinary), bin, 0o755); err != nil {
 			return err
 		}
 	}
-	if err := rec.create(unitPath, manifests.HubUnit, 0o644); err != nil {
+	if err := rec.create(l.path(unitPath), l.unit(), 0o644); err != nil {
 		return err
 	}
 	if err := systemctl(ctx, "daemon-reload"); err != nil {
