@@ -81,24 +81,9 @@ func TestHubJoin(t *testing.T) {
 		}
 	}
 	root := t.TempDir()
-	kubelet, err := cp.WriteKubeconfigAt("kubelet-"+node, cp.Endpoint, "system:node:"+node, "system:nodes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	original, err := os.ReadFile(kubelet)
-	if err != nil {
-		t.Fatal(err)
-	}
-
+	kubelet, original := kubeletKubeconfig(t, cp, node)
 	// The administrator's half.
-	out, err := exec.Command(ctlBin, "node", "join-command", node, "--ttl", "10m", "--kubeconfig", cp.AdminKubeconfig).CombinedOutput()
-	if err != nil {
-		t.Fatalf("node join-command: %v\n%s", err, out)
-	}
-	joinArgs := strings.Fields(strings.TrimSpace(string(out)))
-	if len(joinArgs) < 2 || joinArgs[0] != "sitegrid-hub" || joinArgs[1] != "join" {
-		t.Fatalf("join-command printed %q", out)
-	}
+	joinArgs := joinCommand(t, ctlBin, cp, node, "--ttl", "10m")
 	token := flagValue(t, joinArgs, "--token")
 
 	// The node's half: the hub's own settings in a base configuration.
@@ -328,24 +313,14 @@ func joinWithSystemd(t *testing.T, cp *controlplane.ControlPlane, admin kubernet
 			}
 		}
 	})
-	kubelet, err := cp.WriteKubeconfigAt("kubelet-"+node, cp.Endpoint, "system:node:"+node, "system:nodes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	original, err := os.ReadFile(kubelet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(ctlBin, "node", "join-command", node, "--kubeconfig", cp.AdminKubeconfig).CombinedOutput()
-	if err != nil {
-		t.Fatalf("node join-command: %v\n%s", err, out)
-	}
+	kubelet, original := kubeletKubeconfig(t, cp, node)
+	joinArgs := joinCommand(t, ctlBin, cp, node)
 	ports := freePorts(t, 2)
 	base := config.HubConfiguration{TypeMeta: config.TypeMeta, ListenAddress: "127.0.0.1:" + ports[0], HealthAddress: "127.0.0.1:" + ports[1]}
 	basePath := filepath.Join(t.TempDir(), "base.yaml")
 	writeYAML(t, basePath, base)
 	env := append(os.Environ(), "PATH="+fake+":"+os.Getenv("PATH"), "FAKE_SYSTEMD="+fake, "FAKE_SYSTEMD_UNITS="+filepath.Join(root, "etc", "systemd", "system"))
-	join := exec.Command(hubBin, append(strings.Fields(string(out))[1:], "--root", root, "--config", basePath, "--kubelet-kubeconfig", kubelet, "--timeout", "1m")...)
+	join := exec.Command(hubBin, append(joinArgs[1:], "--root", root, "--config", basePath, "--kubelet-kubeconfig", kubelet, "--timeout", "1m")...)
 	join.Env = env
 	if out, err := join.CombinedOutput(); err != nil {
 		t.Fatalf("sitegrid-hub join --init systemd: %v\n%s\nhub: %s", err, out, process.LogTail(filepath.Join(fake, "sitegrid-hub.service.log"), 20))
@@ -380,6 +355,36 @@ func joinWithSystemd(t *testing.T, cp *controlplane.ControlPlane, admin kubernet
 	if entries, _ := os.ReadDir(root); len(entries) != 0 {
 		t.Errorf("leave left %v in the root", entries)
 	}
+}
+
+// kubeletKubeconfig writes node's kubelet kubeconfig, direct to the cloud,
+// and returns it with its bytes.
+func kubeletKubeconfig(t *testing.T, cp *controlplane.ControlPlane, node string) (string, []byte) {
+	t.Helper()
+	path, err := cp.WriteKubeconfigAt("kubelet-"+node, cp.Endpoint, "system:node:"+node, "system:nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, data
+}
+
+// joinCommand runs `sitegridctl node join-command node` and returns the
+// command it printed, split.
+func joinCommand(t *testing.T, ctlBin string, cp *controlplane.ControlPlane, node string, args ...string) []string {
+	t.Helper()
+	out, err := exec.Command(ctlBin, append([]string{"node", "join-command", node, "--kubeconfig", cp.AdminKubeconfig}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("node join-command: %v\n%s", err, out)
+	}
+	joinArgs := strings.Fields(strings.TrimSpace(string(out)))
+	if len(joinArgs) < 2 || joinArgs[0] != "sitegrid-hub" || joinArgs[1] != "join" {
+		t.Fatalf("join-command printed %q", out)
+	}
+	return joinArgs
 }
 
 func flagValue(t *testing.T, args []string, name string) string {

@@ -83,7 +83,7 @@ func (r *HubCSRReconciler) approve(ctx context.Context, csr *certificatesv1.Cert
 	approved := csr.DeepCopy()
 	approved.Status.Conditions = append(approved.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
 		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: ReasonApproved,
-		Message: fmt.Sprintf("sitegrid-manager: the hub %s of node %s, asked for by the node's own identity %s", what, hub.node, csr.Spec.Username),
+		Message:        fmt.Sprintf("sitegrid-manager: the hub %s of node %s, asked for by the node's own identity %s", what, hub.node, csr.Spec.Username),
 		LastUpdateTime: metav1.Now(),
 	})
 	if _, err := r.CSRs.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, approved, metav1.UpdateOptions{}); err != nil {

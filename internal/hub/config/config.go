@@ -228,3 +228,16 @@ func LoadFile(path string) (HubConfiguration, error) {
 
 // TypeMeta is what a file sitegrid writes names its type with.
 var TypeMeta = metav1.TypeMeta{APIVersion: APIVersion, Kind: Kind}
+
+// Loopback is where the hub's own node reaches a hub listening on listen:
+// an unspecified host (":10290", "0.0.0.0:10290") is 127.0.0.1.
+func Loopback(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -89,7 +89,7 @@ func (l layout) pki() string                 { return filepath.Join(l.state(), "
 func (l layout) cache() string               { return filepath.Join(l.state(), "cache.db") }
 func (l layout) record() string              { return filepath.Join(l.state(), "join", "record.json") }
 func (l layout) backup(name string) string   { return filepath.Join(l.state(), "join", "backup", name) }
-func (l layout) hubURL(listen string) string { return "https://" + loopbackOf(listen) }
+func (l layout) hubURL(listen string) string { return "https://" + config.Loopback(listen) }
 
 func (o *Options) check() error {
 	switch {
@@ -286,17 +286,4 @@ func obtain(ctx context.Context, o Options, client kubernetes.Interface, dir, pa
 	}
 	fmt.Fprintf(o.Out, "[csr] %s approved and signed\n", name)
 	return pair{cert: cert, key: keyPEM}, nil
-}
-
-// loopbackOf is where the node's components dial a hub listening on
-// listen.
-func loopbackOf(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }

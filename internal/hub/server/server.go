@@ -111,7 +111,7 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 	self := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: clientCAs, GetClientCertificate: h.certs.GetClientCertificate, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
 	h.transports = append(h.transports, self)
 	asSelf := func(agent string) *rest.Config {
-		return &rest.Config{Host: "https://" + loopback(cfg.ListenAddress), UserAgent: "sitegrid-hub/" + agent, Transport: self}
+		return &rest.Config{Host: "https://" + config.Loopback(cfg.ListenAddress), UserAgent: "sitegrid-hub/" + agent, Transport: self}
 	}
 	// The topology rules and the health member read core objects with one
 	// client, and share one watch of the local node.
@@ -244,18 +244,6 @@ func (h *Hub) Close() {
 		_ = h.store.Close()
 		h.store = nil
 	}
-}
-
-// loopback is how the hub reaches its own listener.
-func loopback(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 func ignoreClosed(err error) error {

@@ -98,7 +98,9 @@ func Revoke(ctx context.Context, client kubernetes.Interface, node string) error
 	for _, del := range []func() error{
 		func() error { return client.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{}) },
 		func() error { return client.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{}) },
-		func() error { return client.RbacV1().RoleBindings(health.Namespace).Delete(ctx, name, metav1.DeleteOptions{}) },
+		func() error {
+			return client.RbacV1().RoleBindings(health.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+		},
 		func() error { return client.RbacV1().Roles(health.Namespace).Delete(ctx, name, metav1.DeleteOptions{}) },
 	} {
 		if err := del(); err != nil && !apierrors.IsNotFound(err) {
