@@ -11,9 +11,6 @@ package jointoken
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -26,6 +23,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
+	"github.com/sitegrid/sitegrid/internal/hub/certs"
 	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 )
 
@@ -106,14 +104,7 @@ func CAHashes(caPEM []byte) ([]string, error) {
 	}
 	out := make([]string, len(cas))
 	for i, ca := range cas {
-		out[i] = CAHash(ca)
+		out[i] = certs.PublicKeyPin(ca)
 	}
 	return out, nil
-}
-
-// CAHash is the pin of a CA certificate as kubeadm writes it: "sha256:"
-// and the hex SHA-256 of its DER SubjectPublicKeyInfo.
-func CAHash(ca *x509.Certificate) string {
-	sum := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
-	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -10,18 +10,19 @@ package certs
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"time"
-
-	certificatesv1 "k8s.io/api/certificates/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/certificate"
 )
+
+// ClientUserPrefix starts the user name of every hub's credential,
+// sitegrid-hub:<node> (the RBAC it is bound to: internal/rbac/hubrbac).
+const ClientUserPrefix = "sitegrid-hub:"
 
 // The pairs' names in the certificate directory: <prefix>-current.pem
 // links to the newest, cert and key in one file, as the kubelet keeps
@@ -30,18 +31,6 @@ const (
 	ClientPair  = "hub-client"
 	ServingPair = "hub-serving"
 )
-
-// Usages the hub asks for: ECDSA keys (client-go's default), so no key
-// encipherment.
-var (
-	ClientUsages  = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}
-	ServingUsages = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}
-)
-
-// Store is the file store of one pair in dir.
-func Store(dir, pair string) (certificate.Store, error) {
-	return certificate.NewFileStore(pair, dir, dir, "", "")
-}
 
 // Config says where the certificates are and how to reach the cloud.
 type Config struct {
@@ -56,14 +45,14 @@ type Config struct {
 	Online func() (string, bool)
 	// RenewalFailures, when set, count failed renewals by "client" and
 	// "serving" (the hub's metrics).
-	RenewalFailures map[string]certificate.Counter
+	RenewalFailures map[string]Counter
 }
 
 // Certificates are the hub's certificates as they are now.
 type Certificates struct {
 	client, serving current
-	// managers renew (rotated pairs only).
-	managers []certificate.Manager
+	// rotators renew (rotated pairs only).
+	rotators []*rotator
 }
 
 type current interface{ Current() *tls.Certificate }
@@ -77,91 +66,69 @@ func (s static) Current() *tls.Certificate { return s.cert }
 func New(cfg Config) (*Certificates, error) {
 	c := &Certificates{}
 	if cfg.Dir == "" {
-		client, err := tls.LoadX509KeyPair(cfg.ClientCertFile, cfg.ClientKeyFile)
+		client, err := loadFiles(cfg.ClientCertFile, cfg.ClientKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("hub client certificate: %w", err)
 		}
-		serving, err := tls.LoadX509KeyPair(cfg.ServingCertFile, cfg.ServingKeyFile)
+		serving, err := loadFiles(cfg.ServingCertFile, cfg.ServingKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("serving certificate: %w", err)
 		}
-		for _, cert := range []*tls.Certificate{&client, &serving} {
-			if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-				return nil, err
-			}
-		}
-		c.client, c.serving = static{&client}, static{&serving}
+		c.client, c.serving = static{client}, static{serving}
 		return c, nil
 	}
-	client, err := c.rotated(cfg, ClientPair, "client", ClientUsages, certificatesv1.KubeAPIServerClientSignerName,
-		func(cur *tls.Certificate) (kubernetes.Interface, error) { return renewalClient(cfg, cur) })
+	client, err := newRotator(cfg, ClientPair, "client", ClientSigner, ClientUsages)
 	if err != nil {
 		return nil, err
 	}
-	c.client = client
-	serving, err := c.rotated(cfg, ServingPair, "serving", ServingUsages, certificatesv1.KubeletServingSignerName,
-		// The serving certificate is asked for as the hub, like the
-		// kubelet asks for its own serving certificate as itself.
-		func(*tls.Certificate) (kubernetes.Interface, error) { return renewalClient(cfg, client.Current()) })
+	serving, err := newRotator(cfg, ServingPair, "serving", ServingSigner, ServingUsages)
 	if err != nil {
 		return nil, err
 	}
-	c.serving = serving
+	// Both are asked for as the hub, with its current credential, as the
+	// kubelet asks for its serving certificate as itself.
+	renewalClient := func() (*Client, error) {
+		endpoint, online := cfg.Online()
+		if !online {
+			return nil, errors.New("offline: no cloud apiserver to renew through; serving with the certificates the hub has")
+		}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.ServerCAs, MinVersion: tls.VersionTLS12,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return client.Current(), nil }},
+			ForceAttemptHTTP2: true, IdleConnTimeout: time.Minute}
+		return &Client{Server: endpoint, HTTP: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
+	}
+	client.client, serving.client = renewalClient, renewalClient
+	c.client, c.serving = client, serving
+	c.rotators = []*rotator{client, serving}
 	return c, nil
 }
 
-// rotated is the certificate manager of one pair: it asks for the names
-// the pair holds now (the join chose them) under the same signer.
-func (c *Certificates) rotated(cfg Config, pair, name string, usages []certificatesv1.KeyUsage, signer string,
-	clientFn certificate.ClientsetFunc) (certificate.Manager, error) {
-	store, err := Store(cfg.Dir, pair)
+func newRotator(cfg Config, pair, name, signer string, usages []string) (*rotator, error) {
+	r := &rotator{name: name, store: NewStore(cfg.Dir, pair), signer: signer, usages: usages, failures: cfg.RenewalFailures[name]}
+	cert, err := r.store.Current()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s certificate: %w (a hub renews the certificates `sitegrid-hub join` obtained)", name, err)
 	}
-	now, err := store.Current()
-	if err != nil {
-		return nil, fmt.Errorf("%s certificate in %s: %w (a hub renews the certificates `sitegrid-hub join` obtained)", name, cfg.Dir, err)
-	}
-	leaf := now.Leaf
-	template := &x509.CertificateRequest{Subject: leaf.Subject, DNSNames: leaf.DNSNames, IPAddresses: leaf.IPAddresses}
-	template.Subject.Names, template.Subject.ExtraNames = nil, nil
-	m, err := certificate.NewManager(&certificate.Config{
-		Name: "sitegrid-hub " + name, ClientsetFn: clientFn, Template: template, SignerName: signer, Usages: usages,
-		CertificateStore: store, CertificateRenewFailure: cfg.RenewalFailures[name],
-	})
-	if err != nil {
-		return nil, err
-	}
-	c.managers = append(c.managers, m)
-	return m, nil
+	r.current.Store(cert)
+	return r, nil
 }
 
-// renewalClient reaches the cloud apiserver the hub is online with, as the
-// hub (cur): offline there is none, and the manager tries again later.
-func renewalClient(cfg Config, cur *tls.Certificate) (kubernetes.Interface, error) {
-	endpoint, online := cfg.Online()
-	if !online {
-		return nil, errors.New("offline: no cloud apiserver to renew through; serving with the certificates the hub has")
+func loadFiles(certFile, keyFile string) (*tls.Certificate, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
 	}
-	if cur == nil {
-		return nil, errors.New("no client certificate")
+	if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+		return nil, err
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.ServerCAs, Certificates: []tls.Certificate{*cur}, MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2: true, IdleConnTimeout: time.Minute}
-	return kubernetes.NewForConfig(&rest.Config{Host: endpoint, Transport: tr, UserAgent: "sitegrid-hub/certificates", Timeout: 30 * time.Second})
+	return &cert, nil
 }
 
 // Start renews the rotated pairs until ctx ends.
 func (c *Certificates) Start(ctx context.Context) {
-	for _, m := range c.managers {
-		m.Start()
+	for _, r := range c.rotators {
+		go r.run(ctx)
 	}
-	go func() {
-		<-ctx.Done()
-		for _, m := range c.managers {
-			m.Stop()
-		}
-	}()
 }
 
 // GetClientCertificate hands every new connection to the cloud the
@@ -195,4 +162,12 @@ func (c *Certificates) Expiry(name string) time.Time {
 		return cert.Leaf.NotAfter
 	}
 	return time.Time{}
+}
+
+// PublicKeyPin is a CA certificate's pin as kubeadm writes it: "sha256:"
+// and the hex SHA-256 of its DER SubjectPublicKeyInfo
+// (--discovery-token-ca-cert-hash).
+func PublicKeyPin(ca *x509.Certificate) string {
+	sum := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -12,14 +12,12 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
-	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
 
-	"github.com/sitegrid/sitegrid/internal/jointoken"
+	"github.com/sitegrid/sitegrid/internal/hub/certs"
 )
 
 // discover learns the cluster CA as kubeadm join's token discovery does:
@@ -40,12 +38,12 @@ func discover(ctx context.Context, server, token string, pins []string, timeout 
 			last = err
 			return false, nil
 		}
-		sig, ok := cm.Data[bootstrapapi.JWSSignatureKeyPrefix+id]
+		sig, ok := cm.Data[jwsKeyPrefix+id]
 		if !ok {
 			last = fmt.Errorf("cluster-info has no signature for token %s (yet): is the token valid and usable for signing?", id)
 			return false, nil
 		}
-		kubeconfig = cm.Data[bootstrapapi.KubeConfigKey]
+		kubeconfig = cm.Data[kubeconfigKey]
 		if !jws.DetachedTokenIsValid(sig, kubeconfig, id, secret) {
 			return false, fmt.Errorf("cluster-info at %s is not signed with this token: a wrong token, or not the cluster's apiserver", server)
 		}
@@ -71,8 +69,8 @@ func discover(ctx context.Context, server, token string, pins []string, timeout 
 	if err != nil {
 		return nil, fmt.Errorf("cluster-info's CA: %w", err)
 	}
-	if !slices.ContainsFunc(cas, func(ca *x509.Certificate) bool { return slices.Contains(pins, jointoken.CAHash(ca)) }) {
-		return nil, fmt.Errorf("the cluster CA's public key (%s) matches no --discovery-token-ca-cert-hash", jointoken.CAHash(cas[0]))
+	if !slices.ContainsFunc(cas, func(ca *x509.Certificate) bool { return slices.Contains(pins, certs.PublicKeyPin(ca)) }) {
+		return nil, fmt.Errorf("the cluster CA's public key (%s) matches no --discovery-token-ca-cert-hash", certs.PublicKeyPin(cas[0]))
 	}
 	pool := x509.NewCertPool()
 	for _, ca := range cas {
@@ -83,14 +81,25 @@ func discover(ctx context.Context, server, token string, pins []string, timeout 
 	if err != nil {
 		return nil, fmt.Errorf("%s with the discovered CA: %w", server, err)
 	}
-	if again.Data[bootstrapapi.KubeConfigKey] != kubeconfig {
+	if again.Data[kubeconfigKey] != kubeconfig {
 		return nil, fmt.Errorf("%s answered cluster-info differently once verified", server)
 	}
 	return caPEM, nil
 }
 
-func clusterInfo(ctx context.Context, c *http.Client, server string) (*corev1.ConfigMap, error) {
-	url := strings.TrimSuffix(server, "/") + "/api/v1/namespaces/kube-public/configmaps/" + bootstrapapi.ConfigMapClusterInfo
+// configMap is what discovery reads of cluster-info.
+type configMap struct {
+	Data map[string]string `json:"data"`
+}
+
+// The names kubeadm and the bootstrapsigner give cluster-info's keys.
+const (
+	kubeconfigKey = "kubeconfig"
+	jwsKeyPrefix  = "jws-kubeconfig-"
+)
+
+func clusterInfo(ctx context.Context, c *http.Client, server string) (*configMap, error) {
+	url := strings.TrimSuffix(server, "/") + "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -107,7 +116,7 @@ func clusterInfo(ctx context.Context, c *http.Client, server string) (*corev1.Co
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET cluster-info: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
-	var cm corev1.ConfigMap
+	var cm configMap
 	if err := json.Unmarshal(body, &cm); err != nil {
 		return nil, fmt.Errorf("cluster-info: %w", err)
 	}

@@ -10,34 +10,23 @@ package join
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
-	certificatesv1 "k8s.io/api/certificates/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/certificate/csr"
-	"k8s.io/client-go/util/keyutil"
-	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/hub/certs"
 	"github.com/sitegrid/sitegrid/internal/hub/config"
-	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 )
 
 // Init is what starts the hub and restarts the node's components.
@@ -56,7 +45,7 @@ type Options struct {
 	Server string
 	// Token is a bootstrap token bound to the node (jointoken).
 	Token string
-	// CACertHashes pin the cluster CA ("sha256:<hex>", jointoken.CAHash).
+	// CACertHashes pin the cluster CA ("sha256:<hex>", certs.PublicKeyPin).
 	CACertHashes []string
 	NodeName     string
 	// Root prefixes every path the join writes or backs up: "/" on a
@@ -78,6 +67,10 @@ type Options struct {
 	Out io.Writer
 }
 
+// tokenPattern is a bootstrap token's form (k8s.io/cluster-bootstrap's
+// BootstrapTokenPattern; that package links core/v1 into the hub).
+var tokenPattern = regexp.MustCompile(`\A([a-z0-9]{6})\.([a-z0-9]{16})\z`)
+
 // Paths under Root.
 type layout struct{ root string }
 
@@ -95,7 +88,7 @@ func (o *Options) check() error {
 	switch {
 	case o.Server == "":
 		return errors.New("join needs --server, the apiserver's URL")
-	case !bootstraputil.IsValidBootstrapToken(o.Token):
+	case !tokenPattern.MatchString(o.Token):
 		return errors.New("--token is not a bootstrap token (abcdef.0123456789abcdef)")
 	case len(o.CACertHashes) == 0:
 		return errors.New("join needs --discovery-token-ca-cert-hash: the node must not trust an unpinned CA")
@@ -140,35 +133,32 @@ func Join(ctx context.Context, o Options) error {
 	if err := rec.create(l.ca(), caPEM, 0o644); err != nil {
 		return err
 	}
-	bootstrap, err := kubernetes.NewForConfig(&rest.Config{Host: o.Server, BearerToken: o.Token,
-		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}, UserAgent: "sitegrid-hub/join"})
-	if err != nil {
-		return err
-	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	verified := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	if err := rec.mkdirAll(l.pki()); err != nil {
 		return err
 	}
-	client, err := obtain(ctx, o, bootstrap, l.pki(), certs.ClientPair, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubrbac.User(o.NodeName)}},
-		certificatesv1.KubeAPIServerClientSignerName, certs.ClientUsages)
+	bootstrap := &certs.Client{Server: o.Server, HTTP: verified, Token: o.Token}
+	client, err := obtain(ctx, o, bootstrap, certs.NewStore(l.pki(), certs.ClientPair), &x509.CertificateRequest{Subject: pkix.Name{CommonName: certs.ClientUserPrefix + o.NodeName}},
+		certs.ClientSigner, certs.ClientUsages)
 	if err != nil {
 		return err
 	}
-	asHub, err := kubernetes.NewForConfig(&rest.Config{Host: o.Server, UserAgent: "sitegrid-hub/join",
-		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM, CertData: client.cert, KeyData: client.key}})
-	if err != nil {
-		return err
-	}
-	node, err := asHub.CoreV1().Nodes().Get(ctx, o.NodeName, metav1.GetOptions{})
-	if err != nil {
-		if apierrors.IsForbidden(err) {
+	asHub := &certs.Client{Server: o.Server, HTTP: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{*client}, MinVersion: tls.VersionTLS12}}}}
+	var node nodeAddresses
+	if err := asHub.Get(ctx, "/api/v1/nodes/"+o.NodeName, &node); err != nil {
+		var status *certs.StatusError
+		if errors.As(err, &status) && status.Code == http.StatusForbidden {
 			err = fmt.Errorf("%w (has an administrator run `sitegridctl node join-command %s`? it grants the hub's RBAC)", err, o.NodeName)
 		}
 		return fmt.Errorf("node %s: %w", o.NodeName, err)
 	}
-	dns, ips := servingNames(node)
-	if _, err := obtain(ctx, o, asHub, l.pki(), certs.ServingPair, &x509.CertificateRequest{
+	dns, ips := servingNames(o.NodeName, node)
+	if _, err := obtain(ctx, o, asHub, certs.NewStore(l.pki(), certs.ServingPair), &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: "system:node:" + o.NodeName, Organization: []string{"system:nodes"}}, DNSNames: dns, IPAddresses: ips,
-	}, certificatesv1.KubeletServingSignerName, certs.ServingUsages); err != nil {
+	}, certs.ServingSigner, certs.ServingUsages); err != nil {
 		return err
 	}
 	cfg := hubConfig(o, l)
@@ -222,68 +212,55 @@ func hubConfig(o Options, l layout) config.HubConfiguration {
 	return cfg
 }
 
+// nodeAddresses is what the join reads of its Node.
+type nodeAddresses struct {
+	Status struct {
+		Addresses []struct {
+			Type    string `json:"type"`
+			Address string `json:"address"`
+		} `json:"addresses"`
+	} `json:"status"`
+}
+
 // servingNames are the node's names and addresses and loopback: where the
 // node's components reach the hub.
-func servingNames(node *corev1.Node) ([]string, []net.IP) {
-	dns := []string{"localhost", node.Name}
+func servingNames(name string, node nodeAddresses) ([]string, []net.IP) {
+	dns := []string{"localhost", name}
 	ips := []net.IP{net.ParseIP("127.0.0.1")}
-	seen := map[string]bool{"localhost": true, node.Name: true, "127.0.0.1": true}
+	seen := map[string]bool{"localhost": true, name: true, "127.0.0.1": true}
 	for _, a := range node.Status.Addresses {
 		if seen[a.Address] {
 			continue
 		}
 		seen[a.Address] = true
 		switch a.Type {
-		case corev1.NodeInternalIP, corev1.NodeExternalIP:
+		case "InternalIP", "ExternalIP":
 			if ip := net.ParseIP(a.Address); ip != nil {
 				ips = append(ips, ip)
 			}
-		case corev1.NodeHostName, corev1.NodeInternalDNS, corev1.NodeExternalDNS:
+		case "Hostname", "InternalDNS", "ExternalDNS":
 			dns = append(dns, a.Address)
 		}
 	}
 	return dns, ips
 }
 
-// pair is a certificate and its key, PEM.
-type pair struct{ cert, key []byte }
-
-// obtain asks for a certificate through a CSR as client, waits until it
-// is approved and signed, and stores it as pairName in dir.
-func obtain(ctx context.Context, o Options, client kubernetes.Interface, dir, pairName string, template *x509.CertificateRequest,
-	signer string, usages []certificatesv1.KeyUsage) (pair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return pair{}, err
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, template, key)
-	if err != nil {
-		return pair{}, err
-	}
-	request := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	name, uid, err := csr.RequestCertificateWithContext(ctx, client, request, "", signer, nil, usages, key)
-	if err != nil {
-		return pair{}, fmt.Errorf("CSR for %s: %w", template.Subject.CommonName, err)
-	}
-	fmt.Fprintf(o.Out, "[csr] %s asks %s for %s\n", name, signer, template.Subject.CommonName)
+// obtain asks for a certificate through a CSR as client, waits until it is
+// approved and signed, and keeps it in store.
+func obtain(ctx context.Context, o Options, client *certs.Client, store certs.Store, template *x509.CertificateRequest,
+	signer string, usages []string) (*tls.Certificate, error) {
 	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	cert, err := csr.WaitForCertificate(wctx, client, name, uid)
+	fmt.Fprintf(o.Out, "[csr] asking %s for %s\n", signer, template.Subject.CommonName)
+	name, certPEM, keyPEM, err := client.Request(wctx, template, signer, usages)
 	if err != nil {
-		return pair{}, fmt.Errorf("CSR %s (%s) got no certificate within %s: %w; sitegrid-manager approves a hub's CSR only from the node's join token or its own identity, for the node's own names (kubectl describe csr %s shows why not)",
-			name, template.Subject.CommonName, o.Timeout, err, name)
+		return nil, fmt.Errorf("%w; sitegrid-manager approves a hub's CSR only from the node's join token or its own identity, for the node's own names (kubectl describe csr %s shows why not)",
+			err, name)
 	}
-	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(key)
+	cert, err := store.Update(certPEM, keyPEM)
 	if err != nil {
-		return pair{}, err
-	}
-	store, err := certs.Store(dir, pairName)
-	if err != nil {
-		return pair{}, err
-	}
-	if _, err := store.Update(cert, keyPEM); err != nil {
-		return pair{}, err
+		return nil, err
 	}
 	fmt.Fprintf(o.Out, "[csr] %s approved and signed\n", name)
-	return pair{cert: cert, key: keyPEM}, nil
+	return cert, nil
 }

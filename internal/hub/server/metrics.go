@@ -5,7 +5,6 @@ import (
 	"os"
 
 	"github.com/VictoriaMetrics/metrics"
-	"k8s.io/client-go/util/certificate"
 
 	"github.com/sitegrid/sitegrid/internal/hub/certs"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
@@ -24,7 +23,7 @@ type hubMetrics struct {
 	served  map[proxy.Served]*metrics.Counter
 	latency *metrics.Summary
 	// renewalFailures count failed certificate renewals by certificate.
-	renewalFailures map[string]certificate.Counter
+	renewalFailures map[string]certs.Counter
 }
 
 func newHubMetrics(online func() bool, cachePath string) *hubMetrics {
@@ -52,7 +51,7 @@ func newHubMetrics(online func() bool, cachePath string) *hubMetrics {
 	})
 	// How often renewing the hub's certificates failed (offline, or a CSR
 	// not approved in time).
-	m.renewalFailures = map[string]certificate.Counter{}
+	m.renewalFailures = map[string]certs.Counter{}
 	for _, name := range certificateNames {
 		m.renewalFailures[name] = s.NewCounter(`sitegrid_hub_certificate_renewal_failures_total{certificate="` + name + `"}`)
 	}

@@ -16,10 +16,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sitegrid/sitegrid/internal/health"
+	"github.com/sitegrid/sitegrid/internal/hub/certs"
 )
 
-// UserPrefix starts the user name of every hub credential.
-const UserPrefix = "sitegrid-hub:"
+// UserPrefix starts the user name of every hub credential (the hub's
+// certificate package names it, where the hub asks for its credential).
+const UserPrefix = certs.ClientUserPrefix
 
 // User is the user name of a node's hub credential; its Roles are named
 // after it.
