@@ -7,10 +7,12 @@ package main
 
 import (
 	"github.com/coredns/coredns/core/dnsserver"
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/forward"
 	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/hosts"
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/loadbalance"
 	_ "github.com/coredns/coredns/plugin/log"
@@ -27,8 +29,8 @@ import (
 // unit-local names are rewritten before the cache and the kubernetes plugin
 // see them.
 var directives = []string{
-	"reload", "ready", "health", "prometheus", "errors", "log", "loadbalance",
-	"sitegridunits", "cache", "kubernetes", "loop", "forward",
+	"reload", "bind", "ready", "health", "prometheus", "errors", "log", "loadbalance",
+	"sitegridunits", "cache", "hosts", "kubernetes", "loop", "forward",
 }
 
 func init() { dnsserver.Directives = directives }

@@ -24,6 +24,7 @@ func runJoin(ctx context.Context, args []string) error {
 	fs.StringVar(&o.Root, "root", "/", "Prefix of every path the join writes.")
 	fs.StringVar(&o.KubeletKubeconfig, "kubelet-kubeconfig", "/etc/kubernetes/kubelet.conf", "The kubelet's kubeconfig, pointed at the hub.")
 	fs.StringVar(&o.KubeProxyKubeconfig, "kube-proxy-kubeconfig", "", "kube-proxy's kubeconfig, pointed at the hub (when kube-proxy runs from a file).")
+	fs.Var(listFlag{&o.ComponentKubeconfigs}, "component-kubeconfigs", "Other node components' kubeconfigs (the node's DNS...), pointed at the hub likewise, comma-separated.")
 	fs.StringVar(&base, "config", "", "A HubConfiguration with this node's settings (listen address, health, service topology); the join fills in the rest.")
 	fs.StringVar(&o.Init, "init", join.InitSystemd, "systemd: install, start and restart the units; none: write the files only.")
 	fs.Var(listFlag{&o.RestartUnits}, "restart-units", "Units restarted once the hub runs (default kubelet.service).")

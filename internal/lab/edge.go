@@ -95,6 +95,10 @@ type edge struct {
 	// `lab load-image`.
 	bootMu                  sync.Mutex
 	labImages, loadedImages []images.Archive
+	// dnsBin and dnsToken are the real nodes' DNS's binary and
+	// credential (bootMu); resolvers the sites' resolvers (hostMu).
+	dnsBin, dnsToken string
+	resolvers        map[string]*process.Process
 }
 
 // edgeNode is one simulated edge node: its uplink, hub and kubelet.
@@ -122,8 +126,8 @@ type edgeNode struct {
 	// real is set on a real node (realnode.go).
 	real *realNode
 
-	mu                                  sync.Mutex
-	hub, kubelet, kubeProxy, containerd *process.Process
+	mu                                       sync.Mutex
+	hub, kubelet, kubeProxy, containerd, dns *process.Process
 	restarts                            map[string]int
 	stopping                            bool
 	// off: powered off by `lab stop-node`; nothing is restarted.
@@ -457,7 +461,7 @@ func (en *edgeNode) supervise(e *edge) {
 		}
 		en.mu.Lock()
 		hubGone, kubeletGone, kubeProxyGone := exited(en.hub), exited(en.kubelet), exited(en.kubeProxy)
-		containerdGone := exited(en.containerd)
+		containerdGone, dnsGone := exited(en.containerd), exited(en.dns)
 		off := en.off
 		en.mu.Unlock()
 		if off {
@@ -483,6 +487,13 @@ func (en *edgeNode) supervise(e *edge) {
 			klog.InfoS("restarting kubelet", "node", en.name)
 			if err := e.startKubelet(ctx, en); err != nil {
 				klog.ErrorS(err, "restart kubelet", "node", en.name)
+			}
+		}
+		if dnsGone {
+			en.countRestart("dns")
+			klog.InfoS("restarting sitegrid-dns", "node", en.name)
+			if err := en.startDNS(ctx, e.dnsBin); err != nil {
+				klog.ErrorS(err, "restart sitegrid-dns", "node", en.name)
 			}
 		}
 		if kubeProxyGone {
@@ -517,8 +528,11 @@ func (en *edgeNode) stop() {
 		en.stopping = true
 		close(en.done)
 	}
-	hub, kubelet, kubeProxy := en.hub, en.kubelet, en.kubeProxy
+	hub, kubelet, kubeProxy, dns := en.hub, en.kubelet, en.kubeProxy, en.dns
 	en.mu.Unlock()
+	if dns != nil {
+		dns.Stop(5 * time.Second)
+	}
 	if en.real != nil {
 		// Its containers go with it: all the node's processes, its mounts
 		// and cgroups.
@@ -583,6 +597,11 @@ func (e *edge) stopAll() {
 		go func() { defer wg.Done(); en.stop() }()
 	}
 	wg.Wait()
+	e.hostMu.Lock()
+	defer e.hostMu.Unlock()
+	for _, p := range e.resolvers {
+		p.Stop(5 * time.Second)
+	}
 }
 
 // resolve turns NODE and SITE names into nodes; none means every node.

@@ -51,7 +51,8 @@ func (e *edge) joinHub(ctx context.Context, en *edgeNode) error {
 	if err := en.runHubCommand(ctx, e.hubBin, "join", "--server", en.cloudURL(), "--token", token,
 		"--discovery-token-ca-cert-hash", strings.Join(pins, ","), "--node-name", en.name,
 		"--root", en.joinRoot(), "--init", "none", "--config", en.real.hubBase,
-		"--kubelet-kubeconfig", en.kubeletConfig, "--kube-proxy-kubeconfig", en.kubeProxyKubeconfig, "--timeout", "2m"); err != nil {
+		"--kubelet-kubeconfig", en.kubeletConfig, "--kube-proxy-kubeconfig", en.kubeProxyKubeconfig,
+		"--component-kubeconfigs", en.real.dnsKubeconfig, "--timeout", "2m"); err != nil {
 		return err
 	}
 	en.mu.Lock()
@@ -121,19 +122,19 @@ func (e *edge) setJoined(ctx context.Context, targets []string, join bool) ([]st
 	return names, nil
 }
 
-// restartNodeComponents restarts the kubelet and kube-proxy, so they read
-// their kubeconfigs again; the node's containers keep running.
+// restartNodeComponents restarts the kubelet, kube-proxy and DNS, so they
+// read their kubeconfigs again; the node's containers keep running.
 func (e *edge) restartNodeComponents(ctx context.Context, en *edgeNode) error {
 	en.mu.Lock()
-	kubelet, kubeProxy := en.kubelet, en.kubeProxy
-	en.kubelet, en.kubeProxy = nil, nil
+	kubelet, kubeProxy, dns := en.kubelet, en.kubeProxy, en.dns
+	en.kubelet, en.kubeProxy, en.dns = nil, nil, nil
 	en.mu.Unlock()
-	for _, p := range []*process.Process{kubelet, kubeProxy} {
+	for _, p := range []*process.Process{kubelet, kubeProxy, dns} {
 		if p != nil {
 			p.Stop(10 * time.Second)
 		}
 	}
-	return errors.Join(en.startRealKubelet(ctx, e.real.kubeletBin), en.startKubeProxy(ctx, e.kubeProxyBin))
+	return errors.Join(en.startRealKubelet(ctx, e.real.kubeletBin), en.startKubeProxy(ctx, e.kubeProxyBin), en.startDNS(ctx, e.dnsBin))
 }
 
 // runHubCommand runs sitegrid-hub join or leave on the node, its output in

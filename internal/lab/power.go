@@ -21,9 +21,9 @@ import (
 // powerOff stops every process of the node.
 func (en *edgeNode) powerOff(ctx context.Context) {
 	en.mu.Lock()
-	procs := []*process.Process{en.kubeProxy, en.kubelet, en.containerd, en.hub}
+	procs := []*process.Process{en.dns, en.kubeProxy, en.kubelet, en.containerd, en.hub}
 	// Empty slots: the supervisor restarts only what exits while on.
-	en.kubeProxy, en.kubelet, en.containerd, en.hub = nil, nil, nil, nil
+	en.dns, en.kubeProxy, en.kubelet, en.containerd, en.hub = nil, nil, nil, nil, nil
 	en.mu.Unlock()
 	if en.real == nil {
 		for _, p := range procs {
@@ -121,6 +121,15 @@ func (e *edge) bootReal(ctx context.Context, en *edgeNode) error {
 		if err := e.setUpReal(ctx, en); err != nil {
 			return err
 		}
+		if err := e.writeDNSConfig(ctx, en); err != nil {
+			return err
+		}
+	}
+	e.hostMu.Lock()
+	err := e.ensureSiteResolver(ctx, en.site, en.ip)
+	e.hostMu.Unlock()
+	if err != nil {
+		return err
 	}
 	if err := e.startContainerd(ctx, en); err != nil {
 		return err
@@ -139,6 +148,9 @@ func (e *edge) bootReal(ctx context.Context, en *edgeNode) error {
 	if err := e.routeSite(ctx, en.site); err != nil {
 		return err
 	}
+	if err := en.startDNS(ctx, e.dnsBin); err != nil {
+		return err
+	}
 	return en.startKubeProxy(ctx, e.kubeProxyBin)
 }
 
@@ -147,7 +159,7 @@ func (e *edge) bootReal(ctx context.Context, en *edgeNode) error {
 func (e *edge) joinSiteLAN(ctx context.Context, en *edgeNode) error {
 	// A site's nodes start together; its LAN is made once.
 	e.hostMu.Lock()
-	lan, err := sitenet.EnsureSite(ctx, e.workdir, en.site)
+	lan, err := sitenet.EnsureSite(ctx, e.workdir, en.site, &net.IPNet{IP: siteResolverIP(en.ip), Mask: net.CIDRMask(24, 32)})
 	e.hostMu.Unlock()
 	if err != nil {
 		return err

@@ -72,6 +72,8 @@ type realNode struct {
 	// joined: the node runs its hub (join.go).
 	hubBase string
 	joined  bool
+	// corefile and dnsKubeconfig are the node's DNS's (dns.go).
+	corefile, dnsKubeconfig string
 }
 
 // realOptions are what real nodes need of the lab.
@@ -288,7 +290,9 @@ func kubeletConfiguration(en *edgeNode, cert, key, clientCA string) map[string]a
 		"staticPodPath": filepath.Join(en.dir, "manifests"),
 		"podLogsDir":    filepath.Join(en.dir, "pod-logs"),
 		"resolvConf":    "",
-		"clusterDomain": "cluster.local",
+		"clusterDomain": ClusterDomain,
+		// The node's own DNS (dns.go).
+		"clusterDNS": []string{en.ip},
 		"evictionHard":  map[string]string{"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
 		// Images come from the lab's archives, not a registry: never
 		// collect them.
@@ -363,9 +367,12 @@ func labelList(labels map[string]string) string {
 
 // netnsClient is an HTTP client that dials from inside the node's
 // namespace, for the health endpoints there.
-func (en *edgeNode) netnsClient() *http.Client {
+func (en *edgeNode) netnsClient() *http.Client { return netnsHTTPClient(en.netns) }
+
+// netnsHTTPClient dials from inside the network namespace ns.
+func netnsHTTPClient(ns string) *http.Client {
 	return &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, en.netns, addr) },
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, ns, addr) },
 	}}
 }
 

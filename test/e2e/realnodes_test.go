@@ -115,6 +115,7 @@ func TestLabRealNodes(t *testing.T) {
 
 	seedTopology(t, c, echoWeb(), corev1.Volume{Name: "config", VolumeSource: corev1.VolumeSource{
 		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}})
+	seedDNS(t, c, nodes)
 	// The kubelet's own API: no anonymous access; the admin's certificate is
 	// authenticated by the CA and authorized by SubjectAccessReview.
 	kubeletAPI(t, l, nodes[0])
@@ -173,6 +174,8 @@ func TestLabRealNodes(t *testing.T) {
 	if len(answers) == 20 {
 		t.Errorf("all 20 requests to web-all from %s were answered; half its endpoints are in a site it cannot reach", nodes[0])
 	}
+
+	checkDNS(t, l, admin, nodes, unitOf, "online")
 
 	// A user's image, loaded into every real node, runs; an image the lab
 	// does not have fails to pull as it would from a registry.
@@ -236,6 +239,12 @@ func TestLabRealNodes(t *testing.T) {
 		}
 		return nil
 	})
+	// A Service made while the site is cut off, resolved there once healed.
+	late := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: topoNS},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	if _, err := admin.CoreV1().Services(topoNS).Create(ctx, late, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	rebooted := time.Now()
 	l.must("lab", "reboot", "site-2")
 	t.Logf("lab reboot of site-2 (2 nodes, offline): %s", time.Since(rebooted).Round(100*time.Millisecond))
@@ -262,6 +271,7 @@ func TestLabRealNodes(t *testing.T) {
 		return nil
 	})
 	t.Logf("offline reboot to every pod of site-2 serving: %s", time.Since(rebooted).Round(100*time.Millisecond))
+	checkDNS(t, l, admin, nodes[1:], unitOf, "partitioned, after the site's reboot")
 	// The cloud sees the nodes NotReady; health keeps their pods in the
 	// endpoints.
 	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
@@ -285,6 +295,16 @@ func TestLabRealNodes(t *testing.T) {
 	})
 
 	l.must("lab", "heal")
+	healed := time.Now()
+	lateIP := serviceIP(t, admin, "late")
+	testenv.Eventually(t, 10*time.Second, func(ctx context.Context) error {
+		got, err := l.lookup(ctx, nodes[1], "late."+topoNS+".svc."+lab.ClusterDomain)
+		if err != nil || !slices.Equal(got, []string{lateIP}) {
+			return fmt.Errorf("after the heal, the Service made while partitioned resolves to %v (%v), want %s", got, err, lateIP)
+		}
+		return nil
+	})
+	t.Logf("heal to the Service made while partitioned resolving on site-2: %s", time.Since(healed).Round(100*time.Millisecond))
 	// The cloud's view catches up: the pods were restarted once, by the
 	// reboot, and kept their addresses.
 	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) error {
@@ -588,6 +608,11 @@ func wget(target string, seconds int) []string {
 // podPID finds the process of a pod's running container on a real node,
 // through the node's containerd.
 func (l labRunner) podPID(ctx context.Context, node, pod string) (string, error) {
+	return l.containerPID(ctx, node, pod, "web")
+}
+
+// containerPID is the host pid of a running container of pod on node.
+func (l labRunner) containerPID(ctx context.Context, node, pod, container string) (string, error) {
 	socket := edgeNode(l.t, l.workdir, node).ContainerdSocket
 	ctr := func(args ...string) (string, error) {
 		out, err := exec.CommandContext(ctx, "ctr", append([]string{"--address", socket, "-n", "k8s.io"}, args...)...).Output()
@@ -609,7 +634,7 @@ func (l labRunner) podPID(ctx context.Context, node, pod string) (string, error)
 		var c struct {
 			Labels map[string]string `json:"Labels"`
 		}
-		if json.Unmarshal([]byte(info), &c) == nil && c.Labels["io.kubernetes.pod.name"] == pod && c.Labels["io.kubernetes.container.name"] == "web" {
+		if json.Unmarshal([]byte(info), &c) == nil && c.Labels["io.kubernetes.pod.name"] == pod && c.Labels["io.kubernetes.container.name"] == container {
 			return f[1], nil
 		}
 	}

@@ -46,7 +46,7 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(Name, err)
 	}
-	cfg.UserAgent = "coredns/sitegrid-dns"
+	cfg.UserAgent = "sitegrid-dns/units"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return plugin.Error(Name, err)

@@ -54,6 +54,9 @@ type Options struct {
 	// KubeletKubeconfig is the kubelet's kubeconfig (required);
 	// KubeProxyKubeconfig kube-proxy's, if it runs from one.
 	KubeletKubeconfig, KubeProxyKubeconfig string
+	// ComponentKubeconfigs are other node components' kubeconfigs (the
+	// node's DNS...), pointed at the hub the same way.
+	ComponentKubeconfigs []string
 	// Base is the hub configuration the join completes (listen address,
 	// health, service topology...); its node, servers, CAs and
 	// certificates are the join's.
@@ -170,7 +173,7 @@ func Join(ctx context.Context, o Options) error {
 		return err
 	}
 	fmt.Fprintf(o.Out, "[config] %s\n", l.config())
-	for _, kc := range []string{o.KubeletKubeconfig, o.KubeProxyKubeconfig} {
+	for _, kc := range append([]string{o.KubeletKubeconfig, o.KubeProxyKubeconfig}, o.ComponentKubeconfigs...) {
 		if kc == "" {
 			continue
 		}

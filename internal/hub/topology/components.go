@@ -11,8 +11,9 @@ import (
 )
 
 // DefaultComponents are the clients whose view is filtered: the node's
-// service proxy and DNS.
-var DefaultComponents = []string{"kube-proxy", "coredns"}
+// service proxy and DNS (CoreDNS names itself in-cluster; with a kubeconfig
+// its client is the binary's, sitegrid-dns).
+var DefaultComponents = []string{"kube-proxy", "coredns", "sitegrid-dns"}
 
 // Filter applies Rules to the reads of the configured components.
 type Filter struct {

@@ -34,8 +34,9 @@ const (
 func Namespace(workdir, site string) string { return netns.Name(workdir, "lan-"+site) }
 
 // EnsureSite creates the site's LAN if it is not there: a namespace holding
-// an up bridge.
-func EnsureSite(ctx context.Context, workdir, site string) (string, error) {
+// an up bridge, which holds gateway: the site's own services (its resolver)
+// live at that address of the LAN.
+func EnsureSite(ctx context.Context, workdir, site string, gateway *net.IPNet) (string, error) {
 	ns := Namespace(workdir, site)
 	if netns.Exists(ns) {
 		return ns, nil
@@ -45,6 +46,7 @@ func EnsureSite(ctx context.Context, workdir, site string) (string, error) {
 		{"-n", ns, "link", "set", "lo", "up"},
 		{"-n", ns, "link", "add", bridge, "type", "bridge"},
 		{"-n", ns, "link", "set", bridge, "up"},
+		{"-n", ns, "addr", "add", gateway.String(), "dev", bridge},
 	}
 	for _, args := range steps {
 		if err := netns.IP(ctx, args...); err != nil {

@@ -27,7 +27,8 @@ func TestSiteLANs(t *testing.T) {
 	ns := map[string]string{}
 	ips := map[string]net.IP{}
 	for _, n := range nodes {
-		siteNS, err := EnsureSite(ctx, workdir, n.site)
+		gateway := &net.IPNet{IP: net.ParseIP("198.18." + n.site[len("site-"):] + ".254"), Mask: net.CIDRMask(24, 32)}
+		siteNS, err := EnsureSite(ctx, workdir, n.site, gateway)
 		if err != nil {
 			t.Fatal(err)
 		}
