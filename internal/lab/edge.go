@@ -128,8 +128,8 @@ type edgeNode struct {
 
 	mu                                       sync.Mutex
 	hub, kubelet, kubeProxy, containerd, dns *process.Process
-	restarts                            map[string]int
-	stopping                            bool
+	restarts                                 map[string]int
+	stopping                                 bool
 	// off: powered off by `lab stop-node`; nothing is restarted.
 	off  bool
 	done chan struct{}

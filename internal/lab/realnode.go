@@ -292,8 +292,8 @@ func kubeletConfiguration(en *edgeNode, cert, key, clientCA string) map[string]a
 		"resolvConf":    "",
 		"clusterDomain": ClusterDomain,
 		// The node's own DNS (dns.go).
-		"clusterDNS": []string{en.ip},
-		"evictionHard":  map[string]string{"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+		"clusterDNS":   []string{en.ip},
+		"evictionHard": map[string]string{"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
 		// Images come from the lab's archives, not a registry: never
 		// collect them.
 		"imageGCHighThresholdPercent": 100,
