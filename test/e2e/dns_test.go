@@ -88,8 +88,9 @@ func nslookupAddresses(out string) []string {
 
 // checkDNS resolves, from a pod of every node, the ServiceGrid's Service
 // (its ClusterIP), the headless ServiceGrid (only the node's unit's pods),
-// the StatefulSetGrid's unit-local name (the pod of the node's unit) and an
-// outside name (forwarded to the site's resolver).
+// the StatefulSetGrid's unit-local name and the pod's own per-unit name
+// (the pod of the node's unit) and an outside name (forwarded to the
+// site's resolver).
 func checkDNS(t *testing.T, l labRunner, admin kubernetes.Interface, nodes []string, unitOf map[string]string, when string) {
 	t.Helper()
 	svcIP := serviceIP(t, admin, "web-svc")
@@ -105,19 +106,25 @@ func checkDNS(t *testing.T, l labRunner, admin kubernetes.Interface, nodes []str
 		for _, n := range nodes {
 			unit := unitOf[n]
 			var webIPs, demoIPs []string
+			var demoPod string
 			for _, ep := range perUnit[unit] {
 				webIPs = append(webIPs, strings.TrimSuffix(ep, ":8080"))
 			}
 			slices.Sort(webIPs)
 			for _, p := range demoPods.Items {
 				if p.Labels[gridv1.LabelGridUnit] == unit && p.Status.PodIP != "" {
-					demoIPs = append(demoIPs, p.Status.PodIP)
+					demoIPs, demoPod = append(demoIPs, p.Status.PodIP), p.Name
 				}
 			}
+			if demoPod == "" {
+				return fmt.Errorf("unit %s has no demo pod with an address yet", unit)
+			}
 			for name, want := range map[string][]string{
-				"web-svc." + topoNS + ".svc." + lab.ClusterDomain:         {svcIP},
-				"webh-svc." + topoNS + ".svc." + lab.ClusterDomain:        webIPs,
-				"demo-0.demo-svc." + topoNS + ".svc." + lab.ClusterDomain: demoIPs,
+				// The plain per-unit name of the same pod.
+				demoPod + ".demo-svc." + topoNS + ".svc." + lab.ClusterDomain: demoIPs,
+				"web-svc." + topoNS + ".svc." + lab.ClusterDomain:             {svcIP},
+				"webh-svc." + topoNS + ".svc." + lab.ClusterDomain:            webIPs,
+				"demo-0.demo-svc." + topoNS + ".svc." + lab.ClusterDomain:     demoIPs,
 				lab.ExternalName: {lab.ExternalAddress},
 			} {
 				got, err := l.lookup(ctx, n, name)
