@@ -43,7 +43,7 @@ func sitegridctl(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := gobuild.Command(context.Background(), builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager", "./cmd/sitegrid-hub")
+		cmd := gobuild.Command(context.Background(), builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager", "./cmd/sitegrid-hub", "./cmd/sitegrid-dns", "./cmd/sitegrid-ipam")
 		cmd.Dir = testenv.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
