@@ -6,6 +6,11 @@
 package main
 
 import (
+	"log"
+	"os"
+	"runtime/debug"
+	"time"
+
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 	_ "github.com/coredns/coredns/plugin/bind"
@@ -23,6 +28,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/reload"
 
 	_ "github.com/sitegrid/sitegrid/internal/dns/unitnames"
+	"github.com/sitegrid/sitegrid/internal/process"
 )
 
 // directives are the plugins, in the order a query passes them: the
@@ -35,4 +41,26 @@ var directives = []string{
 
 func init() { dnsserver.Directives = directives }
 
-func main() { coremain.Run() }
+func main() {
+	// The heap holds the zone's few MiB and the garbage of queries; as the
+	// hub, collect at half the default growth (GOGC, when set, wins).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+	go releaseMemory()
+	coremain.Run()
+}
+
+// releaseMemory hands back, once the server runs and then every few
+// minutes, the executable's pages only start-up used (client-go's and
+// CoreDNS's init functions, the plugins' setup) and the heap's free memory:
+// a node's DNS then holds the pages its queries use (docs/dns.md, memory).
+func releaseMemory() {
+	for wait := 20 * time.Second; ; wait = 5 * time.Minute {
+		time.Sleep(wait)
+		if err := process.ReleaseCodePages(); err != nil {
+			log.Printf("[WARNING] release code pages: %v", err)
+		}
+		debug.FreeOSMemory()
+	}
+}

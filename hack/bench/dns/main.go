@@ -43,7 +43,9 @@ const namespace = "bench"
 type result struct {
 	qps            float64
 	p50, p99       time.Duration
-	rssMiB         float64
+	rssMiB         float64 // idle after the sync
+	loadedMiB      float64 // after the load
+	anonMiB        float64 // of rssMiB: the heap and stacks (the rest is the binary's pages)
 	changeToAnswer time.Duration
 }
 
@@ -105,8 +107,8 @@ func run(ctx context.Context, services, endpoints int, duration time.Duration, w
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
-			fmt.Printf("round %d %-24s %8.0f q/s  p50 %6s  p99 %6s  RSS %5.1f MiB  change->answer %s\n",
-				round+1, s.name, r.qps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rssMiB, r.changeToAnswer.Round(time.Millisecond))
+			fmt.Printf("round %d %-24s %8.0f q/s  p50 %6s  p99 %6s  RSS idle %5.1f MiB (heap and stacks %4.1f), loaded %5.1f MiB  change->answer %s\n",
+				round+1, s.name, r.qps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rssMiB, r.anonMiB, r.loadedMiB, r.changeToAnswer.Round(time.Millisecond))
 			results[s.name] = append(results[s.name], r)
 		}
 	}
@@ -114,8 +116,8 @@ func run(ctx context.Context, services, endpoints int, duration time.Duration, w
 	base := median(results["CoreDNS v1.15.0 (stock)"])
 	for _, name := range []string{"sitegrid-dns", "CoreDNS v1.15.0 (stock)"} {
 		m := median(results[name])
-		fmt.Printf("%-24s %8.0f q/s (%.2f of stock)  p50 %6s  p99 %6s  RSS %5.1f MiB  change->answer %s\n", name, m.qps, m.qps/base.qps,
-			m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond), m.rssMiB, m.changeToAnswer.Round(time.Millisecond))
+		fmt.Printf("%-24s %8.0f q/s (%.2f of stock)  p50 %6s  p99 %6s  RSS idle %5.1f MiB (heap and stacks %4.1f), loaded %5.1f MiB  change->answer %s\n", name, m.qps, m.qps/base.qps,
+			m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond), m.rssMiB, m.anonMiB, m.loadedMiB, m.changeToAnswer.Round(time.Millisecond))
 	}
 	return nil
 }
@@ -218,6 +220,13 @@ func measure(ctx context.Context, admin kubernetes.Interface, kubeconfig, dir, b
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	var r result
+	// Idle after the sync: what a node pays to hold the zone.
+	time.Sleep(25 * time.Second) // past sitegrid-dns's first release of start-up memory (20 s)
+	mem, err := process.Status(p.PID())
+	if err != nil {
+		return result{}, err
+	}
+	r.rssMiB, r.anonMiB = float64(mem["VmRSS"])/(1<<20), float64(mem["RssAnon"])/(1<<20)
 	var lat []time.Duration
 	var mu sync.Mutex
 	var total atomic.Int64
@@ -252,11 +261,10 @@ func measure(ctx context.Context, admin kubernetes.Interface, kubeconfig, dir, b
 	slices.Sort(lat)
 	r.qps = float64(total.Load()) / duration.Seconds()
 	r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
-	mem, err := process.Status(p.PID())
-	if err != nil {
+	if mem, err = process.Status(p.PID()); err != nil {
 		return result{}, err
 	}
-	r.rssMiB = float64(mem["VmRSS"]) / 1024
+	r.loadedMiB = float64(mem["VmRSS"]) / (1 << 20)
 	// A Service made now: how long until this server answers it.
 	name, index := fmt.Sprintf("new-%d-%v", round, ours), services+2*round
 	if !ours {
@@ -296,6 +304,8 @@ func median(rs []result) result {
 		p50:            time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
 		p99:            time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
 		rssMiB:         pick(func(r result) float64 { return r.rssMiB }),
+		loadedMiB:      pick(func(r result) float64 { return r.loadedMiB }),
+		anonMiB:        pick(func(r result) float64 { return r.anonMiB }),
 		changeToAnswer: time.Duration(pick(func(r result) float64 { return float64(r.changeToAnswer) })),
 	}
 }
