@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 )
 
@@ -114,14 +115,15 @@ func newRotator(cfg Config, pair, name, signer string, usages []string) (*rotato
 }
 
 func loadFiles(certFile, keyFile string) (*tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, err
 	}
-	if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
 		return nil, err
 	}
-	return &cert, nil
+	return parsePair(certPEM, keyPEM)
 }
 
 // Start renews the rotated pairs until ctx ends.
