@@ -194,8 +194,8 @@ func corefile(port int, kubeconfig string, ours bool) string {
 	if ours {
 		units = "    sitegridunits cluster.local {\n        kubeconfig " + kubeconfig + "\n        node bench-node\n    }\n"
 	}
-	return fmt.Sprintf("cluster.local:%d {\n    bind 127.0.0.1\n    errors\n    ready 127.0.0.1:%d\n%s    kubernetes cluster.local {\n        kubeconfig %s\n        ttl 5\n    }\n    cache 5\n    loadbalance\n}\n",
-		port, port+1, units, kubeconfig)
+	return fmt.Sprintf("cluster.local:%d {\n    bind 127.0.0.1\n    errors\n    ready 127.0.0.1:%d\n    pprof 127.0.0.1:%d\n%s    kubernetes cluster.local {\n        kubeconfig %s\n        ttl 5\n    }\n    cache 5\n    loadbalance\n}\n",
+		port, port+1, port+2, units, kubeconfig)
 }
 
 func measure(ctx context.Context, admin kubernetes.Interface, kubeconfig, dir, bin string, ours bool, services int, duration time.Duration, workers, round int) (result, error) {
