@@ -10,8 +10,9 @@
 // pod UID, from the CNI_ARGS the container runtime passes) on disk. On ADD
 // for a pod it knows, it asks host-local for the same address (host-local's
 // IP argument); if that address is taken it takes whatever host-local gives.
-// A DEL of a sandbox the pod no longer runs in (the runtime cleaning up the
-// sandbox that died with the power) leaves the pod's address alone.
+// A DEL never drops a pod's record (see Run): a sandbox that died with the
+// power, or failed during the boot and is tried again, gets the pod's
+// address back.
 package stickyipam
 
 import (
@@ -105,11 +106,12 @@ func Run(env Env, netconf []byte, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		// The pod keeps its address record: a DEL is also the runtime
+		// cleaning up a sandbox that died with the power, or one that
+		// failed while the node boots and is tried again, and a pod that
+		// lost its record would take another's address. A record outlives
+		// its pod until host-local gives that address to another pod.
 		_, _ = out.Write(res)
-		if l, ok := leases[pod]; ok && l.ContainerID == env.ContainerID {
-			delete(leases, pod)
-			return writeLeases(cfg.StateFile, leases)
-		}
 		return nil
 	}
 	var res []byte

@@ -85,6 +85,29 @@ func TestPodKeepsItsAddressAcrossReboots(t *testing.T) {
 	}
 }
 
+// A sandbox that fails while the node boots is deleted and made again; the
+// pod must still get its address, or it takes another pod's (seen in the
+// lab: a busybox pod answering on a web pod's address).
+func TestFailedSandboxKeepsTheAddress(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.add("sandbox-a1", "a"), f.add("sandbox-b1", "b")
+	if err := os.RemoveAll(f.run); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.add("sandbox-a2", "a"); got != a {
+		t.Fatalf("pod a after the reboot: %s, want %s", got, a)
+	}
+	if _, err := f.do("DEL", "sandbox-a2", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.add("sandbox-a3", "a"); got != a {
+		t.Errorf("pod a's retried sandbox: %s, want its address %s", got, a)
+	}
+	if got := f.add("sandbox-b2", "b"); got != b {
+		t.Errorf("pod b after the reboot: %s, want its address %s", got, b)
+	}
+}
+
 func TestTakenAddressFallsBackToAnother(t *testing.T) {
 	f := newFixture(t)
 	a := f.add("sandbox-a1", "a")
