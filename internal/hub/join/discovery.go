@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -99,26 +97,9 @@ const (
 )
 
 func clusterInfo(ctx context.Context, c *http.Client, server string) (*configMap, error) {
-	url := strings.TrimSuffix(server, "/") + "/api/v1/namespaces/kube-public/configmaps/cluster-info"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET cluster-info: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
 	var cm configMap
-	if err := json.Unmarshal(body, &cm); err != nil {
-		return nil, fmt.Errorf("cluster-info: %w", err)
+	if err := (&certs.Client{Server: server, HTTP: c}).Get(ctx, "/api/v1/namespaces/kube-public/configmaps/cluster-info", &cm); err != nil {
+		return nil, fmt.Errorf("GET cluster-info: %w", err)
 	}
 	return &cm, nil
 }

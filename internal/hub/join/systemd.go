@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	manifests "github.com/sitegrid/sitegrid/config"
 	"github.com/sitegrid/sitegrid/internal/hub/config"
+	"github.com/sitegrid/sitegrid/internal/process"
 )
 
 // The hub as systemd runs it (config/hub/sitegrid-hub.service).
@@ -100,18 +100,10 @@ func systemctl(ctx context.Context, args ...string) error {
 	return nil
 }
 
+// waitReady polls url until it answers 200, a minute at most.
 func waitReady(ctx context.Context, url string) error {
-	c := &http.Client{Timeout: 2 * time.Second}
+	ready := process.HTTPReady(nil, url)
 	return wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return ready(ctx) == nil, nil
 	})
 }
