@@ -83,7 +83,13 @@ func Run(env Env, netconf []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if env.Command != "ADD" && env.Command != "DEL" {
+	// Only an ADD reads or writes the records. A DEL never drops a pod's:
+	// it is also the runtime cleaning up a sandbox that died with the
+	// power, or one that failed while the node boots and is tried again,
+	// and a pod that lost its record would take another's address. A
+	// record outlives its pod until host-local gives that address to
+	// another pod.
+	if env.Command != "ADD" {
 		res, err := invoke(plugin, env, env.Args, delegated)
 		if err != nil {
 			return err
@@ -101,19 +107,6 @@ func Run(env Env, netconf []byte, out io.Writer) error {
 		return err
 	}
 	pod := podKey(env.Args)
-	if env.Command == "DEL" {
-		res, err := invoke(plugin, env, env.Args, delegated)
-		if err != nil {
-			return err
-		}
-		// The pod keeps its address record: a DEL is also the runtime
-		// cleaning up a sandbox that died with the power, or one that
-		// failed while the node boots and is tried again, and a pod that
-		// lost its record would take another's address. A record outlives
-		// its pod until host-local gives that address to another pod.
-		_, _ = out.Write(res)
-		return nil
-	}
 	var res []byte
 	if l, ok := leases[pod]; ok && pod != "" {
 		res, err = invoke(plugin, env, env.Args+";IP="+l.IP, delegated)
