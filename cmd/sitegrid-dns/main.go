@@ -27,6 +27,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/reload"
 
+	_ "github.com/sitegrid/sitegrid/internal/dns/probes"
 	_ "github.com/sitegrid/sitegrid/internal/dns/unitnames"
 	"github.com/sitegrid/sitegrid/internal/process"
 )
@@ -35,7 +36,7 @@ import (
 // unit-local names are rewritten before the cache and the kubernetes plugin
 // see them.
 var directives = []string{
-	"reload", "bind", "ready", "health", "pprof", "prometheus", "errors", "log", "loadbalance",
+	"reload", "bind", "probes", "ready", "health", "pprof", "prometheus", "errors", "log", "loadbalance",
 	"sitegridunits", "cache", "hosts", "kubernetes", "loop", "forward",
 }
 

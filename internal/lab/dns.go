@@ -34,9 +34,8 @@ const (
 	// ExternalAddress its address: what a node forwards.
 	ExternalName    = "www.example.test"
 	ExternalAddress = "198.18.200.1"
-	// DNS's health and readiness inside a node's (or site's) namespace.
-	dnsHealth = "127.0.0.1:8080"
-	dnsReady  = "127.0.0.1:8181"
+	// DNS's /healthz and /readyz inside a node's (or site's) namespace.
+	dnsProbes = "127.0.0.1:10293"
 )
 
 // siteResolverIP is the resolver of the site nodeIP is in.
@@ -104,11 +103,10 @@ func (e *edge) writeDNSConfig(ctx context.Context, en *edgeNode) error {
 // everything else to the site's resolver.
 func nodeCorefile(node, ip, kubeconfig, kubeContext, resolver string) string {
 	return strings.NewReplacer("NODE", node, "ADDRESS", ip, "KUBECONFIG", kubeconfig, "CONTEXT", kubeContext, "RESOLVER", resolver,
-		"DOMAIN", ClusterDomain, "HEALTH", dnsHealth, "READY", dnsReady).Replace(`DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
+		"DOMAIN", ClusterDomain, "PROBES", dnsProbes).Replace(`DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
     bind ADDRESS
     errors
-    health HEALTH
-    ready READY
+    probes PROBES
     prometheus 127.0.0.1:9153
     sitegridunits DOMAIN {
         kubeconfig KUBECONFIG
@@ -126,6 +124,7 @@ func nodeCorefile(node, ip, kubeconfig, kubeContext, resolver string) string {
 .:53 {
     bind ADDRESS
     errors
+    probes PROBES
     prometheus 127.0.0.1:9153
     forward . RESOLVER
     cache 30
@@ -141,7 +140,7 @@ func (en *edgeNode) startDNS(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
-	return en.adopt(ctx, p, process.HTTPReady(en.netnsClient(), "http://"+dnsReady+"/ready"), &en.dns)
+	return en.adopt(ctx, p, process.HTTPReady(en.netnsClient(), "http://"+dnsProbes+"/readyz"), &en.dns)
 }
 
 // ensureSiteResolver starts the site's resolver once; hostMu is held.
@@ -151,7 +150,7 @@ func (e *edge) ensureSiteResolver(ctx context.Context, site, nodeIP string) erro
 	}
 	ip := siteResolverIP(nodeIP).String()
 	corefile := filepath.Join(e.workdir, controlPlaneDir, "resolver-"+site+".Corefile")
-	conf := ".:53 {\n    bind " + ip + "\n    errors\n    ready " + dnsReady + "\n    hosts {\n        " + ExternalAddress + " " + ExternalName + "\n    }\n}\n"
+	conf := ".:53 {\n    bind " + ip + "\n    errors\n    probes " + dnsProbes + "\n    hosts {\n        " + ExternalAddress + " " + ExternalName + "\n    }\n}\n"
 	if err := os.WriteFile(corefile, []byte(conf), 0o600); err != nil {
 		return err
 	}
@@ -164,7 +163,7 @@ func (e *edge) ensureSiteResolver(ctx context.Context, site, nodeIP string) erro
 	client := netnsHTTPClient(ns)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := p.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(client, "http://"+dnsReady+"/ready")); err != nil {
+	if err := p.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(client, "http://"+dnsProbes+"/readyz")); err != nil {
 		p.Stop(5 * time.Second)
 		return fmt.Errorf("resolver of %s: %w\n%s", site, err, process.LogTail(p.Spec.LogFile, 10))
 	}

@@ -32,6 +32,10 @@ type UnitNames struct {
 // Name is the plugin's name.
 func (u *UnitNames) Name() string { return Name }
 
+// Ready says whether the index has listed its Node and the grids' children
+// (the probes plugin's /readyz asks it).
+func (u *UnitNames) Ready() bool { return u.Index.Synced() }
+
 // ServeDNS rewrites a unit-local StatefulSetGrid name to the pod of the
 // node's unit and passes everything else on untouched.
 func (u *UnitNames) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
