@@ -23,10 +23,10 @@ import (
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/loop"
 	_ "github.com/coredns/coredns/plugin/metrics"
-	_ "github.com/coredns/coredns/plugin/pprof"
 	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/reload"
 
+	_ "github.com/sitegrid/sitegrid/internal/dns/kubestore"
 	_ "github.com/sitegrid/sitegrid/internal/dns/probes"
 	_ "github.com/sitegrid/sitegrid/internal/dns/unitnames"
 	"github.com/sitegrid/sitegrid/internal/process"
@@ -36,8 +36,8 @@ import (
 // unit-local names are rewritten before the cache and the kubernetes plugin
 // see them.
 var directives = []string{
-	"reload", "bind", "probes", "ready", "health", "pprof", "prometheus", "errors", "log", "loadbalance",
-	"sitegridunits", "cache", "hosts", "kubernetes", "loop", "forward",
+	"reload", "bind", "probes", "ready", "health", "prometheus", "errors", "log", "loadbalance",
+	"sitegridunits", "cache", "hosts", "kubestore", "kubernetes", "loop", "forward",
 }
 
 func init() { dnsserver.Directives = directives }

@@ -112,6 +112,7 @@ func nodeCorefile(node, ip, kubeconfig, kubeContext, resolver string) string {
         kubeconfig KUBECONFIG
         node NODE
     }
+    kubestore
     kubernetes DOMAIN in-addr.arpa ip6.arpa {
         kubeconfig KUBECONFIG CONTEXT
         pods insecure

@@ -3,11 +3,12 @@
 // Corefile zone, the same apiserver holding the same Services and
 // EndpointSlices, each server on one core (taskset, GOMAXPROCS=1). It
 // reports queries per second and p50/p99 latency under load, resident
-// memory after the sync, and the time from a Service's creation to its
-// first answer. Medians of -rounds alternating rounds. docs/dns.md has the
+// memory idle after the sync (the median and the highest of samples every
+// 5 s over -idle), and the time from a Service's creation to its first
+// answer. Medians of -rounds alternating rounds. docs/dns.md has the
 // figures.
 //
-//	go run ./hack/bench/dns [-services 1000] [-endpoints 10] [-duration 10s] [-rounds 3]
+//	go run ./hack/bench/dns [-services 1000] [-endpoints 10] [-duration 10s] [-rounds 3] [-idle 1m]
 package main
 
 import (
@@ -40,10 +41,14 @@ import (
 
 const namespace = "bench"
 
+// idleWindow is how long each server's idle memory is sampled (-idle).
+var idleWindow time.Duration
+
 type result struct {
 	qps            float64
 	p50, p99       time.Duration
-	rssMiB         float64 // idle after the sync
+	rssMiB         float64 // idle after the sync: the median of the idle window's samples
+	rssMaxMiB      float64 // the idle window's highest sample
 	loadedMiB      float64 // after the load
 	anonMiB        float64 // of rssMiB: the heap and stacks (the rest is the binary's pages)
 	changeToAnswer time.Duration
@@ -55,6 +60,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "load per measurement")
 	workers := flag.Int("workers", 16, "concurrent clients")
 	rounds := flag.Int("rounds", 3, "alternating rounds of both servers")
+	flag.DurationVar(&idleWindow, "idle", time.Minute, "how long resident memory is sampled idle, from 25 s after the start")
 	flag.Parse()
 	if err := run(context.Background(), *services, *endpoints, *duration, *workers, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -107,8 +113,8 @@ func run(ctx context.Context, services, endpoints int, duration time.Duration, w
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
-			fmt.Printf("round %d %-24s %8.0f q/s  p50 %6s  p99 %6s  RSS idle %5.1f MiB (heap and stacks %4.1f), loaded %5.1f MiB  change->answer %s\n",
-				round+1, s.name, r.qps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rssMiB, r.anonMiB, r.loadedMiB, r.changeToAnswer.Round(time.Millisecond))
+			fmt.Printf("round %d %-24s %8.0f q/s  p50 %6s  p99 %6s  RSS idle %5.1f MiB (max %5.1f; heap and stacks %4.1f), loaded %5.1f MiB  change->answer %s\n",
+				round+1, s.name, r.qps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rssMiB, r.rssMaxMiB, r.anonMiB, r.loadedMiB, r.changeToAnswer.Round(time.Millisecond))
 			results[s.name] = append(results[s.name], r)
 		}
 	}
@@ -116,8 +122,8 @@ func run(ctx context.Context, services, endpoints int, duration time.Duration, w
 	base := median(results["CoreDNS v1.15.0 (stock)"])
 	for _, name := range []string{"sitegrid-dns", "CoreDNS v1.15.0 (stock)"} {
 		m := median(results[name])
-		fmt.Printf("%-24s %8.0f q/s (%.2f of stock)  p50 %6s  p99 %6s  RSS idle %5.1f MiB (heap and stacks %4.1f), loaded %5.1f MiB  change->answer %s\n", name, m.qps, m.qps/base.qps,
-			m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond), m.rssMiB, m.anonMiB, m.loadedMiB, m.changeToAnswer.Round(time.Millisecond))
+		fmt.Printf("%-24s %8.0f q/s (%.2f of stock)  p50 %6s  p99 %6s  RSS idle %5.1f MiB (max %5.1f; heap and stacks %4.1f), loaded %5.1f MiB  change->answer %s\n", name, m.qps, m.qps/base.qps,
+			m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond), m.rssMiB, m.rssMaxMiB, m.anonMiB, m.loadedMiB, m.changeToAnswer.Round(time.Millisecond))
 	}
 	return nil
 }
@@ -188,14 +194,15 @@ func createService(ctx context.Context, cs kubernetes.Interface, name string, i,
 	return err
 }
 
-// corefile is the zone both servers serve; sitegrid-dns adds its plugin.
+// corefile is the zone both servers serve; sitegrid-dns adds its plugins
+// (the unit-local names, and its store behind the kubernetes plugin).
 func corefile(port int, kubeconfig string, ours bool) string {
 	units := ""
 	if ours {
-		units = "    sitegridunits cluster.local {\n        kubeconfig " + kubeconfig + "\n        node bench-node\n    }\n"
+		units = "    sitegridunits cluster.local {\n        kubeconfig " + kubeconfig + "\n        node bench-node\n    }\n    kubestore\n"
 	}
-	return fmt.Sprintf("cluster.local:%d {\n    bind 127.0.0.1\n    errors\n    ready 127.0.0.1:%d\n    pprof 127.0.0.1:%d\n%s    kubernetes cluster.local {\n        kubeconfig %s\n        ttl 5\n    }\n    cache 5\n    loadbalance\n}\n",
-		port, port+1, port+2, units, kubeconfig)
+	return fmt.Sprintf("cluster.local:%d {\n    bind 127.0.0.1\n    errors\n    ready 127.0.0.1:%d\n%s    kubernetes cluster.local {\n        kubeconfig %s\n        ttl 5\n    }\n    cache 5\n    loadbalance\n}\n",
+		port, port+1, units, kubeconfig)
 }
 
 func measure(ctx context.Context, admin kubernetes.Interface, kubeconfig, dir, bin string, ours bool, services int, duration time.Duration, workers, round int) (result, error) {
@@ -220,13 +227,24 @@ func measure(ctx context.Context, admin kubernetes.Interface, kubeconfig, dir, b
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	var r result
-	// Idle after the sync: what a node pays to hold the zone.
-	time.Sleep(25 * time.Second) // past sitegrid-dns's first release of start-up memory (20 s)
-	mem, err := process.Status(p.PID())
-	if err != nil {
-		return result{}, err
+	// Idle after the sync: what a node pays to hold the zone, sampled
+	// every 5 s over the window from 25 s on (past sitegrid-dns's first
+	// release of start-up memory, at 20 s): pages released come back as
+	// the collector and the watches touch them, so one sample would be a
+	// low point.
+	time.Sleep(25 * time.Second)
+	var rss, anon []float64
+	for end := time.Now().Add(idleWindow); ; time.Sleep(5 * time.Second) {
+		mem, err := process.Status(p.PID())
+		if err != nil {
+			return result{}, err
+		}
+		rss, anon = append(rss, float64(mem["VmRSS"])/(1<<20)), append(anon, float64(mem["RssAnon"])/(1<<20))
+		if time.Now().After(end) {
+			break
+		}
 	}
-	r.rssMiB, r.anonMiB = float64(mem["VmRSS"])/(1<<20), float64(mem["RssAnon"])/(1<<20)
+	r.rssMiB, r.rssMaxMiB, r.anonMiB = medianOf(rss), slices.Max(rss), medianOf(anon)
 	var lat []time.Duration
 	var mu sync.Mutex
 	var total atomic.Int64
@@ -261,7 +279,8 @@ func measure(ctx context.Context, admin kubernetes.Interface, kubeconfig, dir, b
 	slices.Sort(lat)
 	r.qps = float64(total.Load()) / duration.Seconds()
 	r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
-	if mem, err = process.Status(p.PID()); err != nil {
+	mem, err := process.Status(p.PID())
+	if err != nil {
 		return result{}, err
 	}
 	r.loadedMiB = float64(mem["VmRSS"]) / (1 << 20)
@@ -290,6 +309,12 @@ func measure(ctx context.Context, admin kubernetes.Interface, kubeconfig, dir, b
 	return r, nil
 }
 
+func medianOf(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
 func median(rs []result) result {
 	pick := func(get func(result) float64) float64 {
 		v := make([]float64, len(rs))
@@ -304,6 +329,7 @@ func median(rs []result) result {
 		p50:            time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
 		p99:            time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
 		rssMiB:         pick(func(r result) float64 { return r.rssMiB }),
+		rssMaxMiB:      pick(func(r result) float64 { return r.rssMaxMiB }),
 		loadedMiB:      pick(func(r result) float64 { return r.loadedMiB }),
 		anonMiB:        pick(func(r result) float64 { return r.anonMiB }),
 		changeToAnswer: time.Duration(pick(func(r result) float64 { return float64(r.changeToAnswer) })),
