@@ -3,7 +3,6 @@ package kubestore
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
+	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 )
 
@@ -41,34 +41,26 @@ func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
 	return path
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
 // serve starts a CoreDNS server of the kubernetes plugin (with kubestore
 // in front when withStore) and returns its address.
 func serve(t *testing.T, kubeconfig string, withStore bool, options string) (string, error) {
 	t.Helper()
-	port := freePort(t)
+	port, err := controlplane.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	store := ""
 	if withStore {
 		store = "    kubestore\n"
 	}
 	i, err := caddy.Start(caddy.CaddyfileInput{ServerTypeName: "dns", Contents: []byte(fmt.Sprintf(
-		"cluster.local:%s in-addr.arpa:%s {\n    bind 127.0.0.1\n%s    kubernetes cluster.local in-addr.arpa {\n        kubeconfig %s\n%s    }\n}\n",
+		"cluster.local:%d in-addr.arpa:%d {\n    bind 127.0.0.1\n%s    kubernetes cluster.local in-addr.arpa {\n        kubeconfig %s\n%s    }\n}\n",
 		port, port, store, kubeconfig, options))})
 	if err != nil {
 		return "", err
 	}
 	t.Cleanup(func() { _ = i.Stop(); i.ShutdownCallbacks() })
-	return "127.0.0.1:" + port, nil
+	return fmt.Sprintf("127.0.0.1:%d", port), nil
 }
 
 func useDirectives(t *testing.T) {

@@ -112,23 +112,18 @@ func (s *Store) touch(internal, external bool) {
 }
 
 // ServiceList is every Service.
-func (s *Store) ServiceList() []*object.Service {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]*object.Service, 0, len(s.services))
-	for _, svc := range s.services {
-		out = append(out, svc)
-	}
-	return out
-}
+func (s *Store) ServiceList() []*object.Service { return all(s, s.services) }
 
 // EndpointsList is every EndpointSlice, as the plugin's Endpoints.
-func (s *Store) EndpointsList() []*object.Endpoints {
+func (s *Store) EndpointsList() []*object.Endpoints { return all(s, s.slices) }
+
+// all lists a map's objects under the store's lock.
+func all[T any](s *Store, m map[string]*T) []*T {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]*object.Endpoints, 0, len(s.slices))
-	for _, ep := range s.slices {
-		out = append(out, ep)
+	out := make([]*T, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
 	}
 	return out
 }

@@ -13,6 +13,8 @@ import (
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/erratic"
 	"github.com/miekg/dns"
+
+	"github.com/sitegrid/sitegrid/internal/controlplane"
 )
 
 // get returns a probe's status code and body.
@@ -30,14 +32,14 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// freeAddr is a loopback address no one listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := controlplane.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 // TestProbes runs a CoreDNS server whose erratic plugin is ready only
