@@ -9,13 +9,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/sitegrid/sitegrid/internal/hub/certs"
 	"github.com/sitegrid/sitegrid/internal/jointoken"
 	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
 )
@@ -130,17 +130,17 @@ func servingNamesOf(node *corev1.Node, req *x509.CertificateRequest) error {
 	if len(req.DNSNames) == 0 && len(req.IPAddresses) == 0 {
 		return errors.New("a serving certificate needs a DNS name or an IP")
 	}
-	names := map[string]bool{"localhost": true, node.Name: true}
-	ips := map[string]bool{"127.0.0.1": true, "::1": true}
-	for _, a := range node.Status.Addresses {
-		switch a.Type {
-		case corev1.NodeHostName, corev1.NodeInternalDNS, corev1.NodeExternalDNS:
-			names[a.Address] = true
-		case corev1.NodeInternalIP, corev1.NodeExternalIP:
-			if ip := net.ParseIP(a.Address); ip != nil {
-				ips[ip.String()] = true
-			}
-		}
+	addrs := make([]certs.NodeAddress, len(node.Status.Addresses))
+	for i, a := range node.Status.Addresses {
+		addrs[i] = certs.NodeAddress{Type: string(a.Type), Address: a.Address}
+	}
+	dnsNames, addresses := certs.ServingNames(node.Name, addrs)
+	names, ips := map[string]bool{}, map[string]bool{}
+	for _, n := range dnsNames {
+		names[n] = true
+	}
+	for _, ip := range addresses {
+		ips[ip.String()] = true
 	}
 	for _, n := range req.DNSNames {
 		if !names[n] {

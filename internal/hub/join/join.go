@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -158,7 +157,7 @@ func Join(ctx context.Context, o Options) error {
 		}
 		return fmt.Errorf("node %s: %w", o.NodeName, err)
 	}
-	dns, ips := servingNames(o.NodeName, node)
+	dns, ips := certs.ServingNames(o.NodeName, node.Status.Addresses)
 	if _, err := obtain(ctx, o, asHub, certs.NewStore(l.pki(), certs.ServingPair), &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: "system:node:" + o.NodeName, Organization: []string{"system:nodes"}}, DNSNames: dns, IPAddresses: ips,
 	}, certs.ServingSigner, certs.ServingUsages); err != nil {
@@ -218,34 +217,8 @@ func hubConfig(o Options, l layout) config.HubConfiguration {
 // nodeAddresses is what the join reads of its Node.
 type nodeAddresses struct {
 	Status struct {
-		Addresses []struct {
-			Type    string `json:"type"`
-			Address string `json:"address"`
-		} `json:"addresses"`
+		Addresses []certs.NodeAddress `json:"addresses"`
 	} `json:"status"`
-}
-
-// servingNames are the node's names and addresses and loopback: where the
-// node's components reach the hub.
-func servingNames(name string, node nodeAddresses) ([]string, []net.IP) {
-	dns := []string{"localhost", name}
-	ips := []net.IP{net.ParseIP("127.0.0.1")}
-	seen := map[string]bool{"localhost": true, name: true, "127.0.0.1": true}
-	for _, a := range node.Status.Addresses {
-		if seen[a.Address] {
-			continue
-		}
-		seen[a.Address] = true
-		switch a.Type {
-		case "InternalIP", "ExternalIP":
-			if ip := net.ParseIP(a.Address); ip != nil {
-				ips = append(ips, ip)
-			}
-		case "Hostname", "InternalDNS", "ExternalDNS":
-			dns = append(dns, a.Address)
-		}
-	}
-	return dns, ips
 }
 
 // obtain asks for a certificate through a CSR as client, waits until it is
