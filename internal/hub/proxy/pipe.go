@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"io"
-	"k8s.io/klog/v2"
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/sitegrid/sitegrid/internal/process"
 )
 
 // chunkPipe hands what the client reads to the hub's decoder without making
@@ -136,13 +139,18 @@ func (m *memoryReleaser) releaseAfterLargeList(size int64) {
 	m.timer = time.AfterFunc(m.after, m.release)
 }
 
-// freeMemory returns the Go heap's free memory to the system and drops the
-// cache file's mapped pages.
+// freeMemory returns the Go heap's free memory to the system, drops the
+// cache file's mapped pages, and hands back the executable's pages the sync
+// touched once (process.ReleaseCodePages: they come back one by one as
+// they are used).
 func (p *Proxy) freeMemory() {
 	debug.FreeOSMemory()
 	if p.cfg.Cache != nil {
 		if err := p.cfg.Cache.ReleaseMapping(); err != nil {
 			klog.V(2).InfoS("cache file pages not released", "err", err)
 		}
+	}
+	if err := process.ReleaseCodePages(); err != nil {
+		klog.V(2).InfoS("executable pages not released", "err", err)
 	}
 }
