@@ -176,6 +176,23 @@ func TestLabRealNodes(t *testing.T) {
 	}
 
 	checkDNS(t, l, admin, nodes, unitOf, "online")
+	// A Service made in the cloud while online: how long until a pod of an
+	// edge node resolves it (the watch through the node's hub to its DNS).
+	early := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "early", Namespace: topoNS},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	created := time.Now()
+	if _, err := admin.CoreV1().Services(topoNS).Create(ctx, early, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	earlyIP := serviceIP(t, admin, "early")
+	testenv.Eventually(t, 10*time.Second, func(ctx context.Context) error {
+		got, err := l.lookup(ctx, nodes[1], "early."+topoNS+".svc."+lab.ClusterDomain)
+		if err != nil || !slices.Equal(got, []string{earlyIP}) {
+			return fmt.Errorf("a Service made online resolves on %s to %v (%v), want %s", nodes[1], got, err, earlyIP)
+		}
+		return nil
+	})
+	t.Logf("Service created in the cloud to resolving from a pod of %s through its hub: %s", nodes[1], time.Since(created).Round(10*time.Millisecond))
 
 	// A user's image, loaded into every real node, runs; an image the lab
 	// does not have fails to pull as it would from a registry.
