@@ -24,6 +24,8 @@ var errNamespaceNotFound = errors.New("namespace not found")
 // client-go's reflectors (relists, bookmarks, backoff and watch-list as
 // every informer), until Stop.
 func (s *Store) Run() {
+	s.running.Store(true)
+	defer close(s.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := s.client

@@ -41,26 +41,33 @@ func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
 	return path
 }
 
-// serve starts a CoreDNS server of the kubernetes plugin (with kubestore
-// in front when withStore) and returns its address.
-func serve(t *testing.T, kubeconfig string, withStore bool, options string) (string, error) {
+// serve starts one CoreDNS instance with a server of the kubernetes plugin
+// for each of withStore (kubestore in front when true) and returns their
+// addresses. One instance: the plugin's setup sets klog's logger, which
+// races with the reflectors of an instance already running.
+func serve(t *testing.T, kubeconfig, options string, withStore ...bool) ([]string, error) {
 	t.Helper()
-	port, err := controlplane.FreePort()
-	if err != nil {
-		t.Fatal(err)
+	var corefile string
+	var addrs []string
+	for _, with := range withStore {
+		port, err := controlplane.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		store := ""
+		if with {
+			store = "    kubestore\n"
+		}
+		corefile += fmt.Sprintf("cluster.local:%d in-addr.arpa:%d {\n    bind 127.0.0.1\n%s    kubernetes cluster.local in-addr.arpa {\n        kubeconfig %s\n%s    }\n}\n",
+			port, port, store, kubeconfig, options)
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", port))
 	}
-	store := ""
-	if withStore {
-		store = "    kubestore\n"
-	}
-	i, err := caddy.Start(caddy.CaddyfileInput{ServerTypeName: "dns", Contents: []byte(fmt.Sprintf(
-		"cluster.local:%d in-addr.arpa:%d {\n    bind 127.0.0.1\n%s    kubernetes cluster.local in-addr.arpa {\n        kubeconfig %s\n%s    }\n}\n",
-		port, port, store, kubeconfig, options))})
+	i, err := caddy.Start(caddy.CaddyfileInput{ServerTypeName: "dns", Contents: []byte(corefile)})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	t.Cleanup(func() { _ = i.Stop(); i.ShutdownCallbacks() })
-	return fmt.Sprintf("127.0.0.1:%d", port), nil
+	return addrs, nil
 }
 
 func useDirectives(t *testing.T) {
@@ -150,6 +157,43 @@ func slice(name, service string, ready bool, ips ...string) *discoveryv1.Endpoin
 	return es
 }
 
+// TestRefusesWhatNeedsCoreDNSStore: each option the store does not keep is
+// refused by name at start-up; and a CoreDNS that renamed a field the
+// options are read from fails every start here. (It runs first: the stores
+// it starts wait for their reflectors at stop, CoreDNS's own do not, and
+// the plugin's setup sets klog's logger under running reflectors.)
+func TestRefusesWhatNeedsCoreDNSStore(t *testing.T) {
+	useDirectives(t)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["c"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1"}
+	cfg.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "c"}
+	cfg.AuthInfos["c"] = &clientcmdapi.AuthInfo{}
+	cfg.CurrentContext = "c"
+	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	for option, stanza := range map[string]string{
+		"pods verified":          "pods verified",
+		"labels":                 "labels app=web",
+		"namespace_labels":       "namespace_labels team=shop",
+		"zonal":                  "zonal",
+		"apiserver_max_inflight": "apiserver_max_inflight 10",
+	} {
+		_, err := serve(t, kubeconfig, "        "+stanza+"\n", true)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", option)) || !strings.Contains(err.Error(), "needs CoreDNS's own store") {
+			t.Errorf("%s: start-up error %v, want %q refused", stanza, err, option)
+		}
+	}
+	// Options it keeps start.
+	if _, err := serve(t, kubeconfig, "        pods insecure\n        noendpoints\n        ttl 5\n", true); err != nil {
+		t.Errorf("pods insecure, noendpoints, ttl: %v", err)
+	}
+	if err := setup(caddy.NewTestController("dns", "kubestore extra")); err == nil {
+		t.Error("kubestore took an argument")
+	}
+}
+
 // TestSameAnswersAsCoreDNSStore runs the kubernetes plugin twice against
 // one apiserver, once with kubestore and once with CoreDNS's own store, and
 // asks both the same questions, before and after the objects change.
@@ -195,10 +239,9 @@ func TestSameAnswersAsCoreDNSStore(t *testing.T) {
 
 	useDirectives(t)
 	kubeconfig := writeKubeconfig(t, cfg)
-	store, err := serve(t, kubeconfig, true, "")
+	addrs, err := serve(t, kubeconfig, "", true, false)
 	must(err)
-	own, err := serve(t, kubeconfig, false, "")
-	must(err)
+	store, own := addrs[0], addrs[1]
 	if got := answer(t, store, "db.shop.svc.cluster.local.", dns.TypeA); !strings.Contains(got, "10.0.0.12") || strings.Contains(got, "10.0.0.14") {
 		t.Fatalf("the headless Service answers\n%s\nwant its ready endpoints", got)
 	}
@@ -237,39 +280,4 @@ func reverse(ip string) string {
 	p := strings.Split(ip, ".")
 	slices.Reverse(p)
 	return strings.Join(p, ".") + ".in-addr.arpa."
-}
-
-// TestRefusesWhatNeedsCoreDNSStore: each option the store does not keep is
-// refused by name at start-up; and a CoreDNS that renamed a field the
-// options are read from fails every start here.
-func TestRefusesWhatNeedsCoreDNSStore(t *testing.T) {
-	useDirectives(t)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["c"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1"}
-	cfg.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "c"}
-	cfg.AuthInfos["c"] = &clientcmdapi.AuthInfo{}
-	cfg.CurrentContext = "c"
-	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	for option, stanza := range map[string]string{
-		"pods verified":          "pods verified",
-		"labels":                 "labels app=web",
-		"namespace_labels":       "namespace_labels team=shop",
-		"zonal":                  "zonal",
-		"apiserver_max_inflight": "apiserver_max_inflight 10",
-	} {
-		_, err := serve(t, kubeconfig, true, "        "+stanza+"\n")
-		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", option)) || !strings.Contains(err.Error(), "needs CoreDNS's own store") {
-			t.Errorf("%s: start-up error %v, want %q refused", stanza, err, option)
-		}
-	}
-	// Options it keeps start.
-	if _, err := serve(t, kubeconfig, true, "        pods insecure\n        noendpoints\n        ttl 5\n"); err != nil {
-		t.Errorf("pods insecure, noendpoints, ttl: %v", err)
-	}
-	if err := setup(caddy.NewTestController("dns", "kubestore extra")); err == nil {
-		t.Error("kubestore took an argument")
-	}
 }

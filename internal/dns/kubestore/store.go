@@ -46,6 +46,8 @@ type Store struct {
 	synced   [3]atomic.Bool // Services, EndpointSlices, Namespaces
 	stop     chan struct{}
 	stopOnce sync.Once
+	running  atomic.Bool
+	done     chan struct{} // closed when Run has returned
 }
 
 // the resources' places in synced.
@@ -70,6 +72,7 @@ func New(client clientset.Interface, endpoints bool) *Store {
 		epByIP:      newMultiIndex[object.Endpoints](),
 		namespaces:  map[string]*object.Namespace{},
 		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	if !endpoints {
 		s.synced[slicesSynced].Store(true)
@@ -82,9 +85,13 @@ func (s *Store) HasSynced() bool {
 	return s.synced[servicesSynced].Load() && s.synced[slicesSynced].Load() && s.synced[namespacesSynced].Load()
 }
 
-// Stop ends the watches; Run returns.
+// Stop ends the watches and, if Run runs, waits until it has returned (a
+// reload's new store then starts after the old one's reflectors are gone).
 func (s *Store) Stop() error {
 	s.stopOnce.Do(func() { close(s.stop) })
+	if s.running.Load() {
+		<-s.done
+	}
 	return nil
 }
 
