@@ -2,7 +2,6 @@ package kubestore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -13,12 +12,10 @@ import (
 	api "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	meta "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
-
-var errNamespaceNotFound = errors.New("namespace not found")
 
 // Run lists and watches Services, EndpointSlices and Namespaces with
 // client-go's reflectors (relists, bookmarks, backoff and watch-list as
@@ -28,42 +25,18 @@ func (s *Store) Run() {
 	defer close(s.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c := s.client
 	feeds := []source{
-		{"services", &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o meta.ListOptions) (runtime.Object, error) {
-				return c.CoreV1().Services(api.NamespaceAll).List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o meta.ListOptions) (watch.Interface, error) {
-				return c.CoreV1().Services(api.NamespaceAll).Watch(ctx, o)
-			},
-		}, &api.Service{}, &feed[*object.Service]{s: s, synced: &s.synced[servicesSynced], convert: object.ToService,
-			key: serviceKey, keys: func() []string { return mapKeys(s.services) }, put: s.putService, drop: s.dropService}},
-		{"namespaces", &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o meta.ListOptions) (runtime.Object, error) {
-				return c.CoreV1().Namespaces().List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o meta.ListOptions) (watch.Interface, error) {
-				return c.CoreV1().Namespaces().Watch(ctx, o)
-			},
-		}, &api.Namespace{}, &feed[*object.Namespace]{s: s, synced: &s.synced[namespacesSynced], convert: object.ToNamespace,
-			key: meta.Object.GetName, keys: func() []string { return mapKeys(s.namespaces) }, put: s.putNamespace, drop: s.dropNamespace}},
+		{"services", s.client.CoreV1().RESTClient(), &api.Service{}, s.serviceFeed()},
+		{"namespaces", s.client.CoreV1().RESTClient(), &api.Namespace{}, s.namespaceFeed()},
 	}
 	if s.endpoints {
-		feeds = append(feeds, source{"endpointslices", &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o meta.ListOptions) (runtime.Object, error) {
-				return c.DiscoveryV1().EndpointSlices(api.NamespaceAll).List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o meta.ListOptions) (watch.Interface, error) {
-				return c.DiscoveryV1().EndpointSlices(api.NamespaceAll).Watch(ctx, o)
-			},
-		}, &discovery.EndpointSlice{}, &feed[*object.Endpoints]{s: s, synced: &s.synced[slicesSynced], convert: toEndpoints,
-			key: sliceKey, keys: func() []string { return mapKeys(s.slices) }, put: s.putSlice, drop: s.dropSlice, observe: programmingLatency}})
+		feeds = append(feeds, source{"endpointslices", s.client.DiscoveryV1().RESTClient(), &discovery.EndpointSlice{}, s.sliceFeed()})
 	}
 	var wg sync.WaitGroup
 	for _, f := range feeds {
-		r := cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(f.lw, c), f.typ, f.store,
-			cache.ReflectorOptions{Name: "sitegrid-dns " + f.name})
+		lw := cache.NewListWatchFromClient(f.client, f.resource, api.NamespaceAll, fields.Everything())
+		r := cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, s.client), f.typ, f.store,
+			cache.ReflectorOptions{Name: "sitegrid-dns " + f.resource})
 		wg.Go(func() { r.RunWithContext(ctx) })
 	}
 	<-s.stop
@@ -73,10 +46,25 @@ func (s *Store) Run() {
 
 // source is one watched resource.
 type source struct {
-	name  string
-	lw    *cache.ListWatch
-	typ   runtime.Object
-	store cache.ReflectorStore
+	resource string
+	client   cache.Getter
+	typ      runtime.Object
+	store    cache.ReflectorStore
+}
+
+func (s *Store) serviceFeed() *feed[*object.Service] {
+	return &feed[*object.Service]{s: s, synced: &s.synced[servicesSynced], convert: object.ToService,
+		key: serviceKey, all: s.services, put: s.putService, drop: s.dropService}
+}
+
+func (s *Store) namespaceFeed() *feed[*object.Namespace] {
+	return &feed[*object.Namespace]{s: s, synced: &s.synced[namespacesSynced], convert: object.ToNamespace,
+		key: meta.Object.GetName, all: s.namespaces, put: s.putNamespace, drop: s.dropNamespace}
+}
+
+func (s *Store) sliceFeed() *feed[*object.Endpoints] {
+	return &feed[*object.Endpoints]{s: s, synced: &s.synced[slicesSynced], convert: toEndpoints,
+		key: sliceKey, all: s.slices, put: s.putSlice, drop: s.dropSlice, observe: programmingLatency}
 }
 
 // feed is one resource's side of the reflector: it turns what the
@@ -88,7 +76,7 @@ type feed[T meta.Object] struct {
 	synced  *atomic.Bool
 	convert object.ToFunc
 	key     func(meta.Object) string
-	keys    func() []string // the store's keys of this resource (s.mu held)
+	all     map[string]T // the store's objects of this resource, by key
 	// put and drop change the store's maps (s.mu held) and say whether
 	// the zone's records and its external records changed.
 	put  func(T) (internal, external bool)
@@ -191,7 +179,7 @@ func (f *feed[T]) Replace(list []any, _ string) error {
 		i, e := f.put(t)
 		internal, external = internal || i, external || e
 	}
-	for _, k := range f.keys() {
+	for k := range f.all {
 		if !keep[k] {
 			i, e := f.drop(k)
 			internal, external = internal || i, external || e
@@ -208,14 +196,6 @@ func (f *feed[T]) Replace(list []any, _ string) error {
 
 // Resync has nothing to do: there is no queue.
 func (f *feed[T]) Resync() error { return nil }
-
-func mapKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
 
 // toEndpoints is CoreDNS's conversion, with the address lists cut to their
 // length (they grow an address at a time, so up to twice that).

@@ -53,7 +53,7 @@ func (s *Store) unindexService(svc *object.Service) {
 }
 
 func (s *Store) putSlice(ep *object.Endpoints) (internal, external bool) {
-	key := ep.Namespace + "/" + ep.Name
+	key := sliceKey(ep)
 	old := s.slices[key]
 	switch {
 	case old == nil:

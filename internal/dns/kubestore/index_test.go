@@ -50,8 +50,7 @@ func service(name, rv string, externalIPs ...string) *corev1.Service {
 // move only for changes to records.
 func TestReplace(t *testing.T) {
 	s := New(nil, true)
-	f := &feed[*object.Service]{s: s, synced: &s.synced[servicesSynced], convert: object.ToService,
-		key: serviceKey, keys: func() []string { return mapKeys(s.services) }, put: s.putService, drop: s.dropService}
+	f := s.serviceFeed()
 	if err := f.Replace([]any{service("web", "1"), service("lb", "1", "198.18.9.9")}, "1"); err != nil {
 		t.Fatal(err)
 	}

@@ -164,15 +164,7 @@ func slice(name, service string, ready bool, ips ...string) *discoveryv1.Endpoin
 // the plugin's setup sets klog's logger under running reflectors.)
 func TestRefusesWhatNeedsCoreDNSStore(t *testing.T) {
 	useDirectives(t)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["c"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1"}
-	cfg.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "c"}
-	cfg.AuthInfos["c"] = &clientcmdapi.AuthInfo{}
-	cfg.CurrentContext = "c"
-	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := writeKubeconfig(t, &rest.Config{Host: "https://127.0.0.1:1"}) // nothing listens
 	for option, stanza := range map[string]string{
 		"pods verified":          "pods verified",
 		"labels":                 "labels app=web",

@@ -14,6 +14,7 @@ package kubestore
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +166,8 @@ func lookup[T any](s *Store, index multiIndex[T], key string) []*T {
 	defer s.mu.RUnlock()
 	return index.get(key)
 }
+
+var errNamespaceNotFound = errors.New("namespace not found")
 
 // GetNamespaceByName is the Namespace name, or an error if there is none.
 func (s *Store) GetNamespaceByName(name string) (*object.Namespace, error) {
