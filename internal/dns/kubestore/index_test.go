@@ -3,11 +3,14 @@ package kubestore
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/coredns/coredns/plugin/kubernetes"
 	"github.com/coredns/coredns/plugin/kubernetes/object"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientset "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 func TestMultiIndex(t *testing.T) {
@@ -82,5 +85,28 @@ func TestReplace(t *testing.T) {
 	}
 	if len(s.ServiceList()) != 0 || s.SvcIndexReverse("10.96.0.11") != nil {
 		t.Fatal("a deleted Service is still answered")
+	}
+}
+
+// Stop returns once Run has: its reflectors (here retrying an apiserver
+// that is not there) are gone.
+func TestStopWaitsForRun(t *testing.T) {
+	s := New(clientset.NewForConfigOrDie(&rest.Config{Host: "https://127.0.0.1:1"}), true)
+	ran := make(chan struct{})
+	go func() { s.Run(); close(ran) }()
+	for !s.running.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.done:
+	default:
+		t.Fatal("Stop returned while Run was still running")
+	}
+	<-ran
+	if err := s.Stop(); err != nil {
+		t.Fatal("a second Stop:", err)
 	}
 }
