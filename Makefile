@@ -17,8 +17,9 @@ build: ## Build sitegrid-manager, sitegrid-hub and sitegridctl into bin/ (static
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: kube-bin
-kube-bin: ## Build the pinned Kubernetes, etcd and kwok binaries (once per pin).
+kube-bin: ## Build the pinned Kubernetes, etcd and kwok binaries, and SuperEdge's for the migration tests (once per pin).
 	$(GO) run ./hack/kube-bin
+	$(GO) run ./hack/kube-bin -kit superedge
 
 $(TOOLS)/.stamp: hack/tools/dev/go.mod hack/tools/dev/go.sum
 	cd hack/tools/dev && $(GO) build -o $(TOOLS)/ tool

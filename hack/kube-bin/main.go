@@ -1,9 +1,11 @@
 // Command kube-bin builds (or finds) the pinned Kubernetes, etcd and kwok
-// binaries and prints the folder that holds them. `make kube-bin` runs it.
+// binaries and prints the folder that holds them; -kit superedge does the
+// same for SuperEdge's (the migration tests). `make kube-bin` runs it.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,9 +15,17 @@ import (
 )
 
 func main() {
+	kitName := flag.String("kit", "kubernetes", "What to build: kubernetes (Kubernetes, etcd, kwok) or superedge.")
+	flag.Parse()
+	kits := map[string]kubebin.Kit{"kubernetes": {}, "superedge": kubebin.SuperEdge}
+	kit, ok := kits[*kitName]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "kube-bin: unknown -kit %q: kubernetes or superedge\n", *kitName)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	set, err := kubebin.Ensure(ctx, kubebin.Options{Progress: os.Stderr})
+	set, err := kubebin.Ensure(ctx, kubebin.Options{Progress: os.Stderr, Kit: kit})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kube-bin:", err)
 		os.Exit(1)

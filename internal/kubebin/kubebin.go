@@ -36,11 +36,21 @@ const (
 	Kwokctl               = "kwokctl"
 	// KwokStages prints kwok's default stages (hack/tools/kwok/kwok-stages).
 	KwokStages = "kwok-stages"
+
+	// SuperEdge's cloud controllers and edge agents (Kit SuperEdge).
+	SuperEdgeGridController = "application-grid-controller"
+	SuperEdgeSiteManager    = "site-manager"
+	SuperEdgeGridWrapper    = "application-grid-wrapper"
+	SuperEdgeLiteAPIServer  = "lite-apiserver"
+	// SuperEdgeManifests is the folder of a SuperEdge set holding its grid
+	// CRDs, copied from the module: superedge.io_*.yaml.
+	SuperEdgeManifests = "manifests"
 )
 
 // Environment variables that change where binaries come from.
 const (
-	// EnvDir names a folder holding every binary already; nothing is built.
+	// EnvDir names a folder holding every binary of the Kubernetes kit
+	// already; nothing is built.
 	EnvDir = "SITEGRID_KUBE_BIN"
 	// EnvCache overrides the cache root (default: the user cache folder).
 	EnvCache = "SITEGRID_KUBE_BIN_CACHE"
@@ -61,6 +71,9 @@ type step struct {
 	// stampVersion sets the version the binaries report the way
 	// Kubernetes' own build does (hack/lib/version.sh).
 	stampVersion bool
+	// files are copied from the pinned module's source into the set's
+	// folder: module-relative path -> path in the set.
+	files map[string]string
 }
 
 var steps = []step{
@@ -72,9 +85,35 @@ var steps = []step{
 		extra: []string{"./" + KwokStages}, names: []string{Kwok, Kwokctl, KwokStages}},
 }
 
-// Set is a folder holding every binary.
+// A Kit is what is built together into one folder. The zero Kit is
+// Kubernetes: what the test harness and the lab always run.
+type Kit struct {
+	steps []step
+}
+
+// SuperEdge is SuperEdge's controllers and agents with its CRDs, for the
+// migration tests; built only when asked for.
+var SuperEdge = Kit{steps: []step{{module: "superedge", pin: "github.com/superedge/superedge", label: "superedge",
+	names: []string{SuperEdgeGridController, SuperEdgeSiteManager, SuperEdgeGridWrapper, SuperEdgeLiteAPIServer},
+	// The grid CRDs, which application-grid-controller reads from files;
+	// site-manager installs the site CRDs itself (its --ensure-crd).
+	files: map[string]string{
+		"pkg/application-grid-controller/manifests/superedge.io_deploymentgrids.yaml":  "manifests/superedge.io_deploymentgrids.yaml",
+		"pkg/application-grid-controller/manifests/superedge.io_statefulsetgrids.yaml": "manifests/superedge.io_statefulsetgrids.yaml",
+		"pkg/application-grid-controller/manifests/superedge.io_servicegrids.yaml":     "manifests/superedge.io_servicegrids.yaml",
+	}}}}
+
+func (k Kit) stepList() []step {
+	if k.steps == nil {
+		return steps
+	}
+	return k.steps
+}
+
+// Set is a folder holding every binary of a kit.
 type Set struct {
 	Dir string
+	kit Kit
 }
 
 // Path returns the path of the named binary.
@@ -82,10 +121,15 @@ func (s Set) Path(name string) string { return filepath.Join(s.Dir, name) }
 
 // Check reports the first missing binary.
 func (s Set) Check() error {
-	for _, st := range steps {
+	for _, st := range s.kit.stepList() {
 		for _, n := range st.names {
 			if fi, err := os.Stat(s.Path(n)); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 				return fmt.Errorf("binary %s missing in %s", n, s.Dir)
+			}
+		}
+		for _, to := range st.files {
+			if _, err := os.Stat(s.Path(to)); err != nil {
+				return fmt.Errorf("file %s missing in %s", to, s.Dir)
 			}
 		}
 	}
@@ -102,16 +146,20 @@ type Options struct {
 	CacheRoot string
 	// Progress receives one line per step; nil discards it.
 	Progress io.Writer
+	// Kit is what to build; the zero Kit is Kubernetes, etcd and kwok.
+	Kit Kit
 }
 
 // Pins names the pinned versions and the hash of the tools modules.
 type Pins struct {
 	Versions map[string]string // label -> version
 	Hash     string
+	kit      Kit
 }
 
 // FolderName is the folder a set of these pins is built into.
 func (p Pins) FolderName() string {
+	steps := p.kit.stepList()
 	parts := make([]string, 0, len(steps)+2)
 	for _, st := range steps {
 		parts = append(parts, st.label+"-"+p.Versions[st.label])
@@ -120,11 +168,15 @@ func (p Pins) FolderName() string {
 	return strings.Join(parts, "_")
 }
 
-// ReadPins reads the pins from the tools modules of a checkout.
-func ReadPins(repoRoot string) (Pins, error) {
-	p := Pins{Versions: map[string]string{}}
+// ReadPins reads the pins of the Kubernetes kit from the tools modules of
+// a checkout.
+func ReadPins(repoRoot string) (Pins, error) { return Kit{}.ReadPins(repoRoot) }
+
+// ReadPins reads the kit's pins from the tools modules of a checkout.
+func (k Kit) ReadPins(repoRoot string) (Pins, error) {
+	p := Pins{Versions: map[string]string{}, kit: k}
 	h := sha256.New()
-	for _, st := range steps {
+	for _, st := range k.stepList() {
 		dir := filepath.Join(repoRoot, "hack", "tools", st.module)
 		modData, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 		if err != nil {
@@ -188,7 +240,7 @@ func Ensure(ctx context.Context, opts Options) (Set, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
-	if d := os.Getenv(EnvDir); d != "" {
+	if d := os.Getenv(EnvDir); d != "" && opts.Kit.steps == nil {
 		s := Set{Dir: d}
 		if err := s.Check(); err != nil {
 			return s, fmt.Errorf("$%s: %w", EnvDir, err)
@@ -204,14 +256,14 @@ func Ensure(ctx context.Context, opts Options) (Set, error) {
 		if root, err = FindRepoRoot(wd); err != nil {
 			// Outside a checkout the pins cannot be read, but a set built
 			// before (by `make kube-bin` or a lab) serves.
-			if set, cacheErr := newestCached(opts.CacheRoot); cacheErr == nil {
+			if set, cacheErr := newestCached(opts.CacheRoot, opts.Kit); cacheErr == nil {
 				fmt.Fprintf(progress, "kube-bin: not in a sitegrid checkout; using the built set %s\n", set.Dir)
 				return set, nil
 			}
 			return Set{}, fmt.Errorf("%w, and no built set is in the cache: run from a sitegrid checkout (it builds them), or set $%s to a folder holding the binaries", err, EnvDir)
 		}
 	}
-	pins, err := ReadPins(root)
+	pins, err := opts.Kit.ReadPins(root)
 	if err != nil {
 		return Set{}, err
 	}
@@ -221,7 +273,7 @@ func Ensure(ctx context.Context, opts Options) (Set, error) {
 			return Set{}, err
 		}
 	}
-	set := Set{Dir: filepath.Join(cache, pins.FolderName())}
+	set := Set{Dir: filepath.Join(cache, pins.FolderName()), kit: opts.Kit}
 	if set.Check() == nil {
 		return set, nil
 	}
@@ -246,7 +298,7 @@ func Ensure(ctx context.Context, opts Options) (Set, error) {
 
 // newestCached returns the most recently built complete set in the cache
 // that this Go version built.
-func newestCached(cacheRoot string) (Set, error) {
+func newestCached(cacheRoot string, kit Kit) (Set, error) {
 	if cacheRoot == "" {
 		var err error
 		if cacheRoot, err = CacheRoot(); err != nil {
@@ -263,7 +315,7 @@ func newestCached(cacheRoot string) (Set, error) {
 		if !e.IsDir() || strings.HasSuffix(e.Name(), ".partial") || !strings.Contains(e.Name(), "_"+runtime.Version()+"_") {
 			continue
 		}
-		set := Set{Dir: filepath.Join(cacheRoot, e.Name())}
+		set := Set{Dir: filepath.Join(cacheRoot, e.Name()), kit: kit}
 		info, err := e.Info()
 		if err != nil || set.Check() != nil {
 			continue
@@ -288,6 +340,7 @@ func build(ctx context.Context, root string, set Set, pins Pins, progress io.Wri
 	}
 	start := time.Now()
 	fmt.Fprintf(progress, "kube-bin: building %s into %s\n", pins.FolderName(), set.Dir)
+	steps := set.kit.stepList()
 	for i, st := range steps {
 		stepStart := time.Now()
 		fmt.Fprintf(progress, "kube-bin: [%d/%d] %s %s (%s)\n", i+1, len(steps), st.pin, pins.Versions[st.label], strings.Join(st.names, ", "))
@@ -335,11 +388,41 @@ func buildStep(ctx context.Context, modDir, out string, st step, version string,
 			if err != nil {
 				return fmt.Errorf("%w\n%s", err, outBuf.String())
 			}
-			return nil
+			return copyModuleFiles(ctx, modDir, out, st)
 		case <-tick.C:
 			fmt.Fprintf(progress, "kube-bin:       still compiling %s (elapsed %s)\n", st.module, since(start))
 		}
 	}
+}
+
+// copyModuleFiles copies the step's files out of the pinned module's source
+// in the module cache.
+func copyModuleFiles(ctx context.Context, modDir, out string, st step) error {
+	if len(st.files) == 0 {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", st.pin)
+	cmd.Dir = modDir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	dirOut, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("locate %s's source: %w", st.pin, err)
+	}
+	src := strings.TrimSpace(string(dirOut))
+	for from, to := range st.files {
+		data, err := os.ReadFile(filepath.Join(src, from))
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(out, to)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func lockFile(ctx context.Context, path string, progress io.Writer) (func(), error) {

@@ -153,3 +153,58 @@ func TestVersionLDFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestSuperEdgeKitIsItsOwnSet: SuperEdge's set is named after its own pin,
+// a Kubernetes set does not pass for it, and it is complete only with the
+// CRDs copied from its module.
+func TestSuperEdgeKitIsItsOwnSet(t *testing.T) {
+	root := fakeCheckout(t, "v1.37.1", "v3.6.16", "v0.8.0")
+	dir := filepath.Join(root, "hack", "tools", "superedge")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module x\n\nrequire github.com/superedge/superedge v0.9.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.sum"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pins, err := SuperEdge.ReadPins(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name := pins.FolderName(); !strings.HasPrefix(name, "superedge-v0.9.0_") || strings.Contains(name, "kube-") {
+		t.Errorf("folder %q: want one named after SuperEdge's pin only", name)
+	}
+
+	set := Set{Dir: t.TempDir(), kit: SuperEdge}
+	for _, st := range steps { // a Kubernetes set in the folder
+		for _, n := range st.names {
+			if err := os.WriteFile(set.Path(n), nil, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := set.Check(); err == nil || !strings.Contains(err.Error(), SuperEdgeGridController) {
+		t.Fatalf("got %v, want SuperEdge's controller missing", err)
+	}
+	for _, n := range SuperEdge.steps[0].names {
+		if err := os.WriteFile(set.Path(n), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := set.Check(); err == nil || !strings.Contains(err.Error(), SuperEdgeManifests) {
+		t.Fatalf("got %v, want the CRDs missing", err)
+	}
+	for _, to := range SuperEdge.steps[0].files {
+		if err := os.MkdirAll(filepath.Dir(set.Path(to)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(set.Path(to), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := set.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

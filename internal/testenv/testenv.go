@@ -46,6 +46,27 @@ func Binaries(t testing.TB) kubebin.Set {
 	return binSet
 }
 
+var (
+	superEdgeOnce sync.Once
+	superEdgeSet  kubebin.Set
+	superEdgeErr  error
+)
+
+// SuperEdgeBinaries returns SuperEdge's controllers and agents built from
+// its module (kubebin.SuperEdge), building them on first use.
+func SuperEdgeBinaries(t testing.TB) kubebin.Set {
+	t.Helper()
+	superEdgeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		superEdgeSet, superEdgeErr = kubebin.Ensure(ctx, kubebin.Options{Progress: os.Stderr, Kit: kubebin.SuperEdge})
+	})
+	if superEdgeErr != nil {
+		t.Fatalf("SuperEdge binaries: %v", superEdgeErr)
+	}
+	return superEdgeSet
+}
+
 // RepoRoot returns the root of the checkout the test runs in.
 func RepoRoot(t testing.TB) string {
 	t.Helper()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"maps"
 	"net"
@@ -17,9 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
@@ -30,17 +29,19 @@ import (
 	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/manager"
 	"github.com/sitegrid/sitegrid/internal/pki"
+	"github.com/sitegrid/sitegrid/internal/process"
 	"github.com/sitegrid/sitegrid/internal/testenv"
 	"github.com/sitegrid/sitegrid/internal/testenv/testmanager"
 )
 
-// TestMigrateFromSuperEdge builds a cluster the way SuperEdge leaves it —
-// nodes labelled by its site-manager, its units and group, grids and the
-// children its application-grid-controller made, their pods running — then
-// starts sitegrid (CRD conversion registered as the lab does) and checks
-// that every child is adopted as the same object, every pod is the same
-// pod, the Service keeps its cluster IP, a later template change is rolled
-// out by sitegrid, and SuperEdge's v1alpha1 demos apply with kubectl.
+// TestMigrateFromSuperEdge makes a cluster SuperEdge's way — SuperEdge's
+// own site-manager and application-grid-controller (v0.9.0, built from its
+// module) install their CRDs, label the nodes and make the grids' children
+// from a user's objects, their pods running — then stops them, installs
+// sitegrid over SuperEdge's CRDs as docs/migrate-from-superedge.md says, and
+// checks that every child is adopted as the same object, every pod is the
+// same pod, the Service keeps its cluster IP, a later template change is
+// rolled out by sitegrid, and SuperEdge's v1alpha1 demos apply with kubectl.
 func TestMigrateFromSuperEdge(t *testing.T) {
 	cp := testenv.StartControlPlane(t, testenv.ControlPlaneOptions{})
 	ctx := context.Background()
@@ -48,17 +49,10 @@ func TestMigrateFromSuperEdge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The CRDs stand in for SuperEdge's of the same names: replacing a CRD
-	// keeps its objects.
-	if err := lab.InstallManifests(ctx, cp.RESTConfig(), config.Manifests); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cp.RESTConfig(), client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kubectl := testenv.Binaries(t).Path(kubebin.Kubectl)
+	superEdge := testenv.SuperEdgeBinaries(t)
 
-	// SuperEdge's state: nodes, their labels and annotation, units, group.
+	// The user's nodes: one per site, labelled with its site.
 	sites := []string{"site-1", "site-2"}
 	var nodes []string
 	for i, site := range sites {
@@ -66,54 +60,49 @@ func TestMigrateFromSuperEdge(t *testing.T) {
 		nodes = append(nodes, name)
 		if err := controlplane.CreateNode(ctx, cs, controlplane.Node{
 			Name: name, InternalIP: fmt.Sprintf("198.18.%d.10", i+1),
-			Labels:      map[string]string{"location": site, "node-role.kubernetes.io/Edge": ""},
-			Annotations: map[string]string{sitev1.AnnotationNodeUnits: fmt.Sprintf(`["unit-node-all","%s"]`, site)},
+			Labels: map[string]string{"site": site, "node-role.kubernetes.io/Edge": ""},
 		}); err != nil {
 			t.Fatal(err)
 		}
-		createAll(t, c, &sitev1.NodeUnit{ObjectMeta: metav1.ObjectMeta{Name: site},
-			Spec: sitev1.NodeUnitSpec{Type: sitev1.EdgeNodeUnit, Selector: &sitev1.Selector{MatchLabels: map[string]string{"location": site}}}})
 	}
 	if err := controlplane.WaitNodesReady(ctx, cs, time.Minute, nodes...); err != nil {
 		t.Fatal(err)
 	}
-	createAll(t, c, &sitev1.NodeGroup{ObjectMeta: metav1.ObjectMeta{Name: "location"}, Spec: sitev1.NodeGroupSpec{NodeUnits: sites}})
 
-	labels := map[string]string{"app": "echo"}
-	pod := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "echo", Image: "echo:1"}}}}
-	dg := &gridv1.DeploymentGrid{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default"}, Spec: gridv1.DeploymentGridSpec{
-		GridUniqKey: "location",
-		Template:    &appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: pod},
-	}}
-	dbLabels := map[string]string{"app": "db"}
-	db := &gridv1.StatefulSetGrid{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "default"}, Spec: gridv1.StatefulSetGridSpec{
-		GridUniqKey: "location",
-		Template: &appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), ServiceName: "db", Selector: &metav1.LabelSelector{MatchLabels: dbLabels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: dbLabels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "db", Image: "db:1"}}}}},
-	}}
-	sg := &gridv1.ServiceGrid{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default"}, Spec: gridv1.ServiceGridSpec{
-		GridUniqKey: "location", Template: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
-	}}
-	createAll(t, c, dg, db, sg)
+	// SuperEdge runs: its controllers, its CRDs, the user's objects.
+	stopSuperEdge := startSuperEdgeControllers(t, cp, superEdge, kubectl)
+	applyFile(t, kubectl, cp.AdminKubeconfig, filepath.Join(testenv.RepoRoot(t), "test", "testdata", "superedge", "cluster.yaml"))
 
-	// The children as SuperEdge's application-grid-controller makes them:
-	// <grid>-<value>, labels grid-selector and grid-uniq-key, the grid as
-	// controller, the template with the node selector <key>=<value>; the
-	// Service <grid>-svc with the topologyKeys annotation.
-	for _, site := range sites {
-		d := &appsv1.Deployment{ObjectMeta: superEdgeChildMeta(t, c, dg, "echo-"+site), Spec: *dg.Spec.Template.DeepCopy()}
-		d.Spec.Template.Spec.NodeSelector = map[string]string{"location": site}
-		s := &appsv1.StatefulSet{ObjectMeta: superEdgeChildMeta(t, c, db, "db-"+site), Spec: *db.Spec.Template.DeepCopy()}
-		s.Spec.Template.Spec.NodeSelector = map[string]string{"location": site}
-		createAll(t, c, d, s)
+	// What SuperEdge made of them: the group's label and the unit's own
+	// label (`<unit>: nodeunits.superedge.io`, site-manager v0.9's record of
+	// membership) on the nodes, the children and their pods.
+	c, err := client.New(cp.RESTConfig(), client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	svcMeta := superEdgeChildMeta(t, c, sg, "echo-svc")
-	svcMeta.Annotations = map[string]string{gridv1.AnnotationTopologyKeys: `["location"]`}
-	createAll(t, c, &corev1.Service{ObjectMeta: svcMeta, Spec: *sg.Spec.Template.DeepCopy()})
-
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) error {
+		for i, name := range nodes {
+			n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if n.Labels["location"] != sites[i] || n.Labels[sites[i]] != "nodeunits.superedge.io" {
+				return fmt.Errorf("node %s not labelled by site-manager yet: labels %v annotations %v", name, n.Labels, n.Annotations)
+			}
+		}
+		for _, site := range sites {
+			for name, obj := range map[string]client.Object{"echo-" + site: &appsv1.Deployment{}, "db-" + site: &appsv1.StatefulSet{}} {
+				if err := c.Get(ctx, types.NamespacedName{Namespace: "default", Name: name}, obj); err != nil {
+					return fmt.Errorf("application-grid-controller's child %s: %w", name, err)
+				}
+			}
+		}
+		_, err := cs.CoreV1().Services("default").Get(ctx, "echo-svc", metav1.GetOptions{})
+		return err
+	})
 	before := runningPods(t, cs, 6, "echo:1", "db:1")
+	stopSuperEdge()
+
 	uids := childUIDs(t, c)
 	replicaSets := replicaSetNames(t, cs)
 	svc, err := cs.CoreV1().Services("default").Get(ctx, "echo-svc", metav1.GetOptions{})
@@ -121,7 +110,16 @@ func TestMigrateFromSuperEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	clusterIP := svc.Spec.ClusterIP
+	if svc.Annotations[gridv1.AnnotationTopologyKeys] == "" {
+		t.Errorf("SuperEdge's Service has no %s annotation: %v", gridv1.AnnotationTopologyKeys, svc.Annotations)
+	}
 
+	// sitegrid's CRDs take over SuperEdge's of the same names (step 3 of
+	// the migration: server-side, conflicts forced); their objects stay.
+	if err := lab.InstallManifests(ctx, cp.RESTConfig(), config.Manifests); err != nil {
+		t.Fatal(err)
+	}
+	dg := &gridv1.DeploymentGrid{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default"}}
 	// sitegrid starts; SuperEdge's controllers are gone.
 	startSitegridWithConversion(t, cp)
 
@@ -172,13 +170,14 @@ func TestMigrateFromSuperEdge(t *testing.T) {
 	if s, err := cs.CoreV1().Services("default").Get(ctx, "echo-svc", metav1.GetOptions{}); err != nil || s.Spec.ClusterIP != clusterIP || s.UID != svc.UID {
 		t.Errorf("Service after adoption: %v, cluster IP %q uid %s, before %q %s", err, s.Spec.ClusterIP, s.UID, clusterIP, svc.UID)
 	}
-	// The nodes' list of units is sitegrid's now.
+	// The nodes' list of units is sitegrid's now: the node's site, and
+	// unit-node-all, which site-manager made and sitegrid keeps.
 	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
 		n, err := cs.CoreV1().Nodes().Get(ctx, "site-1-node-1", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		if got := n.Annotations[sitev1.AnnotationNodeUnits]; got != `["site-1"]` {
+		if got := n.Annotations[sitev1.AnnotationNodeUnits]; got != `["site-1","unit-node-all"]` {
 			return fmt.Errorf("node site-1-node-1: %s=%s", sitev1.AnnotationNodeUnits, got)
 		}
 		return nil
@@ -199,7 +198,6 @@ func TestMigrateFromSuperEdge(t *testing.T) {
 
 	// SuperEdge's own v1alpha1 demos apply unchanged, and kubectl lists them
 	// in v1alpha1.
-	kubectl := testenv.Binaries(t).Path(kubebin.Kubectl)
 	demos := filepath.Join(testenv.RepoRoot(t), "test", "testdata", "superedge")
 	for _, f := range []string{"nodeunit_demo.yaml", "nodegroup_demo.yaml"} {
 		if out, err := exec.Command(kubectl, "--kubeconfig", cp.AdminKubeconfig, "apply", "-f", filepath.Join(demos, f)).CombinedOutput(); err != nil {
@@ -216,26 +214,71 @@ func TestMigrateFromSuperEdge(t *testing.T) {
 	}
 }
 
-// superEdgeChildMeta is the metadata SuperEdge's application-grid-controller
-// gives a grid's child.
-func superEdgeChildMeta(t *testing.T, c client.Client, grid client.Object, name string) metav1.ObjectMeta {
+// startSuperEdgeControllers runs SuperEdge's site-manager and
+// application-grid-controller against the control plane, as cluster
+// administrators (SuperEdge's own RBAC is broader still), and returns what
+// stops them. site-manager installs the site CRDs itself, with its
+// conversion webhook, which does not serve here: it reads its certificate
+// from /etc/site-manager. Nothing converts while SuperEdge runs, since its
+// controllers read and write v1alpha2 only. application-grid-controller reads
+// its CRDs from files at /etc/superedge, so they are applied for it, as
+// SuperEdge's installer does.
+func startSuperEdgeControllers(t *testing.T, cp *controlplane.ControlPlane, superEdge kubebin.Set, kubectl string) (stop func()) {
 	t.Helper()
-	gvk, err := c.GroupVersionKindFor(grid)
+	for _, f := range []string{"superedge.io_deploymentgrids.yaml", "superedge.io_statefulsetgrids.yaml", "superedge.io_servicegrids.yaml"} {
+		applyFile(t, kubectl, cp.AdminKubeconfig, superEdge.Path(filepath.Join(kubebin.SuperEdgeManifests, f)))
+	}
+	ca, err := os.ReadFile(cp.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := map[string]string{}
-	switch g := grid.(type) {
-	case *gridv1.DeploymentGrid:
-		key[gridv1.LabelGridUniqKey] = g.Spec.GridUniqKey
-	case *gridv1.StatefulSetGrid:
-		key[gridv1.LabelGridUniqKey] = g.Spec.GridUniqKey
-	case *gridv1.ServiceGrid:
-		key[gridv1.LabelGridUniqKey] = g.Spec.GridUniqKey
+	port, err := controlplane.FreePort()
+	if err != nil {
+		t.Fatal(err)
 	}
-	key[gridv1.LabelGridSelector] = grid.GetName()
-	return metav1.ObjectMeta{Name: name, Namespace: grid.GetNamespace(), Labels: key,
-		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(grid, gvk)}}
+	var procs []*process.Process
+	stop = func() {
+		for _, p := range procs {
+			p.Stop(10 * time.Second)
+		}
+		procs = nil
+	}
+	t.Cleanup(stop)
+	for _, spec := range []process.Spec{
+		{Name: kubebin.SuperEdgeSiteManager, Path: superEdge.Path(kubebin.SuperEdgeSiteManager),
+			Args: []string{"--kubeconfig", cp.AdminKubeconfig, "--leader-elect=false"},
+			Env:  []string{fmt.Sprintf("CONVERT_WEBHOOK_SERVER=https://127.0.0.1:%d/v1", port), "CA_CRT=" + base64.StdEncoding.EncodeToString(ca)}},
+		{Name: kubebin.SuperEdgeGridController, Path: superEdge.Path(kubebin.SuperEdgeGridController),
+			Args: []string{"--kubeconfig", cp.AdminKubeconfig, "--leader-elect=false"}},
+	} {
+		spec.LogFile = filepath.Join(cp.Dir, "logs", spec.Name+".log")
+		p, err := process.Start(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+	}
+	// The site CRDs are site-manager's to install: wait for them.
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		for _, p := range procs {
+			if done, _ := p.Exited(); done {
+				return fmt.Errorf("%s exited:\n%s", p.Spec.Name, process.LogTail(p.Spec.LogFile, 20))
+			}
+		}
+		out, err := exec.CommandContext(ctx, kubectl, "--kubeconfig", cp.AdminKubeconfig, "get", "nodeunits.v1alpha2.site.superedge.io").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("site-manager's CRDs: %v: %s", err, out)
+		}
+		return nil
+	})
+	return stop
+}
+
+func applyFile(t *testing.T, kubectl, kubeconfig, file string) {
+	t.Helper()
+	if out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", file).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply -f %s: %v\n%s", file, err, out)
+	}
 }
 
 // startSitegridWithConversion runs the manager in the test process with its
