@@ -146,7 +146,8 @@ The binaries are built from source on first use.`,
 				args := []string{"lab", "up", "--workdir", opts.Workdir,
 					"--sites", strconv.Itoa(opts.Sites), "--nodes-per-site", strconv.Itoa(opts.NodesPerSite),
 					"--apiserver-port", strconv.Itoa(opts.APIServerPort), "--node-monitor-grace-period", opts.NodeMonitorGracePeriod.String(),
-					"--kube-proxy=" + strconv.FormatBool(opts.KubeProxy), "--real-nodes=" + strconv.FormatBool(opts.RealNodes)}
+					"--kube-proxy=" + strconv.FormatBool(opts.KubeProxy), "--real-nodes=" + strconv.FormatBool(opts.RealNodes),
+					"--superedge-agents=" + strconv.FormatBool(opts.SuperEdgeAgents)}
 				return lab.Detach(cmd.Context(), opts.Workdir, args, cmd.OutOrStdout())
 			}
 			// The first signal stops the lab cleanly; a second one exits at once
@@ -171,6 +172,7 @@ The binaries are built from source on first use.`,
 	cmd.Flags().DurationVar(&opts.NodeMonitorGracePeriod, "node-monitor-grace-period", 0, "How long the cloud waits for a node's lease before marking it NotReady (default: Kubernetes' 40s); shorter makes partitions show sooner.")
 	cmd.Flags().BoolVar(&opts.KubeProxy, "kube-proxy", false, "Run the real kube-proxy on every node, in the node's own network namespace against its hub (needs root, ip and iptables).")
 	cmd.Flags().BoolVar(&opts.RealNodes, "real-nodes", false, "Make every node a real node: containerd, the real kubelet and kube-proxy in the node's own network namespace on its site's LAN (needs root, containerd, runc, CNI plugins, busybox-static).")
+	cmd.Flags().BoolVar(&opts.SuperEdgeAgents, "superedge-agents", false, "With --real-nodes: the nodes boot on SuperEdge's edge agent lite-apiserver (built from SuperEdge's source) as a SuperEdge cluster's do; `lab join NODE` replaces it with sitegrid-hub, `lab leave NODE` goes back.")
 	cmd.Flags().BoolVar(&detach, "detach", false, "Return once the lab is ready and leave it running in the background.")
 	return cmd
 }

@@ -137,6 +137,7 @@ func nodeCorefile(node, ip, kubeconfig, kubeContext, resolver string) string {
 func (en *edgeNode) startDNS(ctx context.Context, bin string) error {
 	p, err := process.Start(process.Spec{Name: "sitegrid-dns-" + en.name, Path: "nsenter",
 		Args:    []string{"--net=" + netns.Path(en.netns), "--", bin, "-conf", en.real.corefile},
+		Env:     en.superEdgeClientEnv(),
 		LogFile: filepath.Join(en.dir, "dns.log")})
 	if err != nil {
 		return err

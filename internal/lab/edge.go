@@ -83,6 +83,7 @@ type edge struct {
 	kubeProxyAll   bool
 	kubeProxyToken string
 	real           realOptions
+	superEdge      superEdgeOptions
 	// apiserver is host:port of the cloud apiserver, what links relay to.
 	apiserver string
 
@@ -128,8 +129,11 @@ type edgeNode struct {
 
 	mu                                       sync.Mutex
 	hub, kubelet, kubeProxy, containerd, dns *process.Process
-	restarts                                 map[string]int
-	stopping                                 bool
+	// liteAPIServer is SuperEdge's edge agent on a real node of a lab with
+	// --superedge-agents, until it joins (superedge.go).
+	liteAPIServer *process.Process
+	restarts      map[string]int
+	stopping      bool
 	// off: powered off by `lab stop-node`; nothing is restarted.
 	off  bool
 	done chan struct{}
@@ -143,6 +147,9 @@ type edgeOptions struct {
 	kubeProxyBin string
 	kubeProxyAll bool
 	real         realOptions
+	// superEdge, when enabled, boots real nodes on SuperEdge's agents
+	// (superedge.go).
+	superEdge superEdgeOptions
 }
 
 func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOptions) (*edge, error) {
@@ -155,7 +162,7 @@ func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOption
 		return nil, err
 	}
 	e := &edge{cp: cp, admin: admin, workdir: opts.workdir, hubBin: opts.hubBin, kubeProxyBin: opts.kubeProxyBin,
-		kubeProxyAll: opts.kubeProxyAll, real: opts.real, apiserver: u.Host, nodes: map[string]*edgeNode{}}
+		kubeProxyAll: opts.kubeProxyAll, real: opts.real, superEdge: opts.superEdge, apiserver: u.Host, nodes: map[string]*edgeNode{}}
 	role, binding := kwokReaderRBAC()
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
@@ -462,6 +469,7 @@ func (en *edgeNode) supervise(e *edge) {
 		en.mu.Lock()
 		hubGone, kubeletGone, kubeProxyGone := exited(en.hub), exited(en.kubelet), exited(en.kubeProxy)
 		containerdGone, dnsGone := exited(en.containerd), exited(en.dns)
+		superEdgeGone := exited(en.liteAPIServer)
 		off := en.off
 		en.mu.Unlock()
 		if off {
@@ -473,6 +481,13 @@ func (en *edgeNode) supervise(e *edge) {
 			klog.InfoS("restarting containerd", "node", en.name)
 			if err := e.startContainerd(ctx, en); err != nil {
 				klog.ErrorS(err, "restart containerd", "node", en.name)
+			}
+		}
+		if superEdgeGone {
+			en.countRestart("superedge")
+			klog.InfoS("restarting lite-apiserver", "node", en.name)
+			if err := e.startSuperEdge(ctx, en); err != nil {
+				klog.ErrorS(err, "restart lite-apiserver", "node", en.name)
 			}
 		}
 		if hubGone {
@@ -533,6 +548,7 @@ func (en *edgeNode) stop() {
 	if dns != nil {
 		dns.Stop(5 * time.Second)
 	}
+	en.stopSuperEdge()
 	if en.real != nil {
 		// Its containers go with it: all the node's processes, its mounts
 		// and cgroups.
@@ -715,7 +731,12 @@ type NodeStatus struct {
 	// runtime's (ctr --address SOCKET -n k8s.io ...).
 	Real bool `json:"real,omitempty"`
 	// Joined: the real node joined through sitegrid-hub join.
-	Joined           bool           `json:"joined,omitempty"`
+	Joined bool `json:"joined,omitempty"`
+	// SuperEdge is, on a node that booted on SuperEdge's lite-apiserver,
+	// its state: "running", "stopped", or "replaced by sitegrid-hub";
+	// LiteAPIServerPID its pid while it runs.
+	SuperEdge        string         `json:"superEdge,omitempty"`
+	LiteAPIServerPID int            `json:"liteAPIServerPID,omitempty"`
 	ContainerdSocket string         `json:"containerdSocket,omitempty"`
 	Netns            string         `json:"netns,omitempty"`
 	Restarts         map[string]int `json:"restarts,omitempty"`
@@ -754,6 +775,9 @@ func (en *edgeNode) status(ctx context.Context) NodeStatus {
 	if en.kubeProxy != nil {
 		s.KubeProxyPID = en.kubeProxy.PID()
 	}
+	if en.liteAPIServer != nil {
+		s.LiteAPIServerPID = en.liteAPIServer.PID()
+	}
 	s.Netns = en.netns
 	joinedReal := false
 	if en.real != nil {
@@ -764,6 +788,7 @@ func (en *edgeNode) status(ctx context.Context) NodeStatus {
 		s.Power = "off"
 	}
 	en.mu.Unlock()
+	s.SuperEdge = en.superEdgeAgentState()
 	if en.link.IsCut() {
 		s.Link = "cut"
 	}

@@ -61,7 +61,13 @@ func (e *edge) joinHub(ctx context.Context, en *edgeNode) error {
 	if err := en.startHub(ctx, e.hubBin); err != nil {
 		return err
 	}
-	return e.restartNodeComponents(ctx, en)
+	if err := e.restartNodeComponents(ctx, en); err != nil {
+		return err
+	}
+	// A node on SuperEdge's agents: the hub has replaced them, and they
+	// stop only now that nothing reads through them.
+	en.stopSuperEdge()
+	return nil
 }
 
 // leaveHub runs sitegrid-hub leave on the real node once its hub is
@@ -78,6 +84,13 @@ func (e *edge) leaveHub(ctx context.Context, en *edgeNode) error {
 	}
 	if err := en.runHubCommand(ctx, e.hubBin, "leave", "--root", en.joinRoot()); err != nil {
 		return err
+	}
+	// The leave put back the kubeconfigs the node had: on a node that
+	// booted on SuperEdge's agents, theirs.
+	if en.runsSuperEdge() {
+		if err := e.startSuperEdge(ctx, en); err != nil {
+			return err
+		}
 	}
 	return e.restartNodeComponents(ctx, en)
 }

@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
 	"github.com/sitegrid/sitegrid/internal/lab/netns"
@@ -94,7 +91,7 @@ func (e *edge) setUpKubeProxy(ctx context.Context, en *edgeNode) error {
 	}
 	// Conntrack sizes and timeouts are host-wide sysctls a namespace cannot
 	// set: zero leaves them alone.
-	cfg, err := yaml.Marshal(map[string]any{
+	cfg := map[string]any{
 		"apiVersion":         "kubeproxy.config.k8s.io/v1alpha1",
 		"kind":               "KubeProxyConfiguration",
 		"clientConnection":   map[string]any{"kubeconfig": en.kubeProxyKubeconfig},
@@ -106,17 +103,30 @@ func (e *edge) setUpKubeProxy(ctx context.Context, en *edgeNode) error {
 		"conntrack":          map[string]any{"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
 		"iptables":           map[string]any{"syncPeriod": "30s", "minSyncPeriod": "1s"},
 		"nodePortAddresses":  []string{"primary"},
-	})
-	if err != nil {
-		return err
 	}
 	en.kubeProxyConfig = filepath.Join(en.dir, "kube-proxy.yaml")
-	return os.WriteFile(en.kubeProxyConfig, cfg, 0o600)
+	if err := writeYAML(en.kubeProxyConfig, cfg); err != nil {
+		return err
+	}
+	if !e.superEdge.enabled() {
+		return nil
+	}
+	// Its configuration while it reads through lite-apiserver.
+	cfg["featureGates"] = map[string]bool{watchListClient: false}
+	return writeYAML(superEdgeKubeProxyConfig(en), cfg)
+}
+
+func superEdgeKubeProxyConfig(en *edgeNode) string {
+	return filepath.Join(en.dir, "kube-proxy-superedge.yaml")
 }
 
 func (en *edgeNode) startKubeProxy(ctx context.Context, bin string) error {
+	config := en.kubeProxyConfig
+	if en.runsSuperEdge() {
+		config = superEdgeKubeProxyConfig(en)
+	}
 	p, err := process.Start(process.Spec{Name: "kube-proxy-" + en.name, Path: "ip",
-		Args:    netns.CommandArgs(en.netns, bin, "--config", en.kubeProxyConfig, "--v=2"),
+		Args:    netns.CommandArgs(en.netns, bin, "--config", config, "--v=2"),
 		LogFile: filepath.Join(en.dir, "kube-proxy.log")})
 	if err != nil {
 		return err

@@ -197,9 +197,17 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 	}
 	procs := s.Components
 	for _, n := range edgeNodes {
-		procs = append(procs,
-			controlplane.Component{Name: "sitegrid-hub/" + n.Name, PID: n.HubPID},
-			controlplane.Component{Name: "kwok/" + n.Name, PID: n.KubeletPID})
+		kubelet := "kwok/"
+		if n.Real {
+			kubelet = "kubelet/"
+		}
+		switch {
+		case n.LiteAPIServerPID != 0:
+			procs = append(procs, controlplane.Component{Name: "lite-apiserver/" + n.Name, PID: n.LiteAPIServerPID})
+		case n.HubPID != 0 || !n.Real:
+			procs = append(procs, controlplane.Component{Name: "sitegrid-hub/" + n.Name, PID: n.HubPID})
+		}
+		procs = append(procs, controlplane.Component{Name: kubelet + n.Name, PID: n.KubeletPID})
 		if n.KubeProxyPID != 0 {
 			procs = append(procs, controlplane.Component{Name: "kube-proxy/" + n.Name, PID: n.KubeProxyPID})
 		}

@@ -21,9 +21,9 @@ import (
 // powerOff stops every process of the node.
 func (en *edgeNode) powerOff(ctx context.Context) {
 	en.mu.Lock()
-	procs := []*process.Process{en.dns, en.kubeProxy, en.kubelet, en.containerd, en.hub}
+	procs := []*process.Process{en.dns, en.kubeProxy, en.kubelet, en.liteAPIServer, en.containerd, en.hub}
 	// Empty slots: the supervisor restarts only what exits while on.
-	en.dns, en.kubeProxy, en.kubelet, en.containerd, en.hub = nil, nil, nil, nil, nil
+	en.dns, en.kubeProxy, en.kubelet, en.containerd, en.hub, en.liteAPIServer = nil, nil, nil, nil, nil, nil
 	en.mu.Unlock()
 	if en.real == nil {
 		for _, p := range procs {
@@ -134,14 +134,23 @@ func (e *edge) bootReal(ctx context.Context, en *edgeNode) error {
 	if err := e.startContainerd(ctx, en); err != nil {
 		return err
 	}
+	if !first && en.runsSuperEdge() {
+		if err := e.startSuperEdge(ctx, en); err != nil {
+			return err
+		}
+	}
 	if err := en.startRealKubelet(ctx, e.real.kubeletBin); err != nil {
 		return err
 	}
 	if first {
 		// Registered directly with the cloud, the node joins: its hub
 		// starts, the kubelet restarts through it and kube-proxy starts.
+		// A node of a SuperEdge lab starts SuperEdge's agents instead.
 		if err := e.registerReal(ctx, en); err != nil {
 			return err
+		}
+		if e.superEdge.enabled() {
+			return e.bootSuperEdge(ctx, en)
 		}
 		return e.joinHub(ctx, en)
 	}

@@ -74,6 +74,9 @@ type realNode struct {
 	joined  bool
 	// corefile and dnsKubeconfig are the node's DNS's (dns.go).
 	corefile, dnsKubeconfig string
+	// superEdge is set on a node that boots on SuperEdge's agents
+	// (superedge.go): their files.
+	superEdge *superEdgeFiles
 }
 
 // realOptions are what real nodes need of the lab.
@@ -348,6 +351,7 @@ func (en *edgeNode) startRealKubelet(ctx context.Context, bin string) error {
 		"--config=" + en.real.kubeletConfig, "--kubeconfig=" + en.kubeletConfig,
 		"--root-dir=" + en.real.kubeletDir, "--hostname-override=" + en.name, "--node-ip=" + en.ip,
 		"--node-labels=" + labelList(en.real.labels), "--v=2"}
+	args = append(args, en.superEdgeFeatureGates()...)
 	p, err := process.Start(process.Spec{Name: "kubelet-" + en.name, Path: "nsenter", Args: args, LogFile: filepath.Join(en.dir, "kubelet.log")})
 	if err != nil {
 		return err

@@ -66,6 +66,10 @@ type UpOptions struct {
 	// and kube-proxy in its namespace on its site's LAN (root only; see
 	// realnode.go).
 	RealNodes bool
+	// SuperEdgeAgents boots the real nodes on SuperEdge's edge agent
+	// lite-apiserver instead of sitegrid-hub; `lab join` replaces it
+	// (superedge.go).
+	SuperEdgeAgents bool
 	// ManagerBinary and HubBinary override where sitegrid-manager and
 	// sitegrid-hub are found.
 	ManagerBinary, HubBinary string
@@ -93,6 +97,9 @@ func (o *UpOptions) validate() error {
 	}
 	if o.Workdir == "" {
 		return errors.New("no workdir")
+	}
+	if o.SuperEdgeAgents && !o.RealNodes {
+		return errors.New("--superedge-agents runs SuperEdge's agents on real nodes: add --real-nodes")
 	}
 	if o.RealNodes {
 		if o.Sites*o.NodesPerSite > MaxRealNodes {
@@ -158,13 +165,27 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 		return err
 	}
 
-	steps := newStepper(out, 7)
+	nsteps := 7
+	if opts.SuperEdgeAgents {
+		nsteps++
+	}
+	steps := newStepper(out, nsteps)
 	var bin kubebin.Set
 	if err := steps.run("find or build the Kubernetes binaries", func() error {
 		bin, err = kubebin.Ensure(ctx, kubebin.Options{Progress: out})
 		return err
 	}); err != nil {
 		return err
+	}
+	var superEdge superEdgeOptions
+	if opts.SuperEdgeAgents {
+		if err := steps.run("find or build SuperEdge's lite-apiserver", func() error {
+			se, err := kubebin.Ensure(ctx, kubebin.Options{Progress: out, Kit: kubebin.SuperEdge})
+			superEdge = superEdgeOptions{liteAPIServerBin: se.Path(kubebin.SuperEdgeLiteAPIServer)}
+			return err
+		}); err != nil {
+			return err
+		}
 	}
 	var managerBin, hubBin string
 	if err := steps.run("find or build sitegrid-manager and sitegrid-hub", func() error {
@@ -225,9 +246,12 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	if opts.RealNodes {
 		kubelet = "containerd, kubelet, kube-proxy: real nodes"
 	}
+	if opts.SuperEdgeAgents {
+		kubelet += " on SuperEdge's lite-apiserver"
+	}
 	if err := steps.run(fmt.Sprintf("create %d sites of %d edge nodes (each: uplink, sitegrid-hub, %s)", opts.Sites, opts.NodesPerSite, kubelet), func() error {
 		eo := edgeOptions{workdir: opts.Workdir, hubBin: hubBin, kubeProxyBin: bin.Path(kubebin.KubeProxy), kubeProxyAll: opts.KubeProxy,
-			real: realOptions{kubeletBin: bin.Path(kubebin.Kubelet)}}
+			real: realOptions{kubeletBin: bin.Path(kubebin.Kubelet)}, superEdge: superEdge}
 		if nodes, err = newEdge(ctx, cp, eo); err != nil {
 			return err
 		}
