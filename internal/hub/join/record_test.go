@@ -72,3 +72,33 @@ func TestRecordPointAtHubAndUndo(t *testing.T) {
 		t.Fatalf("left after undo: %v", entries)
 	}
 }
+
+// SuperEdge points kube-proxy at application-grid-wrapper over plain HTTP
+// on loopback, its ServiceAccount token left in the kubeconfig: the join
+// makes that the hub over TLS, verified by the cluster CA, with the token.
+func TestRecordPointsSuperEdgeWrapperKubeconfigAtHub(t *testing.T) {
+	root := t.TempDir()
+	kubeconfig := filepath.Join(root, "kubeconfig.conf")
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["default"] = &clientcmdapi.Cluster{Server: "http://127.0.0.1:51006"}
+	cfg.AuthInfos["default"] = &clientcmdapi.AuthInfo{TokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token"}
+	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "default", AuthInfo: "default"}
+	cfg.CurrentContext = "default"
+	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	ca := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	if err := (&record{}).pointAtHub(layout{root}, kubeconfig, "https://127.0.0.1:10290", ca); err != nil {
+		t.Fatal(err)
+	}
+	joined, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := joined.Clusters["default"]; c.Server != "https://127.0.0.1:10290" || !bytes.Equal(c.CertificateAuthorityData, ca) {
+		t.Fatalf("cluster after the join: %+v", c)
+	}
+	if u := joined.AuthInfos["default"]; u.TokenFile != cfg.AuthInfos["default"].TokenFile {
+		t.Fatalf("kube-proxy's token changed: %+v", u)
+	}
+}
