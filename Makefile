@@ -13,7 +13,7 @@ all: build
 ##@ Build
 
 .PHONY: build
-build: ## Build sitegrid-manager, sitegrid-hub and sitegridctl into bin/ (static, as released).
+build: ## Build sitegrid-manager, sitegrid-hub, sitegrid-tunnel, sitegrid-dns, sitegrid-ipam and sitegridctl into bin/ (static, as released).
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: kube-bin

@@ -53,6 +53,8 @@ func bindFlags(fs *flag.FlagSet, cfg *config.HubConfiguration, configFile *strin
 	fs.DurationVar(&cfg.ProbeInterval.Duration, "probe-interval", cfg.ProbeInterval.Duration, "How often each apiserver is probed (default 2s).")
 	fs.StringVar(&cfg.ServiceTopology.KubernetesEndpoint, "kubernetes-endpoint", cfg.ServiceTopology.KubernetesEndpoint,
 		"IP:port where the node's pods reach this hub: kube-proxy and CoreDNS then see the default/kubernetes Service there (default: off).")
+	fs.Var(listFlag{&cfg.Tunnel.Servers}, "tunnel-servers", "Comma-separated tunnel servers (host:port) the hub dials out to for the apiserver's connections to this node's kubelet (default: no tunnel).")
+	fs.StringVar(&cfg.Tunnel.KubeletAddress, "tunnel-kubelet-address", cfg.Tunnel.KubeletAddress, "Where the tunnel reaches this node's kubelet (default 127.0.0.1:10250).")
 	fs.Func("memory-limit", "Go runtime soft memory limit, a quantity such as 12Mi (default none: the runtime's, or GOMEMLIMIT).", func(v string) error {
 		q, err := resource.ParseQuantity(v)
 		if err != nil {

@@ -76,6 +76,12 @@ type Config struct {
 	// APIServerOnly starts etcd and kube-apiserver only, for benchmarks that
 	// measure a controller alone.
 	APIServerOnly bool
+	// EgressSocket, when set, sends everything the apiserver dials towards
+	// nodes (egress selection "cluster": logs, exec, attach, port-forward,
+	// nodes/proxy) as HTTP CONNECT to a tunnel server on this unix socket,
+	// and has it dial nodes by name (Hostname first): nothing reaches a
+	// node but through the tunnel.
+	EgressSocket string
 	// NoSharedKwok starts no kwok for the nodes created without OwnKubelet:
 	// every simulated node gets a kubelet of its own (StartNodeKwokVia).
 	NoSharedKwok bool
@@ -390,6 +396,16 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, cfg Config, p pkiPat
 		"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000",
 		"--profiling=false",
 		"--cert-dir=" + filepath.Join(cp.Dir, "certs"),
+	}
+	if cfg.EgressSocket != "" {
+		file, err := writeEgressSelector(cp.Dir, cfg.EgressSocket)
+		if err != nil {
+			return err
+		}
+		// Names, not addresses: sites may reuse private ranges, a name is
+		// one node (kube-apiserver's own default order).
+		args = append(args, "--egress-selector-config-file="+file,
+			"--kubelet-preferred-address-types=Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP")
 	}
 	proc, err := cp.run(process.Spec{Name: KubeAPIServer, Path: cfg.Bin.Path(kubebin.KubeAPIServer),
 		Args: append(args, cfg.APIServerArgs...)}, port, progress)

@@ -82,7 +82,9 @@ type edge struct {
 	kubeProxyBin   string
 	kubeProxyAll   bool
 	kubeProxyToken string
-	real           realOptions
+	// tunnelAgents is sitegrid-tunnel's agent address (tunnel.go).
+	tunnelAgents string
+	real         realOptions
 	superEdge      superEdgeOptions
 	// apiserver is host:port of the cloud apiserver, what links relay to.
 	apiserver string
@@ -107,7 +109,10 @@ type edgeNode struct {
 	name, site, ip string
 	dir            string
 	link           *link.Link
-	hubConfig      string
+	// tunnelLink carries the hub's tunnel session to sitegrid-tunnel; it
+	// is cut and healed with link (tunnel.go).
+	tunnelLink *link.Link
+	hubConfig  string
 	hubAPI         string // host:port the node's components talk to
 	hubHealth      string
 	gossip         string // where the hub gossips with its unit
@@ -150,6 +155,8 @@ type edgeOptions struct {
 	// superEdge, when enabled, boots real nodes on SuperEdge's agents
 	// (superedge.go).
 	superEdge superEdgeOptions
+	// tunnelAgents is where sitegrid-tunnel takes agents ("": no tunnel).
+	tunnelAgents string
 }
 
 func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOptions) (*edge, error) {
@@ -162,7 +169,8 @@ func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOption
 		return nil, err
 	}
 	e := &edge{cp: cp, admin: admin, workdir: opts.workdir, hubBin: opts.hubBin, kubeProxyBin: opts.kubeProxyBin,
-		kubeProxyAll: opts.kubeProxyAll, real: opts.real, superEdge: opts.superEdge, apiserver: u.Host, nodes: map[string]*edgeNode{}}
+		kubeProxyAll: opts.kubeProxyAll, real: opts.real, superEdge: opts.superEdge, apiserver: u.Host, nodes: map[string]*edgeNode{},
+		tunnelAgents: opts.tunnelAgents}
 	role, binding := kwokReaderRBAC()
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
@@ -249,6 +257,11 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 	}
 	if en.link, err = link.Listen("127.0.0.1:0", e.apiserver); err != nil {
 		return fmt.Errorf("uplink of %s: %w", n.Name, err)
+	}
+	if real && e.tunnelAgents != "" {
+		if en.tunnelLink, err = link.Listen("127.0.0.1:0", e.tunnelAgents); err != nil {
+			return fmt.Errorf("tunnel uplink of %s: %w", n.Name, err)
+		}
 	}
 	if real {
 		// A real node boots talking to the cloud directly, then joins
@@ -342,6 +355,9 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		// The unit's hubs gossip on the host's loopback (the lab's site
 		// LAN), each at the address its Node's annotation names.
 		Health: config.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
+	}
+	if en.tunnelLink != nil {
+		hubCfg.Tunnel = config.Tunnel{Servers: []string{en.tunnelLink.Addr()}, KubeletAddress: net.JoinHostPort(en.ip, strconv.Itoa(kubeletPort))}
 	}
 	hubURL := "https://" + en.hubAPI
 	var err error
@@ -568,6 +584,9 @@ func (en *edgeNode) stop() {
 	if hub != nil {
 		hub.Stop(10 * time.Second)
 	}
+	if en.tunnelLink != nil {
+		en.tunnelLink.Close()
+	}
 	if en.link != nil {
 		en.link.Close()
 	}
@@ -670,10 +689,14 @@ func (e *edge) setLinks(targets []string, cut bool) ([]string, error) {
 		if en.link.IsCut() == cut {
 			continue
 		}
-		if cut {
-			en.link.Cut()
-		} else {
-			en.link.Heal()
+		for _, l := range []*link.Link{en.link, en.tunnelLink} {
+			switch {
+			case l == nil:
+			case cut:
+				l.Cut()
+			default:
+				l.Heal()
+			}
 		}
 		names = append(names, en.name)
 	}
@@ -742,6 +765,10 @@ type NodeStatus struct {
 	Restarts         map[string]int `json:"restarts,omitempty"`
 	ViaHubKubeconfig string         `json:"viaHubKubeconfig"`
 	HubLog           string         `json:"hubLog"`
+	// Tunnel is the tunnel server's view of the node: the replica holding
+	// its session, "disconnected", or "" for a node the tunnel does not
+	// carry.
+	Tunnel string `json:"tunnel,omitempty"`
 }
 
 func (e *edge) status(ctx context.Context) []NodeStatus {
@@ -753,6 +780,7 @@ func (e *edge) status(ctx context.Context) []NodeStatus {
 		go func() {
 			defer wg.Done()
 			out[i] = en.status(ctx)
+			out[i].Tunnel = e.tunnelState(ctx, en.name)
 		}()
 	}
 	wg.Wait()

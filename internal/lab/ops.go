@@ -242,7 +242,7 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 	}
 	fmt.Fprintln(out)
 	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SITE\tNODE\tINTERNAL-IP\tREADY\tPOWER\tUPLINK\tHUB\tHUB-ADDRESS")
+	fmt.Fprintln(tw, "SITE\tNODE\tINTERNAL-IP\tREADY\tPOWER\tUPLINK\tHUB\tHUB-ADDRESS\tTUNNEL")
 	sort.Slice(nodes.Items, func(i, j int) bool {
 		a, b := nodes.Items[i], nodes.Items[j]
 		if a.Labels[SiteLabel] != b.Labels[SiteLabel] {
@@ -256,11 +256,14 @@ func Status(ctx context.Context, workdir string, out io.Writer) error {
 		if site == "" {
 			site = "-"
 		}
-		power, uplink, hub, addr := "-", "-", "-", "-"
+		power, uplink, hub, addr, tunnel := "-", "-", "-", "-", "-"
 		if e, ok := byName[n.Name]; ok {
 			power, uplink, hub, addr = e.Power, e.Link, e.Hub, e.HubAddress
+			if e.Tunnel != "" {
+				tunnel = e.Tunnel
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\t%s\t%s\n", site, n.Name, internalIP(n), controlplane.NodeReady(n), power, uplink, hub, addr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\t%s\t%s\t%s\n", site, n.Name, internalIP(n), controlplane.NodeReady(n), power, uplink, hub, addr, tunnel)
 	}
 	return tw.Flush()
 }

@@ -70,9 +70,9 @@ type UpOptions struct {
 	// lite-apiserver instead of sitegrid-hub; `lab join` replaces it
 	// (superedge.go).
 	SuperEdgeAgents bool
-	// ManagerBinary and HubBinary override where sitegrid-manager and
-	// sitegrid-hub are found.
-	ManagerBinary, HubBinary string
+	// ManagerBinary, HubBinary and TunnelBinary override where
+	// sitegrid-manager, sitegrid-hub and sitegrid-tunnel are found.
+	ManagerBinary, HubBinary, TunnelBinary string
 	// Out receives progress and the guide.
 	Out io.Writer
 	// Ready, when set, is called once the lab is ready.
@@ -187,9 +187,12 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 			return err
 		}
 	}
-	var managerBin, hubBin string
-	if err := steps.run("find or build sitegrid-manager and sitegrid-hub", func() error {
+	var managerBin, hubBin, tunnelBin string
+	if err := steps.run("find or build sitegrid-manager, sitegrid-hub and sitegrid-tunnel", func() error {
 		if managerBin, err = findBinary(ctx, opts.Workdir, "sitegrid-manager", opts.ManagerBinary); err != nil {
+			return err
+		}
+		if tunnelBin, err = findBinary(ctx, opts.Workdir, "sitegrid-tunnel", opts.TunnelBinary); err != nil {
 			return err
 		}
 		hubBin, err = findBinary(ctx, opts.Workdir, "sitegrid-hub", opts.HubBinary)
@@ -198,6 +201,10 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 		return err
 	}
 
+	socket, err := egressSocket(opts.Workdir)
+	if err != nil {
+		return err
+	}
 	var cp *controlplane.ControlPlane
 	var nodes *edge
 	defer func() {
@@ -214,6 +221,7 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	if err := steps.run("start etcd, kube-apiserver, kube-controller-manager and kube-scheduler", func() error {
 		cfg := controlplane.Config{
 			Dir: filepath.Join(opts.Workdir, controlPlaneDir), Bin: bin, APIServerPort: opts.APIServerPort, NoSharedKwok: true,
+			EgressSocket: socket,
 		}
 		if g := opts.NodeMonitorGracePeriod; g != 0 {
 			cfg.NodeLeaseSeconds = int(g / time.Second)
@@ -235,8 +243,17 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 			mgr.Stop(40 * time.Second)
 		}
 	}()
-	if err := steps.run("start sitegrid-manager", func() error {
-		mgr, err = startManager(ctx, cp, managerBin)
+	var tunnel *tunnelServer
+	defer func() {
+		if tunnel != nil {
+			tunnel.proc.Stop(10 * time.Second)
+		}
+	}()
+	if err := steps.run("start sitegrid-manager and sitegrid-tunnel", func() error {
+		if mgr, err = startManager(ctx, cp, managerBin); err != nil {
+			return err
+		}
+		tunnel, err = startTunnel(ctx, cp, tunnelBin, socket)
 		return err
 	}); err != nil {
 		return err
@@ -251,7 +268,7 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	}
 	if err := steps.run(fmt.Sprintf("create %d sites of %d edge nodes (each: uplink, sitegrid-hub, %s)", opts.Sites, opts.NodesPerSite, kubelet), func() error {
 		eo := edgeOptions{workdir: opts.Workdir, hubBin: hubBin, kubeProxyBin: bin.Path(kubebin.KubeProxy), kubeProxyAll: opts.KubeProxy,
-			real: realOptions{kubeletBin: bin.Path(kubebin.Kubelet)}, superEdge: superEdge}
+			real: realOptions{kubeletBin: bin.Path(kubebin.Kubelet)}, superEdge: superEdge, tunnelAgents: tunnel.agents}
 		if nodes, err = newEdge(ctx, cp, eo); err != nil {
 			return err
 		}
@@ -273,7 +290,8 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	defer stopControl()
 	state.Ready = true
 	state.Components = cp.Components()
-	state.Components = append(state.Components, controlplane.Component{Name: "sitegrid-manager", PID: mgr.PID(), Log: mgr.Spec.LogFile})
+	state.Components = append(state.Components, controlplane.Component{Name: "sitegrid-manager", PID: mgr.PID(), Log: mgr.Spec.LogFile},
+		controlplane.Component{Name: "sitegrid-tunnel", PID: tunnel.proc.PID(), Log: tunnel.proc.Spec.LogFile})
 	if err := writeState(opts.Workdir, state); err != nil {
 		return err
 	}
@@ -282,11 +300,11 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	if opts.Ready != nil {
 		opts.Ready(state)
 	}
-	return supervise(ctx, cp, mgr)
+	return supervise(ctx, cp, mgr, tunnel.proc)
 }
 
 // supervise waits for a signal or for a process of the lab to exit.
-func supervise(ctx context.Context, cp *controlplane.ControlPlane, mgr *process.Process) error {
+func supervise(ctx context.Context, cp *controlplane.ControlPlane, mgr, tunnel *process.Process) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -296,6 +314,9 @@ func supervise(ctx context.Context, cp *controlplane.ControlPlane, mgr *process.
 		case <-mgr.Done():
 			_, err := mgr.Exited()
 			return fmt.Errorf("sitegrid-manager exited (%v); see %s", err, mgr.Spec.LogFile)
+		case <-tunnel.Done():
+			_, err := tunnel.Exited()
+			return fmt.Errorf("sitegrid-tunnel exited (%v); see %s", err, tunnel.Spec.LogFile)
 		case <-tick.C:
 			if name, exited, err := cp.Exited(); exited {
 				return fmt.Errorf("%s exited (%v); see %s", name, err, filepath.Join(cp.Dir, "logs", name+".log"))

@@ -79,6 +79,22 @@ type HubConfiguration struct {
 	ServiceTopology ServiceTopology `json:"serviceTopology,omitempty"`
 	// Health configures distributed health (docs/health.md).
 	Health Health `json:"health,omitempty"`
+	// Tunnel configures the tunnel agent (docs/tunnel.md).
+	Tunnel Tunnel `json:"tunnel,omitempty"`
+}
+
+// Tunnel configures the hub's end of the cloud-to-edge tunnel: the hub
+// dials out to a tunnel server with its node-bound client certificate and
+// carries the apiserver's connections to this node's kubelet.
+type Tunnel struct {
+	// Servers are the tunnel servers' host:port, tried in turn. Empty: no
+	// tunnel agent.
+	Servers []string `json:"servers,omitempty"`
+	// ServerCAFile verifies the tunnel servers (default: serverCAFile).
+	ServerCAFile string `json:"serverCAFile,omitempty"`
+	// KubeletAddress is where the node's kubelet listens, as seen from the
+	// hub (default 127.0.0.1:10250); the agent dials nothing else.
+	KubeletAddress string `json:"kubeletAddress,omitempty"`
 }
 
 // Health configures the hub's member of its unit's gossip group.
@@ -139,6 +155,9 @@ func (c *HubConfiguration) Defaults() {
 	if c.Health.UnitKey != "" && c.Health.BindAddress == "" {
 		c.Health.BindAddress = "0.0.0.0:7946"
 	}
+	if len(c.Tunnel.Servers) > 0 && c.Tunnel.KubeletAddress == "" {
+		c.Tunnel.KubeletAddress = "127.0.0.1:10250"
+	}
 	if c.Health.UnitKey != "" && c.Health.ReportInterval.Duration == 0 {
 		c.Health.ReportInterval.Duration = 10 * time.Second
 	}
@@ -183,6 +202,14 @@ func (c *HubConfiguration) Validate() error {
 		}
 		if d := c.Health.ReportInterval.Duration; d != 0 && d < time.Second {
 			return fmt.Errorf("health.reportInterval %s is under 1s", d)
+		}
+	}
+	for _, a := range append(append([]string(nil), c.Tunnel.Servers...), c.Tunnel.KubeletAddress) {
+		if a == "" {
+			continue
+		}
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
+			return fmt.Errorf("tunnel address %q is not host:port", a)
 		}
 	}
 	if c.GCPercent != nil && *c.GCPercent < 10 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sitegrid/sitegrid/internal/hub/certs"
 	"github.com/sitegrid/sitegrid/internal/hub/proxy"
+	"github.com/sitegrid/sitegrid/internal/tunnel/agent"
 )
 
 // hubMetrics are the hub's Prometheus metrics, written in the Prometheus
@@ -75,4 +76,15 @@ func (m *hubMetrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	m.set.WritePrometheus(w)
 	metrics.WriteProcessMetrics(w)
+}
+
+// watchTunnel exposes the tunnel agent's state.
+func (m *hubMetrics) watchTunnel(a *agent.Agent) {
+	m.set.NewGauge("sitegrid_hub_tunnel_connected", func() float64 {
+		if a.Connected() != "" {
+			return 1
+		}
+		return 0
+	})
+	m.set.NewGauge("sitegrid_hub_tunnel_streams", func() float64 { return float64(a.Streams()) })
 }

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -29,6 +30,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/hub/selfclient"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
+	"github.com/sitegrid/sitegrid/internal/tunnel/agent"
 )
 
 // Hub is a hub built from its configuration and not yet started: New
@@ -48,6 +50,7 @@ type Hub struct {
 	localNode toolscache.SharedIndexInformer
 	rules     *topology.Source
 	member    *gossip.RunConfig
+	tunnel    *agent.Agent
 	api       *http.Server
 	health    *http.Server
 }
@@ -141,6 +144,12 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 			Online: func() bool { _, online := h.tracker.Online(); return online },
 		}
 	}
+	if len(cfg.Tunnel.Servers) > 0 {
+		if h.tunnel, err = newTunnelAgent(cfg, serverCAs, h.certs); err != nil {
+			return nil, err
+		}
+		hm.watchTunnel(h.tunnel)
+	}
 	p, err := proxy.New(proxy.Config{Upstream: h.tracker, Transport: asHub, TokenTransport: asToken, Cache: store,
 		Impersonable: []proxy.Identity{{User: "system:node:" + cfg.NodeName, Groups: []string{"system:nodes", "system:authenticated"}}},
 		Self:         h.certs.Self(), Filter: filter})
@@ -231,6 +240,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	if h.member != nil {
 		g.Go(func() error { return gossip.Run(gctx, *h.member) })
 	}
+	if h.tunnel != nil {
+		g.Go(func() error { return h.tunnel.Run(gctx) })
+	}
 	return g.Wait()
 }
 
@@ -244,6 +256,24 @@ func (h *Hub) Close() {
 		_ = h.store.Close()
 		h.store = nil
 	}
+}
+
+// newTunnelAgent builds the tunnel agent: it authenticates with the hub's
+// own node-bound credential, renewed ones included.
+func newTunnelAgent(cfg config.HubConfiguration, serverCAs *x509.CertPool, c *certs.Certificates) (*agent.Agent, error) {
+	if cfg.Tunnel.ServerCAFile != "" {
+		var err error
+		if serverCAs, err = loadPool(cfg.Tunnel.ServerCAFile); err != nil {
+			return nil, err
+		}
+	}
+	host, port, _ := net.SplitHostPort(cfg.Tunnel.KubeletAddress) // checked by Validate
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel.kubeletAddress %q: %w", cfg.Tunnel.KubeletAddress, err)
+	}
+	return agent.New(agent.Config{NodeName: cfg.NodeName, Servers: cfg.Tunnel.Servers, ServerCAs: serverCAs,
+		GetClientCertificate: c.GetClientCertificate, KubeletHost: host, KubeletPort: p})
 }
 
 func ignoreClosed(err error) error {

@@ -1,0 +1,106 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/pki"
+	"github.com/sitegrid/sitegrid/internal/process"
+	tunnelserver "github.com/sitegrid/sitegrid/internal/tunnel/server"
+)
+
+// The lab's cloud-to-edge tunnel (docs/tunnel.md): kube-apiserver's egress
+// selector sends its connections to nodes to sitegrid-tunnel over a unix
+// socket, and every node's hub dials the tunnel through an uplink of its
+// own that `lab partition` cuts with the apiserver's. The apiserver dials
+// nodes by name, which resolves nowhere on the host: a node's kubelet is
+// reached through the tunnel or not at all.
+const (
+	tunnelIdentity  = "system:serviceaccount:sitegrid-system:sitegrid-tunnel"
+	tunnelSocket    = "tunnel.sock"
+	tunnelNamespace = "sitegrid-system"
+	// TunnelReplica names the lab's tunnel server in the tunnel's Leases.
+	TunnelReplica = "sitegrid-tunnel-0"
+)
+
+// tunnelServer is the lab's running sitegrid-tunnel.
+type tunnelServer struct {
+	proc *process.Process
+	// agents is where hubs connect; health serves /metrics.
+	agents, health string
+}
+
+// egressSocket is the unix socket the apiserver CONNECTs to, in the control
+// plane's folder; a socket path has at most 107 bytes.
+func egressSocket(workdir string) (string, error) {
+	p := filepath.Join(workdir, controlPlaneDir, tunnelSocket)
+	if len(p) > 107 {
+		return "", fmt.Errorf("the tunnel's socket %s is %d bytes, over the 107 a unix socket path may have: use a shorter --workdir", p, len(p))
+	}
+	return p, nil
+}
+
+// startTunnel runs sitegrid-tunnel with the permissions config/rbac gives
+// it, serving agents on loopback with a certificate of the cluster CA.
+func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, bin, socket string) (*tunnelServer, error) {
+	kc, err := cp.WriteKubeconfig("sitegrid-tunnel", tunnelIdentity, "system:serviceaccounts", "system:serviceaccounts:sitegrid-system")
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(cp.Dir, "tunnel")
+	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-tunnel", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
+	if err != nil {
+		return nil, err
+	}
+	certFile, keyFile, err := pki.WriteKeyPair(dir, "tls", serving.Cert, serving.Key)
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]int, 2)
+	for i := range ports {
+		if ports[i], err = controlplane.FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	ts := &tunnelServer{agents: "127.0.0.1:" + strconv.Itoa(ports[0]), health: "127.0.0.1:" + strconv.Itoa(ports[1])}
+	ts.proc, err = process.Start(process.Spec{Name: "sitegrid-tunnel", Path: bin, LogFile: filepath.Join(cp.Dir, "logs", "sitegrid-tunnel.log"), Args: []string{
+		"--kubeconfig=" + kc, "--namespace=sitegrid-system", "--replica=" + TunnelReplica,
+		"--agent-address=" + ts.agents, "--health-address=" + ts.health,
+		"--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile, "--node-client-ca-file=" + cp.CAFile,
+		"--connect-socket=" + socket,
+		// Every lab node is an edge node: nothing is dialled around the tunnel.
+		"--direct=false",
+	}})
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := ts.proc.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(nil, "http://"+ts.health+"/readyz")); err != nil {
+		ts.proc.Stop(5 * time.Second)
+		return nil, fmt.Errorf("sitegrid-tunnel did not become ready (%w):\n%s", err, process.LogTail(ts.proc.Spec.LogFile, 15))
+	}
+	return ts, nil
+}
+
+// tunnelState is the node's tunnel as the tunnel server recorded it in the
+// node's Lease: the replica holding its session, "disconnected", or ""
+// when the tunnel has never carried the node.
+func (e *edge) tunnelState(ctx context.Context, node string) string {
+	le, err := e.admin.CoordinationV1().Leases(tunnelNamespace).Get(ctx, tunnelserver.LeasePrefix+node, metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	if h := ptr.Deref(le.Spec.HolderIdentity, ""); h != "" {
+		return h
+	}
+	return "disconnected"
+}

@@ -1,0 +1,155 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/sitegrid/sitegrid/internal/tunnel"
+)
+
+// ServeHTTP answers the apiserver's egress CONNECT requests: a tunnelled
+// node's kubelet is reached through the node's session, anything else
+// directly (when Config.Direct allows it). Refusals are in the status
+// line, which the apiserver puts in the error the user sees.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodConnect {
+		http.Error(w, "this is the tunnel's egress endpoint: only CONNECT host:port", http.StatusMethodNotAllowed)
+		return
+	}
+	// The apiserver's HTTPConnect dialer sends the target in the request
+	// line and 127.0.0.1 in Host.
+	hostPort := r.URL.Host
+	if hostPort == "" {
+		hostPort = r.RequestURI
+	}
+	upstream, how, code, err := s.dial(r.Context(), hostPort)
+	if err != nil {
+		s.metrics.stream(how).Inc()
+		klog.V(2).InfoS("tunnel CONNECT refused", "target", hostPort, "err", err)
+		refuse(w, code, err)
+		return
+	}
+	conn, buf, err := hijack(w)
+	if err != nil {
+		_ = upstream.Close()
+		return
+	}
+	s.metrics.stream(how).Inc()
+	if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		_ = conn.Close()
+		_ = upstream.Close()
+		return
+	}
+	s.metrics.open.Add(1)
+	defer s.metrics.open.Add(-1)
+	toNode, fromNode := tunnel.Splice(buffered(conn, buf), upstream)
+	s.metrics.bytesToNode.Add(int(toNode))
+	s.metrics.bytesFromNode.Add(int(fromNode))
+}
+
+// dial opens the connection a CONNECT asked for, and says how (a metrics
+// label) or why not, with the status to refuse with.
+func (s *Server) dial(ctx context.Context, hostPort string) (net.Conn, string, int, error) {
+	t, err := resolve(s.nodes, hostPort)
+	if err != nil {
+		return nil, resultRefused, http.StatusForbidden, err
+	}
+	if t.node != nil {
+		if sess := s.connected(t.node); sess != nil || s.leases.state(t.node.Name).tunnelled {
+			if want := kubeletPort(t.node); t.port != want {
+				return nil, resultRefused, http.StatusForbidden, fmt.Errorf("node %s: port %d is not its kubelet's (%d): the tunnel reaches kubelets only", t.node.Name, t.port, want)
+			}
+			if sess == nil {
+				st := s.leases.state(t.node.Name)
+				return nil, resultUnreachable, http.StatusBadGateway, disconnected(t.node.Name, st)
+			}
+			c, err := s.openStream(ctx, sess, tunnel.Open{Node: t.node.Name, Port: t.port})
+			var refusal *tunnel.Refusal
+			switch {
+			case errors.As(err, &refusal):
+				return nil, resultRefused, http.StatusBadGateway, fmt.Errorf("node %s: %w", t.node.Name, err)
+			case err != nil:
+				// The link died before keepalives noticed: the session is
+				// done, and the agent will dial again.
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					_ = sess.Close()
+				}
+				return nil, resultUnreachable, http.StatusBadGateway, fmt.Errorf("node %s is not connected to the tunnel (its session broke: %v)", t.node.Name, err)
+			}
+			return c, resultTunnel, 0, nil
+		}
+	}
+	if !s.cfg.Direct {
+		return nil, resultRefused, http.StatusForbidden, fmt.Errorf("%s is not a tunnelled node's address and direct connections are off", hostPort)
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", hostPort)
+	if err != nil {
+		return nil, resultUnreachable, http.StatusBadGateway, err
+	}
+	return c, resultDirect, 0, nil
+}
+
+func disconnected(node string, st leaseState) error {
+	if st.renewed.IsZero() {
+		return fmt.Errorf("node %s is not connected to the tunnel (partitioned, or its hub is down)", node)
+	}
+	return fmt.Errorf("node %s is not connected to the tunnel (partitioned, or its hub is down); last seen %s ago", node, time.Since(st.renewed).Round(time.Second))
+}
+
+// refuse answers with code and err as the status line's reason.
+func refuse(w http.ResponseWriter, code int, err error) {
+	conn, _, herr := hijack(w)
+	if herr != nil {
+		http.Error(w, err.Error(), code)
+		return
+	}
+	defer conn.Close()
+	reason := strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, err.Error())
+	_, _ = fmt.Fprintf(conn, "HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", code, reason)
+}
+
+func hijack(w http.ResponseWriter) (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return nil, nil, fmt.Errorf("connection cannot be hijacked")
+	}
+	return hj.Hijack()
+}
+
+// buffered is conn with what the HTTP server read ahead of the CONNECT's
+// end put back in front.
+func buffered(conn net.Conn, buf *bufio.ReadWriter) net.Conn {
+	if buf == nil || buf.Reader.Buffered() == 0 {
+		return conn
+	}
+	return &readAhead{Conn: conn, r: buf.Reader}
+}
+
+type readAhead struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *readAhead) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *readAhead) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
