@@ -32,8 +32,8 @@ func main() {
 
 func run() error {
 	var (
-		kubeconfig, certFile, keyFile, nodeCA, connectCA, clientNames string
-		cfg                                                          server.Config
+		kubeconfig, certFile, keyFile, nodeCA, connectCA, clientNames, peerCA, peerNames string
+		cfg                                                                              server.Config
 	)
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("sitegrid-tunnel", flag.ExitOnError)
@@ -48,6 +48,10 @@ func run() error {
 	fs.StringVar(&cfg.ConnectAddress, "connect-address", "", "TCP address for the apiserver's CONNECTs, with mTLS.")
 	fs.StringVar(&connectCA, "connect-client-ca-file", "", "CA of the apiserver's egress client certificate (with --connect-address).")
 	fs.StringVar(&clientNames, "connect-client-names", "kube-apiserver-egress", "Comma-separated common names allowed to CONNECT over TCP.")
+	fs.StringVar(&cfg.PeerAddress, "peer-address", "", "Where other replicas forward CONNECTs for the nodes this one holds (TLS; default: no forwarding).")
+	fs.StringVar(&cfg.PeerAdvertise, "peer-advertise-address", "", "What other replicas dial for --peer-address (the pod IP and port).")
+	fs.StringVar(&peerCA, "peer-ca-file", "", "CA of the replicas' certificate (default: --node-client-ca-file).")
+	fs.StringVar(&peerNames, "peer-names", "sitegrid-tunnel", "Comma-separated common names of the replicas' certificate.")
 	fs.StringVar(&cfg.HealthAddress, "health-address", ":8133", "Address of /healthz, /readyz and /metrics (plain HTTP).")
 	fs.BoolVar(&cfg.Direct, "direct", true, "Dial targets that are no tunnelled node's directly (cloud nodes, Service-referenced webhooks and aggregated APIs).")
 	klog.InitFlags(fs)
@@ -77,6 +81,16 @@ func run() error {
 			return err
 		}
 		cfg.ConnectClientNames = strings.Split(clientNames, ",")
+	}
+	if cfg.PeerAddress != "" {
+		if peerCA == "" {
+			peerCA = nodeCA
+		}
+		if cfg.PeerCAs, err = loadPool(peerCA, "--peer-ca-file"); err != nil {
+			return err
+		}
+		cfg.PeerNames = strings.Split(peerNames, ",")
+		cfg.PeerCertificate = kp.GetClientCertificate
 	}
 	s, err := server.New(cfg)
 	if err != nil {

@@ -55,3 +55,23 @@ func publishClusterInfo(ctx context.Context, cs kubernetes.Interface, endpoint, 
 	}
 	return nil
 }
+
+// KubeadmClusterAdmins is the group kubeadm puts the apiserver's kubelet
+// client certificate in, bound to cluster-admin by the ClusterRoleBinding
+// of the same name: the kubelets' webhook authorizer then allows the
+// apiserver's logs, exec, attach and port-forward.
+const KubeadmClusterAdmins = "kubeadm:cluster-admins"
+
+// bindClusterAdmins does what kubeadm's init does for the group
+// kubeadm:cluster-admins.
+func bindClusterAdmins(ctx context.Context, cs kubernetes.Interface) error {
+	_, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: KubeadmClusterAdmins},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: KubeadmClusterAdmins}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("bind %s to cluster-admin: %w", KubeadmClusterAdmins, err)
+	}
+	return nil
+}

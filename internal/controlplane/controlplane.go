@@ -174,6 +174,9 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	if err := publishClusterInfo(ctx, cs, cp.Endpoint, cp.CAFile); err != nil {
 		return nil, err
 	}
+	if err := bindClusterAdmins(ctx, cs); err != nil {
+		return nil, err
+	}
 	if err := cp.startControllerManager(ctx, cfg, p, progress); err != nil {
 		return nil, err
 	}
@@ -248,7 +251,7 @@ func (cp *ControlPlane) writePKI() (pkiPaths, error) {
 	}
 	// The apiserver's own identity towards kubelets (logs, exec, metrics),
 	// as kubeadm's apiserver-kubelet-client.
-	kc, err := ca.Issue(pki.LeafRequest{CommonName: "kube-apiserver-kubelet-client", Organizations: []string{"kubeadm:cluster-admins"}, Client: true, Validity: 365 * 24 * time.Hour})
+	kc, err := ca.Issue(pki.LeafRequest{CommonName: "kube-apiserver-kubelet-client", Organizations: []string{KubeadmClusterAdmins}, Client: true, Validity: 365 * 24 * time.Hour})
 	if err != nil {
 		return p, err
 	}
@@ -368,6 +371,14 @@ func (cp *ControlPlane) run(spec process.Spec, port int, progress io.Writer) (*p
 }
 
 func (cp *ControlPlane) startAPIServer(ctx context.Context, cfg Config, p pkiPaths, port int, etcdURL string, progress io.Writer) error {
+	// Node names resolve nowhere on this machine: without a tunnel the
+	// apiserver dials nodes by address. With one, by name (kube-apiserver's
+	// own default order): sites may reuse private ranges, a name is one
+	// node. (A repeated flag would add to the list, not replace it.)
+	preferred := "InternalIP,ExternalIP,Hostname"
+	if cfg.EgressSocket != "" {
+		preferred = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
+	}
 	args := []string{
 		"--etcd-servers=" + etcdURL,
 		"--etcd-cafile=" + p.etcd.ca, "--etcd-certfile=" + p.etcd.apiserverClientCert, "--etcd-keyfile=" + p.etcd.apiserverClientKey,
@@ -391,7 +402,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, cfg Config, p pkiPat
 		"--enable-admission-plugins=NodeRestriction",
 		"--enable-bootstrap-token-auth=true",
 		"--kubelet-client-certificate=" + p.kubeletClientCert, "--kubelet-client-key=" + p.kubeletClientKey,
-		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+		"--kubelet-preferred-address-types=" + preferred,
 		"--allow-privileged=true",
 		"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000",
 		"--profiling=false",
@@ -402,10 +413,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, cfg Config, p pkiPat
 		if err != nil {
 			return err
 		}
-		// Names, not addresses: sites may reuse private ranges, a name is
-		// one node (kube-apiserver's own default order).
-		args = append(args, "--egress-selector-config-file="+file,
-			"--kubelet-preferred-address-types=Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP")
+		args = append(args, "--egress-selector-config-file="+file)
 	}
 	proc, err := cp.run(process.Spec{Name: KubeAPIServer, Path: cfg.Bin.Path(kubebin.KubeAPIServer),
 		Args: append(args, cfg.APIServerArgs...)}, port, progress)

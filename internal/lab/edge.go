@@ -85,7 +85,7 @@ type edge struct {
 	// tunnelAgents is sitegrid-tunnel's agent address (tunnel.go).
 	tunnelAgents string
 	real         realOptions
-	superEdge      superEdgeOptions
+	superEdge    superEdgeOptions
 	// apiserver is host:port of the cloud apiserver, what links relay to.
 	apiserver string
 
@@ -110,14 +110,16 @@ type edgeNode struct {
 	dir            string
 	link           *link.Link
 	// tunnelLink carries the hub's tunnel session to sitegrid-tunnel; it
-	// is cut and healed with link (tunnel.go).
-	tunnelLink *link.Link
-	hubConfig  string
-	hubAPI         string // host:port the node's components talk to
-	hubHealth      string
-	gossip         string // where the hub gossips with its unit
-	kubeletConfig  string
-	viaHubConfig   string
+	// is cut and healed with link. kubeletRelay is where the hub, which
+	// runs beside the node's namespace, reaches the node's kubelet in it
+	// (tunnel.go).
+	tunnelLink, kubeletRelay *link.Link
+	hubConfig                string
+	hubAPI                   string // host:port the node's components talk to
+	hubHealth                string
+	gossip                   string // where the hub gossips with its unit
+	kubeletConfig            string
+	viaHubConfig             string
 	// ownNetwork: the node has a network namespace of its own and runs
 	// kube-proxy in it; netns is that namespace, hubRelays relay the hub's
 	// addresses inside it to the hub.
@@ -259,8 +261,8 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 		return fmt.Errorf("uplink of %s: %w", n.Name, err)
 	}
 	if real && e.tunnelAgents != "" {
-		if en.tunnelLink, err = link.Listen("127.0.0.1:0", e.tunnelAgents); err != nil {
-			return fmt.Errorf("tunnel uplink of %s: %w", n.Name, err)
+		if err := en.linkTunnel(e.tunnelAgents); err != nil {
+			return err
 		}
 	}
 	if real {
@@ -357,7 +359,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		Health: config.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
 	}
 	if en.tunnelLink != nil {
-		hubCfg.Tunnel = config.Tunnel{Servers: []string{en.tunnelLink.Addr()}, KubeletAddress: net.JoinHostPort(en.ip, strconv.Itoa(kubeletPort))}
+		hubCfg.Tunnel = config.Tunnel{Servers: []string{en.tunnelLink.Addr()}, KubeletAddress: en.kubeletRelay.Addr(), KubeletPort: kubeletPort}
 	}
 	hubURL := "https://" + en.hubAPI
 	var err error
@@ -584,8 +586,10 @@ func (en *edgeNode) stop() {
 	if hub != nil {
 		hub.Stop(10 * time.Second)
 	}
-	if en.tunnelLink != nil {
-		en.tunnelLink.Close()
+	for _, l := range []*link.Link{en.tunnelLink, en.kubeletRelay} {
+		if l != nil {
+			l.Close()
+		}
 	}
 	if en.link != nil {
 		en.link.Close()

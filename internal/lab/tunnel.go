@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/lab/netns"
+	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
 	tunnelserver "github.com/sitegrid/sitegrid/internal/tunnel/server"
@@ -56,7 +59,10 @@ func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, bin, socket
 		return nil, err
 	}
 	dir := filepath.Join(cp.Dir, "tunnel")
-	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-tunnel", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	serving, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-tunnel", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Client: true})
 	if err != nil {
 		return nil, err
 	}
@@ -103,4 +109,26 @@ func (e *edge) tunnelState(ctx context.Context, node string) string {
 		return h
 	}
 	return "disconnected"
+}
+
+// linkTunnel opens the node's tunnel uplink and the relay its hub reaches
+// the kubelet by: on a real machine the hub runs on the node and dials the
+// kubelet itself; here it runs beside the node's network namespace, which
+// only this relay enters.
+func (en *edgeNode) linkTunnel(agents string) error {
+	var err error
+	if en.tunnelLink, err = link.Listen("127.0.0.1:0", agents); err != nil {
+		return fmt.Errorf("tunnel uplink of %s: %w", en.name, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("kubelet relay of %s: %w", en.name, err)
+	}
+	kubelet := net.JoinHostPort(en.ip, strconv.Itoa(kubeletPort))
+	en.kubeletRelay = link.ServeDial(ln, func() (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return netns.Dial(ctx, en.netns, kubelet)
+	})
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 // Link relays connections from Addr to a target.
 type Link struct {
 	target string
+	dial   func() (net.Conn, error)
 	ln     net.Listener
 
 	mu    sync.Mutex
@@ -36,6 +37,15 @@ func Listen(listenAddr, target string) (*Link, error) {
 // namespace, say); the link owns it from now on.
 func Serve(ln net.Listener, target string) *Link {
 	l := &Link{target: target, ln: ln, conns: map[net.Conn]struct{}{}}
+	l.wg.Add(1)
+	go l.accept()
+	return l
+}
+
+// ServeDial is Serve with the link's far end reached by dial (inside a
+// network namespace, say) instead of a target address.
+func ServeDial(ln net.Listener, dial func() (net.Conn, error)) *Link {
+	l := &Link{dial: dial, ln: ln, conns: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.accept()
 	return l
@@ -115,7 +125,13 @@ func (l *Link) relay(in net.Conn) {
 	defer l.wg.Done()
 	defer l.untrack(in)
 	defer in.Close()
-	out, err := net.Dial("tcp", l.target)
+	var out net.Conn
+	var err error
+	if l.dial != nil {
+		out, err = l.dial()
+	} else {
+		out, err = net.Dial("tcp", l.target)
+	}
 	if err != nil {
 		return
 	}

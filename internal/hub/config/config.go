@@ -92,9 +92,12 @@ type Tunnel struct {
 	Servers []string `json:"servers,omitempty"`
 	// ServerCAFile verifies the tunnel servers (default: serverCAFile).
 	ServerCAFile string `json:"serverCAFile,omitempty"`
-	// KubeletAddress is where the node's kubelet listens, as seen from the
-	// hub (default 127.0.0.1:10250); the agent dials nothing else.
+	// KubeletAddress is where the hub reaches the node's kubelet (default
+	// 127.0.0.1:10250); the agent dials nothing else.
 	KubeletAddress string `json:"kubeletAddress,omitempty"`
+	// KubeletPort is the port the kubelet serves on as its Node says (the
+	// only port the apiserver may ask for; default: kubeletAddress's).
+	KubeletPort int `json:"kubeletPort,omitempty"`
 }
 
 // Health configures the hub's member of its unit's gossip group.
@@ -203,6 +206,9 @@ func (c *HubConfiguration) Validate() error {
 		if d := c.Health.ReportInterval.Duration; d != 0 && d < time.Second {
 			return fmt.Errorf("health.reportInterval %s is under 1s", d)
 		}
+	}
+	if p := c.Tunnel.KubeletPort; p < 0 || p > 65535 {
+		return fmt.Errorf("tunnel.kubeletPort %d is not a port", p)
 	}
 	for _, a := range append(append([]string(nil), c.Tunnel.Servers...), c.Tunnel.KubeletAddress) {
 		if a == "" {

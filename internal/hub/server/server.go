@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -267,13 +266,8 @@ func newTunnelAgent(cfg config.HubConfiguration, serverCAs *x509.CertPool, c *ce
 			return nil, err
 		}
 	}
-	host, port, _ := net.SplitHostPort(cfg.Tunnel.KubeletAddress) // checked by Validate
-	p, err := strconv.Atoi(port)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel.kubeletAddress %q: %w", cfg.Tunnel.KubeletAddress, err)
-	}
 	return agent.New(agent.Config{NodeName: cfg.NodeName, Servers: cfg.Tunnel.Servers, ServerCAs: serverCAs,
-		GetClientCertificate: c.GetClientCertificate, KubeletHost: host, KubeletPort: p})
+		GetClientCertificate: c.GetClientCertificate, KubeletAddress: cfg.Tunnel.KubeletAddress, KubeletPort: cfg.Tunnel.KubeletPort})
 }
 
 func ignoreClosed(err error) error {

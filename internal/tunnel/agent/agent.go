@@ -37,11 +37,11 @@ type Config struct {
 	// GetClientCertificate returns the node's client certificate, read at
 	// every dial so a renewed one is used from the next connection on.
 	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
-	// KubeletHost is where the kubelet is dialled on this node (default
-	// 127.0.0.1); KubeletPort the only port a stream may ask for (default
-	// 10250).
-	KubeletHost string
-	KubeletPort int
+	// KubeletAddress is where the kubelet is dialled (default
+	// 127.0.0.1:10250); KubeletPort the only port a stream may ask for, the
+	// one the Node publishes (default: KubeletAddress's).
+	KubeletAddress string
+	KubeletPort    int
 	// Dial makes connections (default net.Dialer); tests inject faults.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MinBackoff and MaxBackoff bound the wait between reconnects (default
@@ -67,11 +67,17 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("tunnel agent: server %q is not host:port: %w", s, err)
 		}
 	}
-	if cfg.KubeletHost == "" {
-		cfg.KubeletHost = "127.0.0.1"
+	if cfg.KubeletAddress == "" {
+		cfg.KubeletAddress = "127.0.0.1:10250"
 	}
 	if cfg.KubeletPort == 0 {
-		cfg.KubeletPort = 10250
+		_, p, err := net.SplitHostPort(cfg.KubeletAddress)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel agent: kubelet address %q: %w", cfg.KubeletAddress, err)
+		}
+		if cfg.KubeletPort, err = strconv.Atoi(p); err != nil {
+			return nil, fmt.Errorf("tunnel agent: kubelet address %q: %w", cfg.KubeletAddress, err)
+		}
 	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
@@ -187,7 +193,7 @@ func (a *Agent) serve(ctx context.Context, st *yamux.Stream) {
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	kubelet, err := a.cfg.Dial(dctx, "tcp", net.JoinHostPort(a.cfg.KubeletHost, strconv.Itoa(open.Port)))
+	kubelet, err := a.cfg.Dial(dctx, "tcp", a.cfg.KubeletAddress)
 	cancel()
 	if err != nil {
 		_ = tunnel.WriteReply(st, fmt.Sprintf("node %s: kubelet not reachable: %v", a.cfg.NodeName, err))

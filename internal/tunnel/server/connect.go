@@ -19,7 +19,11 @@ import (
 // node's kubelet is reached through the node's session, anything else
 // directly (when Config.Direct allows it). Refusals are in the status
 // line, which the apiserver puts in the error the user sees.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serveConnect(w, r, false) }
+
+// serveConnect serves a CONNECT; forwarded ones came from another replica
+// and are served from this replica's sessions only.
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, forwarded bool) {
 	if r.Method != http.MethodConnect {
 		http.Error(w, "this is the tunnel's egress endpoint: only CONNECT host:port", http.StatusMethodNotAllowed)
 		return
@@ -30,7 +34,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if hostPort == "" {
 		hostPort = r.RequestURI
 	}
-	upstream, how, code, err := s.dial(r.Context(), hostPort)
+	upstream, how, code, err := s.dial(r.Context(), hostPort, forwarded)
 	if err != nil {
 		s.metrics.stream(how).Inc()
 		klog.V(2).InfoS("tunnel CONNECT refused", "target", hostPort, "err", err)
@@ -57,7 +61,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // dial opens the connection a CONNECT asked for, and says how (a metrics
 // label) or why not, with the status to refuse with.
-func (s *Server) dial(ctx context.Context, hostPort string) (net.Conn, string, int, error) {
+func (s *Server) dial(ctx context.Context, hostPort string, forwarded bool) (net.Conn, string, int, error) {
 	t, err := resolve(s.nodes, hostPort)
 	if err != nil {
 		return nil, resultRefused, http.StatusForbidden, err
@@ -69,7 +73,14 @@ func (s *Server) dial(ctx context.Context, hostPort string) (net.Conn, string, i
 			}
 			if sess == nil {
 				st := s.leases.state(t.node.Name)
-				return nil, resultUnreachable, http.StatusBadGateway, disconnected(t.node.Name, st)
+				if forwarded || st.holder == "" || st.holder == s.cfg.Replica || st.peer == "" || s.cfg.PeerCertificate == nil {
+					return nil, resultUnreachable, http.StatusBadGateway, disconnected(t.node.Name, st)
+				}
+				c, err := s.forward(ctx, st.peer, hostPort)
+				if err != nil {
+					return nil, resultUnreachable, http.StatusBadGateway, fmt.Errorf("node %s is held by replica %s, which did not carry the stream: %w", t.node.Name, st.holder, err)
+				}
+				return c, resultForwarded, 0, nil
 			}
 			c, err := s.openStream(ctx, sess, tunnel.Open{Node: t.node.Name, Port: t.port})
 			var refusal *tunnel.Refusal

@@ -25,6 +25,9 @@ const (
 	LeasePrefix = "tunnel-"
 	// NodeLabel names the node on its Lease.
 	NodeLabel = "tunnel.sitegrid.io/node"
+	// PeerAnnotation is where the holder takes CONNECTs other replicas
+	// forward.
+	PeerAnnotation = "tunnel.sitegrid.io/peer-address"
 	// leaseSeconds is long: a holder is replaced by the replica the node
 	// reconnects to, not by expiry; renewals only say the holder lives.
 	leaseSeconds = 900
@@ -36,15 +39,18 @@ type leases struct {
 	client    kubernetes.Interface
 	namespace string
 	replica   string
-	lister    cache.Indexer
-	nodes     cache.Indexer
-	sessions  *sessions
+	// peer is this replica's address for forwarded CONNECTs ("": none).
+	peer     string
+	lister   cache.Indexer
+	nodes    cache.Indexer
+	sessions *sessions
 }
 
 // leaseState is what a node's Lease says.
 type leaseState struct {
 	tunnelled bool
 	holder    string
+	peer      string
 	renewed   time.Time
 }
 
@@ -54,7 +60,7 @@ func (l *leases) state(node string) leaseState {
 		return leaseState{}
 	}
 	le := obj.(*coordinationv1.Lease)
-	st := leaseState{tunnelled: true, holder: ptr.Deref(le.Spec.HolderIdentity, "")}
+	st := leaseState{tunnelled: true, holder: ptr.Deref(le.Spec.HolderIdentity, ""), peer: le.Annotations[PeerAnnotation]}
 	if le.Spec.RenewTime != nil {
 		st.renewed = le.Spec.RenewTime.Time
 	}
@@ -94,6 +100,7 @@ func (l *leases) write(ctx context.Context, node string, hold bool) error {
 		n := obj.(*corev1.Node)
 		le := &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l.namespace, Labels: map[string]string{NodeLabel: node},
+				Annotations:     map[string]string{PeerAnnotation: l.peer},
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID}}},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &l.replica, LeaseDurationSeconds: ptr.To[int32](leaseSeconds), AcquireTime: &now, RenewTime: &now},
 		}
@@ -112,6 +119,10 @@ func (l *leases) write(ctx context.Context, node string, hold bool) error {
 		}
 		le.Spec.HolderIdentity = &l.replica
 		le.Spec.RenewTime = &now
+		if le.Annotations == nil {
+			le.Annotations = map[string]string{}
+		}
+		le.Annotations[PeerAnnotation] = l.peer
 	case holder == l.replica:
 		le.Spec.HolderIdentity = nil
 	default:

@@ -10,6 +10,7 @@ import (
 const (
 	resultTunnel      = "tunnel"      // carried by a node's session
 	resultDirect      = "direct"      // not a tunnelled node: dialled directly
+	resultForwarded   = "forwarded"   // carried by the replica holding the node's session
 	resultRefused     = "refused"     // not allowed (another node's address, a port not the kubelet's)
 	resultUnreachable = "unreachable" // the node is disconnected, or its kubelet did not answer
 )
@@ -27,7 +28,7 @@ func newServerMetrics(connected func() int) *serverMetrics {
 	metrics.ExposeMetadata(true)
 	s := metrics.NewSet()
 	m := &serverMetrics{set: s, streams: map[string]*metrics.Counter{}}
-	for _, r := range []string{resultTunnel, resultDirect, resultRefused, resultUnreachable} {
+	for _, r := range []string{resultTunnel, resultForwarded, resultDirect, resultRefused, resultUnreachable} {
 		m.streams[r] = s.NewCounter(`sitegrid_tunnel_streams_total{result="` + r + `"}`)
 	}
 	s.NewGauge("sitegrid_tunnel_connected_nodes", func() float64 { return float64(connected()) })

@@ -52,6 +52,15 @@ type Config struct {
 	ConnectAddress     string
 	ConnectClientCAs   *x509.CertPool
 	ConnectClientNames []string
+	// PeerAddress, when set, takes the CONNECTs other replicas forward to
+	// this one for the nodes it holds (TLS; the client's certificate of
+	// PeerCAs naming one of PeerNames); PeerAdvertise is what they dial
+	// (default PeerAddress). PeerCertificate is this replica's certificate
+	// towards the others (it needs client authentication among its uses).
+	PeerAddress, PeerAdvertise string
+	PeerCAs                    *x509.CertPool
+	PeerNames                  []string
+	PeerCertificate            func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	// HealthAddress serves /healthz, /readyz and /metrics.
 	HealthAddress string
 	// Direct dials targets that are no tunnelled node's directly, as the
@@ -71,9 +80,9 @@ type Server struct {
 	sessions *sessions
 	metrics  *serverMetrics
 	// listeners are opened by New, so their addresses are known at once.
-	agentL, socketL, tcpL, healthL net.Listener
-	synced                         []cache.InformerSynced
-	ready                          chan struct{}
+	agentL, socketL, tcpL, peerL, healthL net.Listener
+	synced                                []cache.InformerSynced
+	ready                                 chan struct{}
 }
 
 // New checks cfg, opens the listeners and builds the informers.
@@ -115,6 +124,23 @@ func New(cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	if cfg.PeerAddress != "" {
+		if cfg.PeerCAs == nil || len(cfg.PeerNames) == 0 || cfg.PeerCertificate == nil {
+			return nil, errors.New("tunnel server: a peer address needs peer CAs, peer names and a peer certificate")
+		}
+		pc := &tls.Config{GetCertificate: cfg.ServingCertificate, ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS13,
+			VerifyConnection: peerTLS(cfg.PeerCAs, cfg.PeerNames)}
+		if s.peerL, err = tls.Listen("tcp", cfg.PeerAddress, pc); err != nil {
+			return nil, err
+		}
+		if cfg.PeerAdvertise == "" {
+			cfg.PeerAdvertise = s.peerL.Addr().String()
+		}
+		if host, _, err := net.SplitHostPort(cfg.PeerAdvertise); err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+			return nil, fmt.Errorf("tunnel server: peer address %q is not one other replicas can dial: set the advertised peer address (the pod IP)", cfg.PeerAdvertise)
+		}
+		s.cfg = cfg
+	}
 	if cfg.HealthAddress != "" {
 		if s.healthL, err = net.Listen("tcp", cfg.HealthAddress); err != nil {
 			return nil, err
@@ -133,7 +159,7 @@ func New(cfg Config) (_ *Server, err error) {
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = NodeLabel }))
 	li := s.leaseInf.Coordination().V1().Leases().Informer()
 	s.synced = []cache.InformerSynced{ni.HasSynced, li.HasSynced}
-	s.leases = &leases{client: cfg.Client, namespace: cfg.Namespace, replica: cfg.Replica, lister: li.GetIndexer(), nodes: s.nodes, sessions: s.sessions}
+	s.leases = &leases{client: cfg.Client, namespace: cfg.Namespace, replica: cfg.Replica, peer: cfg.PeerAdvertise, lister: li.GetIndexer(), nodes: s.nodes, sessions: s.sessions}
 	return s, nil
 }
 
@@ -142,6 +168,9 @@ func (s *Server) AgentAddr() string { return s.agentL.Addr().String() }
 
 // HealthAddr is the address of /healthz, /readyz and /metrics.
 func (s *Server) HealthAddr() string { return s.healthL.Addr().String() }
+
+// PeerAddr is where other replicas forward CONNECTs to.
+func (s *Server) PeerAddr() string { return s.peerL.Addr().String() }
 
 // ConnectAddr is the TCP CONNECT endpoint's address.
 func (s *Server) ConnectAddr() string { return s.tcpL.Addr().String() }
@@ -164,11 +193,11 @@ func (s *Server) Run(ctx context.Context) error {
 	close(s.ready)
 	klog.InfoS("tunnel server ready", "replica", s.cfg.Replica, "agents", s.AgentAddr())
 	g.Go(func() error { return s.serveAgents(ctx, s.agentL) })
-	for _, l := range []net.Listener{s.socketL, s.tcpL} {
+	for l, h := range map[net.Listener]http.Handler{s.socketL: s, s.tcpL: s, s.peerL: peerHandler{s}} {
 		if l == nil {
 			continue
 		}
-		hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+		hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return serveHTTP(ctx, hs, l) })
 	}
 	g.Go(func() error { s.leases.renew(ctx); return nil })
@@ -232,7 +261,7 @@ func listenSocket(path string) (net.Listener, error) {
 }
 
 func (s *Server) closeListeners() {
-	for _, l := range []net.Listener{s.agentL, s.socketL, s.tcpL, s.healthL} {
+	for _, l := range []net.Listener{s.agentL, s.socketL, s.tcpL, s.peerL, s.healthL} {
 		if l != nil {
 			_ = l.Close()
 		}

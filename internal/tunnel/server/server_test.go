@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -52,26 +53,42 @@ func newRig(t *testing.T) *rig {
 	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-system"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	serving := r.cert(pki.LeafRequest{CommonName: "sitegrid-tunnel", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
-	r.srv, err = server.New(server.Config{
-		Client: cs, Namespace: "sitegrid-system", Replica: "tunnel-0", AgentAddress: "127.0.0.1:0",
+	r.srv, r.socket, _ = r.replica("tunnel-0")
+	return r
+}
+
+// replica starts a tunnel server replica; stop ends it as a crash would
+// for its agents (their sessions drop), the test's end stops it anyway.
+func (r *rig) replica(name string) (srv *server.Server, socket string, stop func()) {
+	t := r.t
+	t.Helper()
+	serving := r.cert(pki.LeafRequest{CommonName: "sitegrid-tunnel", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Client: true})
+	socket = filepath.Join(t.TempDir(), "tunnel.sock")
+	srv, err := server.New(server.Config{
+		Client: r.cs, Namespace: "sitegrid-system", Replica: name, AgentAddress: "127.0.0.1:0",
 		ServingCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving, nil },
-		NodeCAs:            pool, ConnectSocket: r.socket, HealthAddress: "127.0.0.1:0",
+		NodeCAs:            r.pool, ConnectSocket: socket, HealthAddress: "127.0.0.1:0",
+		PeerAddress: "127.0.0.1:0", PeerCAs: r.pool, PeerNames: []string{"sitegrid-tunnel"},
+		PeerCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return serving, nil },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
+	go func() { done <- srv.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("server %s: %v", name, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
-		resp, err := http.Get("http://" + r.srv.HealthAddr() + "/readyz")
+		resp, err := http.Get("http://" + srv.HealthAddr() + "/readyz")
 		if err != nil {
 			return err
 		}
@@ -81,7 +98,7 @@ func newRig(t *testing.T) *rig {
 		}
 		return nil
 	})
-	return r
+	return srv, socket, stop
 }
 
 func (r *rig) cert(req pki.LeafRequest) *tls.Certificate {
@@ -141,21 +158,27 @@ func (ra *runningAgent) heal() {
 
 func (r *rig) agent(node string, cert *tls.Certificate, kubeletPort int) *runningAgent {
 	r.t.Helper()
+	return r.agentOf(node, cert, kubeletPort, r.srv.AgentAddr())
+}
+
+// agentOf is agent with the servers it dials, in order.
+func (r *rig) agentOf(node string, cert *tls.Certificate, kubeletPort int, servers ...string) *runningAgent {
+	r.t.Helper()
 	ra := &runningAgent{}
 	d := &net.Dialer{}
 	a, err := agent.New(agent.Config{
-		NodeName: node, Servers: []string{r.srv.AgentAddr()}, ServerCAs: r.pool,
+		NodeName: node, Servers: servers, ServerCAs: r.pool,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
-		KubeletPort:          kubeletPort, MinBackoff: 100 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
+		KubeletAddress:       fmt.Sprintf("127.0.0.1:%d", kubeletPort), MinBackoff: 100 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			ra.mu.Lock()
-			cut := ra.partitioned && addr == r.srv.AgentAddr()
+			cut := ra.partitioned && slices.Contains(servers, addr)
 			ra.mu.Unlock()
 			if cut {
 				return nil, fmt.Errorf("dial %s: network is unreachable", addr)
 			}
 			c, err := d.DialContext(ctx, network, addr)
-			if err == nil && addr == r.srv.AgentAddr() {
+			if err == nil && slices.Contains(servers, addr) {
 				ra.mu.Lock()
 				ra.conn = append(ra.conn, c)
 				ra.mu.Unlock()
@@ -177,8 +200,10 @@ func (r *rig) agent(node string, cert *tls.Certificate, kubeletPort int) *runnin
 
 // connect sends the apiserver's CONNECT over the socket: the connection
 // on success, else the status line.
-func (r *rig) connect(target string) (net.Conn, error) {
-	c, err := net.Dial("unix", r.socket)
+func (r *rig) connect(target string) (net.Conn, error) { return connectVia(r.socket, target) }
+
+func connectVia(socket, target string) (net.Conn, error) {
+	c, err := net.Dial("unix", socket)
 	if err != nil {
 		return nil, err
 	}
@@ -443,4 +468,60 @@ func TestSlowReaderDelaysNoOtherStream(t *testing.T) {
 	if got := ask(t, c, "who"); got != "node-a" {
 		t.Errorf("after reconnect: %q", got)
 	}
+}
+
+// TestReplicasForwardAndTakeOver: with two replicas, a CONNECT reaching the
+// one that does not hold the node's session is forwarded, once, to the one
+// that does; when that one dies, the node reconnects to the other and is
+// reachable again through either socket the apiserver may use.
+func TestReplicasForwardAndTakeOver(t *testing.T) {
+	r := newRig(t)
+	b, _, stopB := r.replica("tunnel-1")
+	ka := startKubelet(t, "node-a")
+	r.node("node-a", ka.port)
+	ra := r.agentOf("node-a", r.cert(pki.LeafRequest{CommonName: "sitegrid-hub:node-a", Client: true}), ka.port, b.AgentAddr(), r.srv.AgentAddr())
+	waitConnected(t, ra)
+	if got := ra.a.Connected(); got != b.AgentAddr() {
+		t.Fatalf("agent connected to %s, want replica tunnel-1 at %s", got, b.AgentAddr())
+	}
+	target := fmt.Sprintf("node-a:%d", ka.port)
+	// Through tunnel-0, which must find tunnel-1 in the node's Lease.
+	c := connectEventually(t, r, target)
+	if got := ask(t, c, "who"); got != "node-a" {
+		t.Errorf("forwarded CONNECT answered by %q", got)
+	}
+	c.Close()
+	if got := metric(t, r.srv, `sitegrid_tunnel_streams_total{result="forwarded"}`); got < 1 {
+		t.Errorf("tunnel-0 forwarded %d streams, want at least 1", got)
+	}
+
+	// tunnel-1 dies (its socket with it): the node is back through tunnel-0.
+	stopB()
+	c = connectEventually(t, r, target)
+	if got := ask(t, c, "who"); got != "node-a" {
+		t.Errorf("after tunnel-1 died: answered by %q", got)
+	}
+	c.Close()
+	if got := ra.a.Connected(); got != r.srv.AgentAddr() {
+		t.Errorf("agent connected to %q after tunnel-1 died, want tunnel-0", got)
+	}
+}
+
+func metric(t *testing.T, srv *server.Server, name string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + srv.HealthAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			var n int
+			fmt.Sscanf(v, "%d", &n)
+			return n
+		}
+	}
+	t.Fatalf("metrics lack %s", name)
+	return 0
 }
