@@ -1,0 +1,360 @@
+// Command tunnel measures sitegrid-tunnel against a direct connection, side
+// by side in one run: a stand-in kubelet port on loopback that floods or
+// echoes, reached directly and through the tunnel (a CONNECT on the
+// server's unix socket, as kube-apiserver sends it, carried by an agent's
+// session). It reports throughput of -bytes per transfer and first-byte
+// latency (connect, ask, first byte back) p50 and p99, then the server's
+// resident memory idle, with -nodes simulated agents connected (each a
+// Node of the apiserver with its own certificate), and with -streams idle
+// streams open. Medians of -rounds rounds; docs/tunnel.md has the figures.
+//
+//	go run ./hack/bench/tunnel [-nodes 1000] [-streams 1000] [-bytes 268435456] [-samples 300] [-rounds 3]
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/gobuild"
+	"github.com/sitegrid/sitegrid/internal/kubebin"
+	"github.com/sitegrid/sitegrid/internal/pki"
+	"github.com/sitegrid/sitegrid/internal/process"
+	"github.com/sitegrid/sitegrid/internal/tunnel/agent"
+)
+
+func main() {
+	nodes := flag.Int("nodes", 1000, "simulated nodes (agents) connected")
+	streams := flag.Int("streams", 1000, "idle streams held open for the memory figure")
+	size := flag.Int("bytes", 256<<20, "bytes per throughput transfer")
+	samples := flag.Int("samples", 300, "first-byte samples per path and round")
+	rounds := flag.Int("rounds", 3, "rounds; medians are reported")
+	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
+	klog.InitFlags(klogFlags)
+	_ = klogFlags.Set("v", "0")
+	_ = klogFlags.Set("logtostderr", "false")
+	klog.SetOutput(io.Discard)
+	flag.Parse()
+	if err := run(*nodes, *streams, *size, *samples, *rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(nodes, streams, size, samples, rounds int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "bench-tunnel-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin, err := kubebin.Ensure(ctx, kubebin.Options{Progress: os.Stderr})
+	if err != nil {
+		return err
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: filepath.Join(dir, "cp"), Bin: bin, APIServerOnly: true})
+	if err != nil {
+		return err
+	}
+	defer cp.Stop()
+	admin, err := cp.Clientset()
+	if err != nil {
+		return err
+	}
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-system"}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	kubelet, err := startKubelet()
+	if err != nil {
+		return err
+	}
+	port := kubelet.Addr().(*net.TCPAddr).Port
+
+	tunnelBin := filepath.Join(dir, "sitegrid-tunnel")
+	if out, err := gobuild.Command(ctx, tunnelBin, "./cmd/sitegrid-tunnel").CombinedOutput(); err != nil {
+		return fmt.Errorf("build sitegrid-tunnel: %v\n%s", err, out)
+	}
+	srv, err := startServer(ctx, cp, tunnelBin, dir)
+	if err != nil {
+		return err
+	}
+	defer srv.proc.Stop(5 * time.Second)
+	idle := rss(srv.proc.PID())
+
+	fmt.Fprintf(os.Stderr, "creating %d nodes and their agents\n", nodes)
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(cp.CAFile)
+	if err != nil {
+		return err
+	}
+	pool.AppendCertsFromPEM(caPEM)
+	actx, stopAgents := context.WithCancel(ctx)
+	defer stopAgents()
+	agents := make([]*agent.Agent, 0, nodes)
+	for i := range nodes {
+		name := fmt.Sprintf("bench-node-%d", i)
+		if err := createNode(ctx, admin, name, port); err != nil {
+			return err
+		}
+		kp, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + name, Client: true})
+		if err != nil {
+			return err
+		}
+		cert := &tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+		a, err := agent.New(agent.Config{NodeName: name, Servers: []string{srv.agents}, ServerCAs: pool,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+			KubeletAddress:       kubelet.Addr().String()})
+		if err != nil {
+			return err
+		}
+		agents = append(agents, a)
+		go func() { _ = a.Run(actx) }()
+	}
+	if err := waitFor(2*time.Minute, func() bool {
+		return !slices.ContainsFunc(agents, func(a *agent.Agent) bool { return a.Connected() == "" })
+	}); err != nil {
+		return fmt.Errorf("agents not all connected: %w", err)
+	}
+	// The server's Leases are written on connect: let them settle.
+	time.Sleep(5 * time.Second)
+	connected := rss(srv.proc.PID())
+
+	target := fmt.Sprintf("bench-node-0:%d", port)
+	direct := func() (net.Conn, error) { return net.Dial("tcp", kubelet.Addr().String()) }
+	tunnelled := func() (net.Conn, error) { return connectVia(srv.socket, target) }
+	var thrDirect, thrTunnel, fbDirect50, fbDirect99, fbTunnel50, fbTunnel99 []float64
+	for r := range rounds {
+		for _, path := range []struct {
+			dial     func() (net.Conn, error)
+			thr      *[]float64
+			p50, p99 *[]float64
+		}{{direct, &thrDirect, &fbDirect50, &fbDirect99}, {tunnelled, &thrTunnel, &fbTunnel50, &fbTunnel99}} {
+			mbps, err := throughput(path.dial, size)
+			if err != nil {
+				return err
+			}
+			p50, p99, err := firstByte(path.dial, samples)
+			if err != nil {
+				return err
+			}
+			*path.thr, *path.p50, *path.p99 = append(*path.thr, mbps), append(*path.p50, p50), append(*path.p99, p99)
+		}
+		fmt.Fprintf(os.Stderr, "round %d: direct %.0f MB/s, tunnel %.0f MB/s\n", r+1, thrDirect[r], thrTunnel[r])
+	}
+
+	// Idle streams spread over the nodes, held open.
+	var open []net.Conn
+	for i := range streams {
+		c, err := connectVia(srv.socket, fmt.Sprintf("bench-node-%d:%d", i%nodes, port))
+		if err != nil {
+			return fmt.Errorf("stream %d: %w", i, err)
+		}
+		open = append(open, c)
+	}
+	time.Sleep(2 * time.Second)
+	withStreams := rss(srv.proc.PID())
+	for _, c := range open {
+		_ = c.Close()
+	}
+
+	fmt.Printf("sitegrid-tunnel, medians of %d rounds (%d MiB per transfer, %d first-byte samples)\n", rounds, size>>20, samples)
+	fmt.Printf("| path | throughput | first byte p50 | first byte p99 |\n| --- | --- | --- | --- |\n")
+	fmt.Printf("| direct TCP | %.0f MB/s | %.3f ms | %.3f ms |\n", median(thrDirect), median(fbDirect50), median(fbDirect99))
+	fmt.Printf("| through the tunnel | %.0f MB/s (%.0f %% of direct) | %.3f ms (+%.3f) | %.3f ms (+%.3f) |\n",
+		median(thrTunnel), 100*median(thrTunnel)/median(thrDirect), median(fbTunnel50), median(fbTunnel50)-median(fbDirect50), median(fbTunnel99), median(fbTunnel99)-median(fbDirect99))
+	fmt.Printf("server RSS: idle %.1f MiB; %d nodes connected %.1f MiB (%.1f MiB per 1,000); plus %d idle streams %.1f MiB (%.1f MiB per 1,000 streams)\n",
+		idle, nodes, connected, (connected-idle)*1000/float64(nodes), streams, withStreams, (withStreams-connected)*1000/float64(streams))
+	return nil
+}
+
+type server struct {
+	proc           *process.Process
+	agents, socket string
+}
+
+func startServer(ctx context.Context, cp *controlplane.ControlPlane, bin, dir string) (*server, error) {
+	kp, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-tunnel", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Client: true})
+	if err != nil {
+		return nil, err
+	}
+	certFile, keyFile, err := pki.WriteKeyPair(dir, "tunnel", kp.Cert, kp.Key)
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]int, 2)
+	for i := range ports {
+		if ports[i], err = controlplane.FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	s := &server{agents: "127.0.0.1:" + strconv.Itoa(ports[0]), socket: filepath.Join(dir, "tunnel.sock")}
+	health := "127.0.0.1:" + strconv.Itoa(ports[1])
+	s.proc, err = process.Start(process.Spec{Name: "sitegrid-tunnel", Path: bin, LogFile: filepath.Join(dir, "tunnel.log"), Args: []string{
+		"--kubeconfig=" + cp.AdminKubeconfig, "--namespace=sitegrid-system", "--replica=bench",
+		"--agent-address=" + s.agents, "--health-address=" + health, "--connect-socket=" + s.socket,
+		"--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile, "--node-client-ca-file=" + cp.CAFile, "--direct=false",
+	}})
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return s, s.proc.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(nil, "http://"+health+"/readyz"))
+}
+
+func createNode(ctx context.Context, cs kubernetes.Interface, name string, port int) error {
+	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}}
+	n.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(port)
+	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	return err
+}
+
+// startKubelet stands in for a kubelet's port: "flood N" sends N bytes,
+// any other line is echoed.
+func startKubelet() (net.Listener, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1<<20)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if n, ok := strings.CutPrefix(strings.TrimSpace(line), "flood "); ok {
+						left, _ := strconv.Atoi(n)
+						for left > 0 {
+							k, err := c.Write(buf[:min(left, len(buf))])
+							if err != nil {
+								return
+							}
+							left -= k
+						}
+						continue
+					}
+					_, _ = c.Write([]byte(line))
+				}
+			}()
+		}
+	}()
+	return l, nil
+}
+
+func connectVia(socket, target string) (net.Conn, error) {
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		c.Close()
+		return nil, fmt.Errorf("CONNECT %s: %s", target, resp.Status)
+	}
+	return c, nil
+}
+
+// throughput is MB/s of one transfer of size bytes.
+func throughput(dial func() (net.Conn, error), size int) (float64, error) {
+	c, err := dial()
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := fmt.Fprintf(c, "flood %d\n", size); err != nil {
+		return 0, err
+	}
+	if _, err := io.CopyN(io.Discard, c, int64(size)); err != nil {
+		return 0, err
+	}
+	return float64(size) / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// firstByte is the p50 and p99, in ms, of a new connection's first answer:
+// dial (and CONNECT), one line out, its echo's first byte back.
+func firstByte(dial func() (net.Conn, error), n int) (float64, float64, error) {
+	var ms []float64
+	one := make([]byte, 1)
+	for range n {
+		start := time.Now()
+		c, err := dial()
+		if err != nil {
+			return 0, 0, err
+		}
+		if _, err := io.WriteString(c, "ping\n"); err != nil {
+			c.Close()
+			return 0, 0, err
+		}
+		if _, err := io.ReadFull(c, one); err != nil {
+			c.Close()
+			return 0, 0, err
+		}
+		ms = append(ms, float64(time.Since(start).Microseconds())/1000)
+		c.Close()
+	}
+	slices.Sort(ms)
+	return ms[len(ms)/2], ms[len(ms)*99/100], nil
+}
+
+func rss(pid int) float64 {
+	mem, err := process.Status(pid)
+	if err != nil {
+		return 0
+	}
+	return float64(mem["VmRSS"]) / (1 << 20)
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func waitFor(d time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s", d)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil
+}
