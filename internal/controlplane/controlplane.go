@@ -542,15 +542,7 @@ func (cp *ControlPlane) startKwokProcess(name, kubeconfig, selectFlag string, pr
 	if err != nil {
 		return nil, 0, err
 	}
-	p, err := process.Start(process.Spec{Name: name, Path: cp.kwokBin, LogFile: filepath.Join(cp.Dir, "logs", name+".log"), Args: []string{
-		"--kubeconfig=" + kubeconfig,
-		"--config=" + cp.kwokStages,
-		"--manage-all-nodes=false",
-		selectFlag,
-		"--node-lease-duration-seconds=" + strconv.Itoa(cp.kwokLeaseSeconds),
-		"--cidr=" + DefaultClusterCIDR,
-		"--server-address=127.0.0.1:" + strconv.Itoa(port),
-	}})
+	p, err := cp.startKwokOn(name, kubeconfig, selectFlag, port, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -558,9 +550,52 @@ func (cp *ControlPlane) startKwokProcess(name, kubeconfig, selectFlag string, pr
 	return p, port, nil
 }
 
+func (cp *ControlPlane) startKwokOn(name, kubeconfig, selectFlag string, port int, extra []string) (*process.Process, error) {
+	return process.Start(process.Spec{Name: name, Path: cp.kwokBin, LogFile: filepath.Join(cp.Dir, "logs", name+".log"), Args: append([]string{
+		"--kubeconfig=" + kubeconfig,
+		"--config=" + cp.kwokStages,
+		"--manage-all-nodes=false",
+		selectFlag,
+		"--node-lease-duration-seconds=" + strconv.Itoa(cp.kwokLeaseSeconds),
+		"--cidr=" + DefaultClusterCIDR,
+		"--server-address=127.0.0.1:" + strconv.Itoa(port),
+	}, extra...)})
+}
+
 func (cp *ControlPlane) waitKwok(ctx context.Context, proc *process.Process, port int) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	return waitReady(ctx, proc, process.HTTPReady(hc, fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
+}
+
+// KwokServing makes a node's kwok serve a kubelet's API as a kubelet does:
+// HTTPS on Port (published as the Node's kubelet port) with a serving
+// certificate, and the logs, exec, attach and port-forward its Configs
+// (kwok's ClusterLogs, ClusterExec, ... documents) describe.
+type KwokServing struct {
+	Port              int
+	CertFile, KeyFile string
+	Configs           []string
+}
+
+// StartNodeKwokServing is StartNodeKwokVia with the kubelet API served
+// as serving says. Only the caller stops the process.
+func (cp *ControlPlane) StartNodeKwokServing(ctx context.Context, node, kubeconfig string, serving KwokServing) (*process.Process, error) {
+	extra := []string{"--node-port=" + strconv.Itoa(serving.Port), "--tls-cert-file=" + serving.CertFile, "--tls-private-key-file=" + serving.KeyFile}
+	for _, c := range serving.Configs {
+		extra = append(extra, "--config="+c)
+	}
+	proc, err := cp.startKwokOn("kwok-"+node, kubeconfig, "--manage-single-node="+node, serving.Port, extra)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cp.ca.Cert)
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	if err := waitReady(ctx, proc, process.HTTPReady(hc, fmt.Sprintf("https://127.0.0.1:%d/healthz", serving.Port))); err != nil {
+		proc.Stop(5 * time.Second)
+		return nil, err
+	}
+	return proc, nil
 }
 
 // StartNodeKwok runs a kubelet of its own, a kwok managing only this node,

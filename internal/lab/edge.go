@@ -133,6 +133,9 @@ type edgeNode struct {
 
 	// real is set on a real node (realnode.go).
 	real *realNode
+	// kwokServing, on a kwok node of a lab with the tunnel, is how its kwok
+	// serves the kubelet API (tunnel.go).
+	kwokServing *controlplane.KwokServing
 
 	mu                                       sync.Mutex
 	hub, kubelet, kubeProxy, containerd, dns *process.Process
@@ -260,7 +263,7 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 	if en.link, err = link.Listen("127.0.0.1:0", e.apiserver); err != nil {
 		return fmt.Errorf("uplink of %s: %w", n.Name, err)
 	}
-	if real && e.tunnelAgents != "" {
+	if e.tunnelAgents != "" {
 		if err := en.linkTunnel(e.tunnelAgents); err != nil {
 			return err
 		}
@@ -359,7 +362,9 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		Health: config.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
 	}
 	if en.tunnelLink != nil {
-		hubCfg.Tunnel = config.Tunnel{Servers: []string{en.tunnelLink.Addr()}, KubeletAddress: en.kubeletRelay.Addr(), KubeletPort: kubeletPort}
+		if err := e.tunnelKubelet(en, &hubCfg); err != nil {
+			return err
+		}
 	}
 	hubURL := "https://" + en.hubAPI
 	var err error
@@ -462,7 +467,13 @@ func (e *edge) startKubelet(ctx context.Context, en *edgeNode) error {
 }
 
 func (en *edgeNode) startKwok(ctx context.Context, cp *controlplane.ControlPlane) error {
-	p, err := cp.StartNodeKwokVia(ctx, en.name, en.kubeletConfig)
+	var p *process.Process
+	var err error
+	if en.kwokServing != nil {
+		p, err = cp.StartNodeKwokServing(ctx, en.name, en.kubeletConfig, *en.kwokServing)
+	} else {
+		p, err = cp.StartNodeKwokVia(ctx, en.name, en.kubeletConfig)
+	}
 	if err != nil {
 		return fmt.Errorf("kubelet (kwok) of %s: %w\n%s", en.name, err, process.LogTail(filepath.Join(cp.Dir, "logs", "kwok-"+en.name+".log"), 15))
 	}

@@ -12,7 +12,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/hub/config"
 	"github.com/sitegrid/sitegrid/internal/lab/netns"
 	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
@@ -111,14 +114,17 @@ func (e *edge) tunnelState(ctx context.Context, node string) string {
 	return "disconnected"
 }
 
-// linkTunnel opens the node's tunnel uplink and the relay its hub reaches
-// the kubelet by: on a real machine the hub runs on the node and dials the
-// kubelet itself; here it runs beside the node's network namespace, which
-// only this relay enters.
+// linkTunnel opens the node's tunnel uplink and, on a real node, the relay
+// its hub reaches the kubelet by: on a real machine the hub runs on the
+// node and dials the kubelet itself; here it runs beside the node's network
+// namespace, which only this relay enters.
 func (en *edgeNode) linkTunnel(agents string) error {
 	var err error
 	if en.tunnelLink, err = link.Listen("127.0.0.1:0", agents); err != nil {
 		return fmt.Errorf("tunnel uplink of %s: %w", en.name, err)
+	}
+	if en.real == nil {
+		return nil
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -130,5 +136,72 @@ func (en *edgeNode) linkTunnel(agents string) error {
 		defer cancel()
 		return netns.Dial(ctx, en.netns, kubelet)
 	})
+	return nil
+}
+
+// tunnelKubelet points the node's hub agent at its kubelet: a real node's
+// through the relay into its namespace; a kwok node's at its kwok, which
+// then serves the kubelet API over HTTPS with a serving certificate of
+// system:node:<node>, as a kubelet does: logs and attach from a file of the
+// node's, exec of commands on the lab's machine (as nobody when the lab
+// runs as root), port-forward to the node's hub's health port.
+func (e *edge) tunnelKubelet(en *edgeNode, hubCfg *config.HubConfiguration) error {
+	hubCfg.Tunnel = config.Tunnel{Servers: []string{en.tunnelLink.Addr()}}
+	if en.real != nil {
+		hubCfg.Tunnel.KubeletAddress, hubCfg.Tunnel.KubeletPort = en.kubeletRelay.Addr(), kubeletPort
+		return nil
+	}
+	port, err := controlplane.FreePort()
+	if err != nil {
+		return err
+	}
+	hubCfg.Tunnel.KubeletAddress, hubCfg.Tunnel.KubeletPort = "127.0.0.1:"+strconv.Itoa(port), port
+	serving, err := e.cp.IssueCert(pki.LeafRequest{CommonName: "system:node:" + en.name, Organizations: []string{"system:nodes"},
+		DNSNames: []string{en.name}, IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
+	if err != nil {
+		return err
+	}
+	certFile, keyFile, err := pki.WriteKeyPair(en.dir, "kwok-serving", serving.Cert, serving.Key)
+	if err != nil {
+		return err
+	}
+	// The log in the CRI format a kubelet reads its containers' logs in.
+	logFile := filepath.Join(en.dir, "kwok-pod.log")
+	line := fmt.Sprintf("%s stdout F simulated container on %s (kwok): its log is %s\n", time.Now().UTC().Format(time.RFC3339Nano), en.name, logFile)
+	if err := os.WriteFile(logFile, []byte(line), 0o644); err != nil {
+		return err
+	}
+	// Commands run where kwok runs, with no working folder of their own.
+	local := map[string]any{}
+	if os.Geteuid() == 0 {
+		nobody := 65534
+		local["securityContext"] = map[string]any{"runAsUser": nobody, "runAsGroup": nobody}
+	}
+	_, healthPort, _ := net.SplitHostPort(en.hubHealth)
+	hp, _ := strconv.Atoi(healthPort)
+	docs := []map[string]any{
+		{"kind": "ClusterLogs", "spec": map[string]any{"logs": []any{map[string]any{"logsFile": logFile, "follow": true}}}},
+		{"kind": "ClusterAttach", "spec": map[string]any{"attaches": []any{map[string]any{"logsFile": logFile}}}},
+		{"kind": "ClusterExec", "spec": map[string]any{"execs": []any{map[string]any{"local": local}}}},
+		{"kind": "ClusterPortForward", "spec": map[string]any{"forwards": []any{map[string]any{"target": map[string]any{"address": "127.0.0.1", "port": hp}}}}},
+	}
+	var out []byte
+	for i, d := range docs {
+		d["apiVersion"] = "kwok.x-k8s.io/v1alpha1"
+		d["metadata"] = map[string]any{"name": "sitegrid-lab"}
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			out = append(out, []byte("---\n")...)
+		}
+		out = append(out, b...)
+	}
+	configFile := filepath.Join(en.dir, "kwok-kubelet.yaml")
+	if err := os.WriteFile(configFile, out, 0o600); err != nil {
+		return err
+	}
+	en.kwokServing = &controlplane.KwokServing{Port: port, CertFile: certFile, KeyFile: keyFile, Configs: []string{configFile}}
 	return nil
 }

@@ -24,9 +24,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -43,6 +46,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -60,11 +64,12 @@ import (
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
 	"github.com/sitegrid/sitegrid/internal/rbac/hubrbac"
+	tunnelserver "github.com/sitegrid/sitegrid/internal/tunnel/server"
 )
 
 type sizes struct {
 	nodes, pods, services, endpoints, units int
-	code, health                            bool
+	code, health, tunnel                    bool
 }
 
 func main() {
@@ -75,6 +80,7 @@ func main() {
 	flag.IntVar(&sz.endpoints, "endpoints", 50, "endpoints per EndpointSlice")
 	flag.IntVar(&sz.units, "units", 0, "with N > 0: nodes in N units (label lab=unit-<n>), every Service with topology keys [lab], and the informers run as kube-proxy, so the hub filters their EndpointSlices")
 	requests := flag.Int("requests", 500, "requests per latency measurement")
+	flag.BoolVar(&sz.tunnel, "tunnel", false, "run the hub with its tunnel agent on, connected to a tunnel server (docs/tunnel.md)")
 	flag.BoolVar(&sz.health, "health", false, "run the hub with distributed health on (a unit of its own node: memberlist, the unit's watches and its Lease)")
 	flag.BoolVar(&sz.code, "code", false, "after the idle period, print which sections and packages of the hub's executable are resident")
 	flag.Parse()
@@ -126,11 +132,23 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	if err != nil {
 		return err
 	}
-	hub, err := startHub(ctx, cp, dir, sz.health)
+	var tunnelAgents string
+	if sz.tunnel {
+		if tunnelAgents, err = startTunnel(ctx, cp, admin); err != nil {
+			return err
+		}
+	}
+	hub, err := startHub(ctx, cp, dir, sz.health, tunnelAgents)
 	if err != nil {
 		return err
 	}
 	defer hub.stop()
+	if sz.tunnel {
+		if err := waitTunnel(ctx, hub.health); err != nil {
+			return err
+		}
+		fmt.Println("tunnel: the hub's agent holds its session")
+	}
 	caPEM, err := os.ReadFile(cp.CAFile)
 	if err != nil {
 		return err
@@ -470,7 +488,7 @@ func (h *hubProcess) stop() {
 
 // startHub builds and starts sitegrid-hub, reaching the apiserver through a
 // link the benchmark can cut.
-func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, withHealth bool) (*hubProcess, error) {
+func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, withHealth bool, tunnelAgents string) (*hubProcess, error) {
 	const node = "node-0"
 	apiserver := strings.TrimPrefix(cp.Endpoint, "https://")
 	up, err := link.Listen("127.0.0.1:0", apiserver)
@@ -520,6 +538,11 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, wi
 		ClientCertFile: credCert, ClientKeyFile: credKey, CachePath: h.cachePath,
 		ProbeInterval: metav1.Duration{Duration: 500 * time.Millisecond},
 	}
+	if tunnelAgents != "" {
+		// The stand-in kubelet port is never dialled: the agent is idle, as
+		// on a node nobody is debugging.
+		cfg.Tunnel = config.Tunnel{Servers: []string{tunnelAgents}}
+	}
 	if withHealth {
 		if err := setupHealth(ctx, admin, node); err != nil {
 			return nil, err
@@ -551,6 +574,50 @@ func startHub(ctx context.Context, cp *controlplane.ControlPlane, dir string, wi
 		return nil, err
 	}
 	return h, nil
+}
+
+// startTunnel runs a tunnel server in this process (the hub's memory is
+// its own process's) for the hub's agent, and returns where agents connect.
+func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, admin kubernetes.Interface) (string, error) {
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sitegrid-system"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	kp, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-tunnel", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
+	if err != nil {
+		return "", err
+	}
+	caPEM, err := os.ReadFile(cp.CAFile)
+	if err != nil {
+		return "", err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cert := &tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+	srv, err := tunnelserver.New(tunnelserver.Config{Client: admin, Namespace: "sitegrid-system", Replica: "bench", AgentAddress: "127.0.0.1:0",
+		ServingCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil }, NodeCAs: pool,
+		ConnectSocket: filepath.Join(cp.Dir, "tunnel.sock")})
+	if err != nil {
+		return "", err
+	}
+	go func() { _ = srv.Run(ctx) }()
+	return srv.AgentAddr(), nil
+}
+
+// waitTunnel waits until the hub's metrics say its agent is connected.
+func waitTunnel(ctx context.Context, health string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if resp, err := http.Get("http://" + health + "/metrics"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), "\nsitegrid_hub_tunnel_connected 1\n") {
+				return nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("the hub's tunnel agent did not connect")
 }
 
 // benchUnitKey is the unit label of the hub's node with -health: a unit of

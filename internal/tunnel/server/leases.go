@@ -124,7 +124,10 @@ func (l *leases) write(ctx context.Context, node string, hold bool) error {
 		}
 		le.Annotations[PeerAnnotation] = l.peer
 	case holder == l.replica:
+		// Renewed on release too: the renew time of a Lease without a
+		// holder is when its node was last connected.
 		le.Spec.HolderIdentity = nil
+		le.Spec.RenewTime = &now
 	default:
 		return nil // another replica holds it now
 	}
