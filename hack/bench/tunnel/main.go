@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +37,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
+	"github.com/sitegrid/sitegrid/internal/tunnel"
 	"github.com/sitegrid/sitegrid/internal/tunnel/agent"
 )
 
@@ -288,24 +288,7 @@ func startKubelet(cert *tls.Certificate) (net.Listener, error) {
 	return l, nil
 }
 
-func connectVia(socket, target string) (net.Conn, error) {
-	c, err := net.Dial("unix", socket)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		c.Close()
-		return nil, fmt.Errorf("CONNECT %s: %s", target, resp.Status)
-	}
-	return c, nil
-}
+func connectVia(socket, target string) (net.Conn, error) { return tunnel.Connect(socket, target) }
 
 // throughput is MB/s of one transfer of size bytes.
 func throughput(dial func() (net.Conn, error), size int) (float64, error) {

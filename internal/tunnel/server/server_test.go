@@ -22,6 +22,7 @@ import (
 
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/testenv"
+	"github.com/sitegrid/sitegrid/internal/tunnel"
 	"github.com/sitegrid/sitegrid/internal/tunnel/agent"
 	"github.com/sitegrid/sitegrid/internal/tunnel/server"
 )
@@ -202,24 +203,7 @@ func (r *rig) agentOf(node string, cert *tls.Certificate, kubeletPort int, serve
 // on success, else the status line.
 func (r *rig) connect(target string) (net.Conn, error) { return connectVia(r.socket, target) }
 
-func connectVia(socket, target string) (net.Conn, error) {
-	c, err := net.Dial("unix", socket)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		c.Close()
-		return nil, fmt.Errorf("%s", resp.Status)
-	}
-	return c, nil
-}
+func connectVia(socket, target string) (net.Conn, error) { return tunnel.Connect(socket, target) }
 
 // fakeKubelet stands in for a kubelet's port: "who" answers its node's
 // name, "flood N" writes N bytes, "echo" echoes a line.
