@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/tunnel"
 	"github.com/sitegrid/sitegrid/internal/tunnel/server"
 )
@@ -120,15 +121,7 @@ func loadPool(path, flagName string) (*x509.CertPool, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%s is required", flagName)
 	}
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s %s holds no PEM certificate", flagName, path)
-	}
-	return pool, nil
+	return pki.ReadPool(path)
 }
 
 func envOr(name, def string) string {

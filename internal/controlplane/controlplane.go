@@ -588,10 +588,7 @@ func (cp *ControlPlane) StartNodeKwokServing(ctx context.Context, node, kubeconf
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cp.ca.Cert)
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	if err := waitReady(ctx, proc, process.HTTPReady(hc, fmt.Sprintf("https://127.0.0.1:%d/healthz", serving.Port))); err != nil {
+	if err := cp.waitHealthz(ctx, proc, serving.Port); err != nil {
 		proc.Stop(5 * time.Second)
 		return nil, err
 	}

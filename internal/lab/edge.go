@@ -789,13 +789,14 @@ type NodeStatus struct {
 func (e *edge) status(ctx context.Context) []NodeStatus {
 	nodes, _ := e.resolve(nil)
 	out := make([]NodeStatus, len(nodes))
+	tunnels := e.tunnelStates(ctx)
 	var wg sync.WaitGroup
 	for i, en := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			out[i] = en.status(ctx)
-			out[i].Tunnel = e.tunnelState(ctx, en.name)
+			out[i].Tunnel = tunnels[en.name]
 		}()
 	}
 	wg.Wait()

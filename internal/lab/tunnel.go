@@ -100,18 +100,23 @@ func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, bin, socket
 	return ts, nil
 }
 
-// tunnelState is the node's tunnel as the tunnel server recorded it in the
-// node's Lease: the replica holding its session, "disconnected", or ""
-// when the tunnel has never carried the node.
-func (e *edge) tunnelState(ctx context.Context, node string) string {
-	le, err := e.admin.CoordinationV1().Leases(tunnelNamespace).Get(ctx, tunnelserver.LeasePrefix+node, metav1.GetOptions{})
+// tunnelStates is each node's tunnel as the tunnel server recorded it in
+// the nodes' Leases: the replica holding its session, or "disconnected";
+// a node the tunnel never carried is absent.
+func (e *edge) tunnelStates(ctx context.Context) map[string]string {
+	leases, err := e.admin.CoordinationV1().Leases(tunnelNamespace).List(ctx, metav1.ListOptions{LabelSelector: tunnelserver.NodeLabel})
 	if err != nil {
-		return ""
+		return nil
 	}
-	if h := ptr.Deref(le.Spec.HolderIdentity, ""); h != "" {
-		return h
+	states := map[string]string{}
+	for _, le := range leases.Items {
+		state := ptr.Deref(le.Spec.HolderIdentity, "")
+		if state == "" {
+			state = "disconnected"
+		}
+		states[le.Labels[tunnelserver.NodeLabel]] = state
 	}
-	return "disconnected"
+	return states
 }
 
 // linkTunnel opens the node's tunnel uplink and, on a real node, the relay

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -29,6 +28,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/hub/selfclient"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 	"github.com/sitegrid/sitegrid/internal/hub/upstream"
+	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/tunnel/agent"
 )
 
@@ -62,11 +62,11 @@ func New(cfg config.HubConfiguration) (_ *Hub, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	clientCAs, err := loadPool(cfg.ClientCAFile)
+	clientCAs, err := pki.ReadPool(cfg.ClientCAFile)
 	if err != nil {
 		return nil, err
 	}
-	serverCAs, err := loadPool(cfg.ServerCAFile)
+	serverCAs, err := pki.ReadPool(cfg.ServerCAFile)
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +262,7 @@ func (h *Hub) Close() {
 func newTunnelAgent(cfg config.HubConfiguration, serverCAs *x509.CertPool, c *certs.Certificates) (*agent.Agent, error) {
 	if cfg.Tunnel.ServerCAFile != "" {
 		var err error
-		if serverCAs, err = loadPool(cfg.Tunnel.ServerCAFile); err != nil {
+		if serverCAs, err = pki.ReadPool(cfg.Tunnel.ServerCAFile); err != nil {
 			return nil, err
 		}
 	}
@@ -275,18 +275,6 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
-}
-
-func loadPool(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }
 
 // instrument counts requests by how they were served and times them.

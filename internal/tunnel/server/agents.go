@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/sitegrid/sitegrid/internal/hub/certs"
@@ -154,6 +153,3 @@ func (s *Server) serveAgent(ctx context.Context, raw net.Conn) {
 		s.leases.released(node)
 	}
 }
-
-// connected is node's session on this replica, nil if it has none.
-func (s *Server) connected(n *corev1.Node) *yamux.Session { return s.sessions.get(n.Name) }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"k8s.io/klog/v2"
 
 	"github.com/sitegrid/sitegrid/internal/tunnel"
@@ -67,36 +68,11 @@ func (s *Server) dial(ctx context.Context, hostPort string, forwarded bool) (net
 		return nil, resultRefused, http.StatusForbidden, err
 	}
 	if t.node != nil {
-		if sess := s.connected(t.node); sess != nil || s.leases.state(t.node.Name).tunnelled {
-			if want := kubeletPort(t.node); t.port != want {
-				return nil, resultRefused, http.StatusForbidden, fmt.Errorf("node %s: port %d is not its kubelet's (%d): the tunnel reaches kubelets only", t.node.Name, t.port, want)
-			}
-			if sess == nil {
-				st := s.leases.state(t.node.Name)
-				if forwarded || st.holder == "" || st.holder == s.cfg.Replica || st.peer == "" || s.cfg.PeerCertificate == nil {
-					return nil, resultUnreachable, http.StatusBadGateway, disconnected(t.node.Name, st)
-				}
-				c, err := s.forward(ctx, st.peer, hostPort)
-				if err != nil {
-					return nil, resultUnreachable, http.StatusBadGateway, fmt.Errorf("node %s is held by replica %s, which did not carry the stream: %w", t.node.Name, st.holder, err)
-				}
-				return c, resultForwarded, 0, nil
-			}
-			c, err := s.openStream(ctx, sess, tunnel.Open{Node: t.node.Name, Port: t.port})
-			var refusal *tunnel.Refusal
-			switch {
-			case errors.As(err, &refusal):
-				return nil, resultRefused, http.StatusBadGateway, fmt.Errorf("node %s: %w", t.node.Name, err)
-			case err != nil:
-				// The link died before keepalives noticed: the session is
-				// done, and the agent will dial again.
-				var ne net.Error
-				if !errors.As(err, &ne) || !ne.Timeout() {
-					_ = sess.Close()
-				}
-				return nil, resultUnreachable, http.StatusBadGateway, fmt.Errorf("node %s is not connected to the tunnel (its session broke: %v)", t.node.Name, err)
-			}
-			return c, resultTunnel, 0, nil
+		if sess := s.sessions.get(t.node.Name); sess != nil {
+			return s.viaSession(ctx, sess, t)
+		}
+		if st := s.leases.state(t.node.Name); st.tunnelled {
+			return s.viaHolder(ctx, t, st, hostPort, forwarded)
 		}
 	}
 	if !s.cfg.Direct {
@@ -108,6 +84,52 @@ func (s *Server) dial(ctx context.Context, hostPort string, forwarded bool) (net
 		return nil, resultUnreachable, http.StatusBadGateway, err
 	}
 	return c, resultDirect, 0, nil
+}
+
+// viaSession opens a stream of the node's session on this replica.
+func (s *Server) viaSession(ctx context.Context, sess *yamux.Session, t target) (net.Conn, string, int, error) {
+	if err := checkPort(t); err != nil {
+		return nil, resultRefused, http.StatusForbidden, err
+	}
+	c, err := s.openStream(ctx, sess, tunnel.Open{Node: t.node.Name, Port: t.port})
+	var refusal *tunnel.Refusal
+	switch {
+	case errors.As(err, &refusal):
+		return nil, resultRefused, http.StatusBadGateway, fmt.Errorf("node %s: %w", t.node.Name, err)
+	case err != nil:
+		// The link died before keepalives noticed: the session is done,
+		// and the agent will dial again.
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			_ = sess.Close()
+		}
+		return nil, resultUnreachable, http.StatusBadGateway, fmt.Errorf("node %s is not connected to the tunnel (its session broke: %v)", t.node.Name, err)
+	}
+	return c, resultTunnel, 0, nil
+}
+
+// viaHolder forwards, once, to the replica the node's Lease names; a node
+// no replica holds is disconnected.
+func (s *Server) viaHolder(ctx context.Context, t target, st leaseState, hostPort string, forwarded bool) (net.Conn, string, int, error) {
+	if err := checkPort(t); err != nil {
+		return nil, resultRefused, http.StatusForbidden, err
+	}
+	if forwarded || st.holder == "" || st.holder == s.cfg.Replica || st.peer == "" || s.cfg.PeerCertificate == nil {
+		return nil, resultUnreachable, http.StatusBadGateway, disconnected(t.node.Name, st)
+	}
+	c, err := s.forward(ctx, st.peer, hostPort)
+	if err != nil {
+		return nil, resultUnreachable, http.StatusBadGateway, fmt.Errorf("node %s is held by replica %s, which did not carry the stream: %w", t.node.Name, st.holder, err)
+	}
+	return c, resultForwarded, 0, nil
+}
+
+// checkPort allows a tunnelled node's kubelet port only.
+func checkPort(t target) error {
+	if want := kubeletPort(t.node); t.port != want {
+		return fmt.Errorf("node %s: port %d is not its kubelet's (%d): the tunnel reaches kubelets only", t.node.Name, t.port, want)
+	}
+	return nil
 }
 
 func disconnected(node string, st leaseState) error {

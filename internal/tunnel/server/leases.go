@@ -84,12 +84,39 @@ func (l *leases) released(node string) {
 	}
 }
 
+// write records hold or release in node's Lease. It starts from the
+// informer's copy, so a connect or a renewal costs one write, not a read
+// and a write; when that copy was stale (a conflict, or the Lease exists
+// already) it reads the Lease once and decides again.
 func (l *leases) write(ctx context.Context, node string, hold bool) error {
+	name := LeasePrefix + node
+	var cur *coordinationv1.Lease
+	if obj, ok, _ := l.lister.GetByKey(l.namespace + "/" + name); ok {
+		cur = obj.(*coordinationv1.Lease)
+	}
+	err := l.writeFrom(ctx, node, cur, hold)
+	if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	fresh, err := l.client.CoordinationV1().Leases(l.namespace).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		fresh = nil
+	case err != nil:
+		return err
+	}
+	err = l.writeFrom(ctx, node, fresh, hold)
+	if apierrors.IsConflict(err) {
+		return nil // written meanwhile by the replica the node moved to
+	}
+	return err
+}
+
+// writeFrom writes node's Lease as hold says, from cur (nil: none yet).
+func (l *leases) writeFrom(ctx context.Context, node string, cur *coordinationv1.Lease, hold bool) error {
 	leasesAPI := l.client.CoordinationV1().Leases(l.namespace)
 	now := metav1.NewMicroTime(time.Now())
-	name := LeasePrefix + node
-	cur, err := leasesAPI.Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+	if cur == nil {
 		if !hold {
 			return nil
 		}
@@ -99,15 +126,12 @@ func (l *leases) write(ctx context.Context, node string, hold bool) error {
 		}
 		n := obj.(*corev1.Node)
 		le := &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l.namespace, Labels: map[string]string{NodeLabel: node},
+			ObjectMeta: metav1.ObjectMeta{Name: LeasePrefix + node, Namespace: l.namespace, Labels: map[string]string{NodeLabel: node},
 				Annotations:     map[string]string{PeerAnnotation: l.peer},
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID}}},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &l.replica, LeaseDurationSeconds: ptr.To[int32](leaseSeconds), AcquireTime: &now, RenewTime: &now},
 		}
-		_, err = leasesAPI.Create(ctx, le, metav1.CreateOptions{})
-		return err
-	}
-	if err != nil {
+		_, err := leasesAPI.Create(ctx, le, metav1.CreateOptions{})
 		return err
 	}
 	holder := ptr.Deref(cur.Spec.HolderIdentity, "")
@@ -131,10 +155,7 @@ func (l *leases) write(ctx context.Context, node string, hold bool) error {
 	default:
 		return nil // another replica holds it now
 	}
-	_, err = leasesAPI.Update(ctx, le, metav1.UpdateOptions{})
-	if apierrors.IsConflict(err) {
-		return nil // written meanwhile by the replica the node moved to
-	}
+	_, err := leasesAPI.Update(ctx, le, metav1.UpdateOptions{})
 	return err
 }
 

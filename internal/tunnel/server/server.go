@@ -133,13 +133,12 @@ func New(cfg Config) (_ *Server, err error) {
 		if s.peerL, err = tls.Listen("tcp", cfg.PeerAddress, pc); err != nil {
 			return nil, err
 		}
-		if cfg.PeerAdvertise == "" {
-			cfg.PeerAdvertise = s.peerL.Addr().String()
+		if s.cfg.PeerAdvertise == "" {
+			s.cfg.PeerAdvertise = s.peerL.Addr().String()
 		}
-		if host, _, err := net.SplitHostPort(cfg.PeerAdvertise); err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
-			return nil, fmt.Errorf("tunnel server: peer address %q is not one other replicas can dial: set the advertised peer address (the pod IP)", cfg.PeerAdvertise)
+		if host, _, err := net.SplitHostPort(s.cfg.PeerAdvertise); err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+			return nil, fmt.Errorf("tunnel server: peer address %q is not one other replicas can dial: set the advertised peer address (the pod IP)", s.cfg.PeerAdvertise)
 		}
-		s.cfg = cfg
 	}
 	if cfg.HealthAddress != "" {
 		if s.healthL, err = net.Listen("tcp", cfg.HealthAddress); err != nil {
@@ -159,7 +158,7 @@ func New(cfg Config) (_ *Server, err error) {
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = NodeLabel }))
 	li := s.leaseInf.Coordination().V1().Leases().Informer()
 	s.synced = []cache.InformerSynced{ni.HasSynced, li.HasSynced}
-	s.leases = &leases{client: cfg.Client, namespace: cfg.Namespace, replica: cfg.Replica, peer: cfg.PeerAdvertise, lister: li.GetIndexer(), nodes: s.nodes, sessions: s.sessions}
+	s.leases = &leases{client: cfg.Client, namespace: cfg.Namespace, replica: cfg.Replica, peer: s.cfg.PeerAdvertise, lister: li.GetIndexer(), nodes: s.nodes, sessions: s.sessions}
 	return s, nil
 }
 
@@ -193,12 +192,15 @@ func (s *Server) Run(ctx context.Context) error {
 	close(s.ready)
 	klog.InfoS("tunnel server ready", "replica", s.cfg.Replica, "agents", s.AgentAddr())
 	g.Go(func() error { return s.serveAgents(ctx, s.agentL) })
-	for l, h := range map[net.Listener]http.Handler{s.socketL: s, s.tcpL: s, s.peerL: peerHandler{s}} {
-		if l == nil {
+	for _, e := range []struct {
+		l net.Listener
+		h http.Handler
+	}{{s.socketL, s}, {s.tcpL, s}, {s.peerL, peerHandler{s}}} {
+		if e.l == nil {
 			continue
 		}
-		hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		g.Go(func() error { return serveHTTP(ctx, hs, l) })
+		hs := &http.Server{Handler: e.h, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error { return serveHTTP(ctx, hs, e.l) })
 	}
 	g.Go(func() error { s.leases.renew(ctx); return nil })
 	g.Go(func() error {
