@@ -34,8 +34,8 @@ var (
 	buildErr  error
 )
 
-// sitegridctl builds sitegridctl, sitegrid-manager and sitegrid-hub side by side, as
-// `make build` does, and returns sitegridctl's path.
+// sitegridctl builds every command side by side, as `make build` does, and
+// returns sitegridctl's path.
 func sitegridctl(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -43,7 +43,7 @@ func sitegridctl(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := gobuild.Command(context.Background(), builtDir+"/", "./cmd/sitegridctl", "./cmd/sitegrid-manager", "./cmd/sitegrid-hub", "./cmd/sitegrid-dns", "./cmd/sitegrid-ipam")
+		cmd := gobuild.Command(context.Background(), builtDir+"/", "./cmd/...")
 		cmd.Dir = testenv.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
