@@ -303,6 +303,11 @@ func TestTunnelKwokNodes(t *testing.T) {
 		if err == nil || !strings.Contains(out, "node "+node+" is not connected to the tunnel") {
 			return fmt.Errorf("kubectl logs while partitioned: %v %s", err, out)
 		}
+		// The apiserver dials the node by its name, so the tunnel needs no
+		// unique address to find it.
+		if !strings.Contains(out, "while dialing "+node+":") {
+			t.Errorf("the apiserver did not dial %s by name: %s", node, out)
+		}
 		return nil
 	})
 	l.must("lab", "heal")
