@@ -33,8 +33,8 @@ func main() {
 
 func run() error {
 	var (
-		kubeconfig, certFile, keyFile, nodeCA, connectCA, clientNames, peerCA, peerNames string
-		cfg                                                                              server.Config
+		kubeconfig, certFile, keyFile, nodeCA, connectCA, clientNames, kubeletClients, peerCA, peerNames string
+		cfg                                                                                              server.Config
 	)
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("sitegrid-tunnel", flag.ExitOnError)
@@ -49,6 +49,7 @@ func run() error {
 	fs.StringVar(&cfg.ConnectAddress, "connect-address", "", "TCP address for the apiserver's CONNECTs, with mTLS.")
 	fs.StringVar(&connectCA, "connect-client-ca-file", "", "CA of the apiserver's egress client certificate (with --connect-address).")
 	fs.StringVar(&clientNames, "connect-client-names", "kube-apiserver-egress", "Comma-separated common names allowed to CONNECT over TCP.")
+	fs.StringVar(&kubeletClients, "kubelet-client-names", "", "Comma-separated common names allowed to CONNECT over TCP to nodes' kubelets only: metrics-server and Prometheus, with this endpoint as their HTTPS proxy.")
 	fs.StringVar(&cfg.PeerAddress, "peer-address", "", "Where other replicas forward CONNECTs for the nodes this one holds (TLS; default: no forwarding).")
 	fs.StringVar(&cfg.PeerAdvertise, "peer-advertise-address", "", "What other replicas dial for --peer-address (the pod IP and port).")
 	fs.StringVar(&peerCA, "peer-ca-file", "", "CA of the replicas' certificate (default: --node-client-ca-file).")
@@ -81,7 +82,7 @@ func run() error {
 		if cfg.ConnectClientCAs, err = loadPool(connectCA, "--connect-client-ca-file"); err != nil {
 			return err
 		}
-		cfg.ConnectClientNames = strings.Split(clientNames, ",")
+		cfg.ConnectClientNames, cfg.KubeletClientNames = names(clientNames), names(kubeletClients)
 	}
 	if cfg.PeerAddress != "" {
 		if peerCA == "" {
@@ -90,7 +91,7 @@ func run() error {
 		if cfg.PeerCAs, err = loadPool(peerCA, "--peer-ca-file"); err != nil {
 			return err
 		}
-		cfg.PeerNames = strings.Split(peerNames, ",")
+		cfg.PeerNames = names(peerNames)
 		cfg.PeerCertificate = kp.GetClientCertificate
 	}
 	s, err := server.New(cfg)
@@ -129,4 +130,15 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// names splits a comma-separated list, dropping empty entries.
+func names(list string) []string {
+	var out []string
+	for n := range strings.SplitSeq(list, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -170,6 +170,12 @@ func Connect(socket, target string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ConnectOn(c, target)
+}
+
+// ConnectOn is Connect over a connection already open to the server (the
+// TCP endpoint's TLS, as an HTTPS proxy client has); c is closed on error.
+func ConnectOn(c net.Conn, target string) (net.Conn, error) {
 	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,9 +17,11 @@ import (
 	"github.com/sitegrid/sitegrid/internal/tunnel"
 )
 
-// ServeHTTP answers the apiserver's egress CONNECT requests: a tunnelled
-// node's kubelet is reached through the node's session, anything else
-// directly (when Config.Direct allows it). Refusals are in the status
+// ServeHTTP answers the apiserver's egress CONNECT requests, and those of
+// the kubelet clients (metrics-server, Prometheus) using the TCP endpoint
+// as their HTTPS proxy: a tunnelled node's kubelet is reached through the
+// node's session, anything else directly (when Config.Direct allows it and
+// the client may). Refusals are in the status
 // line, which the apiserver puts in the error the user sees.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serveConnect(w, r, false) }
 
@@ -35,7 +38,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, forwarded 
 	if hostPort == "" {
 		hostPort = r.RequestURI
 	}
-	upstream, how, code, err := s.dial(r.Context(), hostPort, forwarded)
+	upstream, how, code, err := s.dial(r.Context(), hostPort, forwarded, !forwarded && s.kubeletsOnly(r))
 	if err != nil {
 		s.metrics.stream(how).Inc()
 		klog.V(2).InfoS("tunnel CONNECT refused", "target", hostPort, "err", err)
@@ -60,12 +63,32 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, forwarded 
 	s.metrics.bytesFromNode.Add(int(fromNode))
 }
 
+// kubeletsOnly says whether the TLS client of r is one that may reach
+// kubelets only (Config.KubeletClientNames).
+func (s *Server) kubeletsOnly(r *http.Request) bool {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	cn := r.TLS.PeerCertificates[0].Subject.CommonName
+	return slices.Contains(s.cfg.KubeletClientNames, cn) && !slices.Contains(s.cfg.ConnectClientNames, cn)
+}
+
 // dial opens the connection a CONNECT asked for, and says how (a metrics
-// label) or why not, with the status to refuse with.
-func (s *Server) dial(ctx context.Context, hostPort string, forwarded bool) (net.Conn, string, int, error) {
+// label) or why not, with the status to refuse with. A kubelets-only
+// client reaches a Node's kubelet port, through the tunnel or (a node the
+// tunnel does not carry) directly, and nothing else.
+func (s *Server) dial(ctx context.Context, hostPort string, forwarded, kubeletsOnly bool) (net.Conn, string, int, error) {
 	t, err := resolve(s.nodes, hostPort)
 	if err != nil {
 		return nil, resultRefused, http.StatusForbidden, err
+	}
+	if kubeletsOnly {
+		if t.node == nil {
+			return nil, resultRefused, http.StatusForbidden, fmt.Errorf("%s is no node's address: this client may reach kubelets only", hostPort)
+		}
+		if err := checkPort(t); err != nil {
+			return nil, resultRefused, http.StatusForbidden, err
+		}
 	}
 	if t.node != nil {
 		if sess := s.sessions.get(t.node.Name); sess != nil {

@@ -52,6 +52,10 @@ type Config struct {
 	ConnectAddress     string
 	ConnectClientCAs   *x509.CertPool
 	ConnectClientNames []string
+	// KubeletClientNames are the common names on ConnectAddress that may
+	// reach nodes' kubelets and nothing else, whatever Direct says: the
+	// HTTPS proxy metrics-server and Prometheus scrape kubelets through.
+	KubeletClientNames []string
 	// PeerAddress, when set, takes the CONNECTs other replicas forward to
 	// this one for the nodes it holds (TLS; the client's certificate of
 	// PeerCAs naming one of PeerNames); PeerAdvertise is what they dial
@@ -93,7 +97,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.ConnectSocket == "" && cfg.ConnectAddress == "" {
 		return nil, errors.New("tunnel server: no CONNECT endpoint: set a socket, an address, or both")
 	}
-	if cfg.ConnectAddress != "" && (cfg.ConnectClientCAs == nil || len(cfg.ConnectClientNames) == 0) {
+	if cfg.ConnectAddress != "" && (cfg.ConnectClientCAs == nil || len(cfg.ConnectClientNames)+len(cfg.KubeletClientNames) == 0) {
 		return nil, errors.New("tunnel server: a TCP CONNECT endpoint needs client CAs and the client names allowed")
 	}
 	s := &Server{cfg: cfg, sessions: &sessions{nodes: map[string]*yamux.Session{}}, ready: make(chan struct{})}
@@ -115,7 +119,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.ConnectAddress != "" {
 		tc := &tls.Config{GetCertificate: cfg.ServingCertificate, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: cfg.ConnectClientCAs, MinVersion: tls.VersionTLS12,
 			VerifyConnection: func(cs tls.ConnectionState) error {
-				if cn := cs.PeerCertificates[0].Subject.CommonName; !slices.Contains(cfg.ConnectClientNames, cn) {
+				if cn := cs.PeerCertificates[0].Subject.CommonName; !slices.Contains(cfg.ConnectClientNames, cn) && !slices.Contains(cfg.KubeletClientNames, cn) {
 					return fmt.Errorf("client %q may not CONNECT", cn)
 				}
 				return nil

@@ -60,18 +60,22 @@ func newRig(t *testing.T) *rig {
 
 // replica starts a tunnel server replica; stop ends it as a crash would
 // for its agents (their sessions drop), the test's end stops it anyway.
-func (r *rig) replica(name string) (srv *server.Server, socket string, stop func()) {
+func (r *rig) replica(name string, opts ...func(*server.Config)) (srv *server.Server, socket string, stop func()) {
 	t := r.t
 	t.Helper()
 	serving := r.cert(pki.LeafRequest{CommonName: "sitegrid-tunnel", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Client: true})
 	socket = filepath.Join(t.TempDir(), "tunnel.sock")
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		Client: r.cs, Namespace: "sitegrid-system", Replica: name, AgentAddress: "127.0.0.1:0",
 		ServingCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving, nil },
 		NodeCAs:            r.pool, ConnectSocket: socket, HealthAddress: "127.0.0.1:0",
 		PeerAddress: "127.0.0.1:0", PeerCAs: r.pool, PeerNames: []string{"sitegrid-tunnel"},
 		PeerCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return serving, nil },
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,6 +409,67 @@ func refusedAgents(t *testing.T, r *rig) int {
 	}
 	t.Fatal("metrics lack sitegrid_tunnel_agents_refused_total")
 	return 0
+}
+
+// TestKubeletClientsReachOnlyKubelets: over the TCP endpoint, a client
+// named a kubelet client (metrics-server using the tunnel as its HTTPS
+// proxy) reaches a tunnelled node's kubelet and a cloud node's kubelet
+// directly, and nothing else, while the apiserver's name reaches any
+// target directly; an unlisted name gets no TLS session at all.
+func TestKubeletClientsReachOnlyKubelets(t *testing.T) {
+	r := newRig(t)
+	srv, _, _ := r.replica("tunnel-tcp", func(c *server.Config) {
+		c.ConnectAddress, c.ConnectClientCAs, c.Direct = "127.0.0.1:0", r.pool, true
+		c.ConnectClientNames, c.KubeletClientNames = []string{"kube-apiserver-egress"}, []string{"metrics-server"}
+	})
+	edge, cloud := startKubelet(t, "edge-1"), startKubelet(t, "cloud-1")
+	r.node("edge-1", edge.port)
+	r.node("cloud-1", cloud.port, "127.0.0.1")
+	waitConnected(t, r.agentOf("edge-1", r.cert(pki.LeafRequest{CommonName: "sitegrid-hub:edge-1", Client: true}), edge.port, srv.AgentAddr()))
+	other := startKubelet(t, "not-a-node")
+
+	connect := func(client, target string) (net.Conn, error) {
+		cert := r.cert(pki.LeafRequest{CommonName: client, Client: true})
+		c, err := tls.Dial("tcp", srv.ConnectAddr(), &tls.Config{RootCAs: r.pool, Certificates: []tls.Certificate{*cert}, ServerName: "127.0.0.1"})
+		if err != nil {
+			return nil, err
+		}
+		return tunnel.ConnectOn(c, target)
+	}
+	for _, tc := range []struct{ client, target, answer, refusal string }{
+		{"metrics-server", fmt.Sprintf("edge-1:%d", edge.port), "edge-1", ""},
+		{"metrics-server", fmt.Sprintf("127.0.0.1:%d", cloud.port), "cloud-1", ""},
+		{"metrics-server", fmt.Sprintf("localhost:%d", other.port), "", "this client may reach kubelets only"},
+		{"metrics-server", "127.0.0.1:22", "", "port 22 is not its kubelet's"},
+		{"kube-apiserver-egress", fmt.Sprintf("localhost:%d", other.port), "not-a-node", ""},
+		{"someone-else", fmt.Sprintf("edge-1:%d", edge.port), "", "tls"},
+	} {
+		var c net.Conn
+		var err error
+		testenv.Eventually(t, 20*time.Second, func(context.Context) error {
+			c, err = connect(tc.client, tc.target)
+			if tc.refusal == "" {
+				return err
+			}
+			return nil
+		})
+		switch {
+		case tc.refusal != "" && (err == nil || !strings.Contains(err.Error(), tc.refusal)):
+			t.Errorf("%s CONNECT %s: %v, want refusal containing %q", tc.client, tc.target, err, tc.refusal)
+		case tc.refusal == "" && err != nil:
+			t.Errorf("%s CONNECT %s: %v", tc.client, tc.target, err)
+		case tc.refusal == "":
+			if got := ask(t, c, "who"); got != tc.answer {
+				t.Errorf("%s CONNECT %s answered by %q, want %q", tc.client, tc.target, got, tc.answer)
+			}
+		}
+		if c != nil {
+			c.Close()
+		}
+	}
+	if len(other.accepted) != 1 {
+		t.Errorf("the non-node listener was dialled %d times, want once (by the apiserver's name only)", len(other.accepted))
+	}
 }
 
 // TestSlowReaderDelaysNoOtherStream: a stream whose reader reads nothing
