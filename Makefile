@@ -17,9 +17,10 @@ build: ## Build sitegrid-manager, sitegrid-hub, sitegrid-tunnel, sitegrid-dns, s
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: kube-bin
-kube-bin: ## Build the pinned Kubernetes, etcd and kwok binaries, and SuperEdge's for the migration tests (once per pin).
+kube-bin: ## Build the pinned Kubernetes, etcd and kwok binaries, SuperEdge's for the migration tests and metrics-server (once per pin).
 	$(GO) run ./hack/kube-bin
 	$(GO) run ./hack/kube-bin -kit superedge
+	$(GO) run ./hack/kube-bin -kit metrics-server
 
 $(TOOLS)/.stamp: hack/tools/dev/go.mod hack/tools/dev/go.sum
 	cd hack/tools/dev && $(GO) build -o $(TOOLS)/ tool

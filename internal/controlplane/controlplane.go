@@ -636,16 +636,6 @@ func waitReady(ctx context.Context, p *process.Process, check func(context.Conte
 	return p.WaitReady(ctx, 200*time.Millisecond, check)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // PortFree reports, with a message a user can act on, whether port is taken.
 func PortFree(port int) error {
 	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))

@@ -147,7 +147,8 @@ The binaries are built from source on first use.`,
 					"--sites", strconv.Itoa(opts.Sites), "--nodes-per-site", strconv.Itoa(opts.NodesPerSite),
 					"--apiserver-port", strconv.Itoa(opts.APIServerPort), "--node-monitor-grace-period", opts.NodeMonitorGracePeriod.String(),
 					"--kube-proxy=" + strconv.FormatBool(opts.KubeProxy), "--real-nodes=" + strconv.FormatBool(opts.RealNodes),
-					"--superedge-agents=" + strconv.FormatBool(opts.SuperEdgeAgents)}
+					"--superedge-agents=" + strconv.FormatBool(opts.SuperEdgeAgents), "--metrics-server=" + strconv.FormatBool(opts.MetricsServer),
+					"--tunnel-replicas=" + strconv.Itoa(opts.TunnelReplicas)}
 				return lab.Detach(cmd.Context(), opts.Workdir, args, cmd.OutOrStdout())
 			}
 			// The first signal stops the lab cleanly; a second one exits at once
@@ -172,6 +173,8 @@ The binaries are built from source on first use.`,
 	cmd.Flags().DurationVar(&opts.NodeMonitorGracePeriod, "node-monitor-grace-period", 0, "How long the cloud waits for a node's lease before marking it NotReady (default: Kubernetes' 40s); shorter makes partitions show sooner.")
 	cmd.Flags().BoolVar(&opts.KubeProxy, "kube-proxy", false, "Run the real kube-proxy on every node, in the node's own network namespace against its hub (needs root, ip and iptables).")
 	cmd.Flags().BoolVar(&opts.RealNodes, "real-nodes", false, "Make every node a real node: containerd, the real kubelet and kube-proxy in the node's own network namespace on its site's LAN (needs root, containerd, runc, CNI plugins, busybox-static).")
+	cmd.Flags().IntVar(&opts.TunnelReplicas, "tunnel-replicas", 1, fmt.Sprintf("sitegrid-tunnel replicas (1 to %d); the apiserver reaches the first live one, each node's hub holds its session with one of them, and the others forward to it.", lab.MaxTunnelReplicas))
+	cmd.Flags().BoolVar(&opts.MetricsServer, "metrics-server", false, "Run metrics-server (built from its source) beside the control plane, scraping the kubelets through the tunnel, so `kubectl top` works for real nodes.")
 	cmd.Flags().BoolVar(&opts.SuperEdgeAgents, "superedge-agents", false, "With --real-nodes: the nodes boot on SuperEdge's edge agent lite-apiserver (built from SuperEdge's source) as a SuperEdge cluster's do; `lab join NODE` replaces it with sitegrid-hub, `lab leave NODE` goes back.")
 	cmd.Flags().BoolVar(&detach, "detach", false, "Return once the lab is ready and leave it running in the background.")
 	return cmd

@@ -45,6 +45,9 @@ const (
 	// SuperEdgeManifests is the folder of a SuperEdge set holding its grid
 	// CRDs, copied from the module: superedge.io_*.yaml.
 	SuperEdgeManifests = "manifests"
+
+	// MetricsServer is metrics-server (Kit MetricsServer).
+	MetricsServer = "metrics-server"
 )
 
 // Environment variables that change where binaries come from.
@@ -102,6 +105,11 @@ var SuperEdge = Kit{steps: []step{{module: "superedge", pin: "github.com/supered
 		"pkg/application-grid-controller/manifests/superedge.io_statefulsetgrids.yaml": "manifests/superedge.io_statefulsetgrids.yaml",
 		"pkg/application-grid-controller/manifests/superedge.io_servicegrids.yaml":     "manifests/superedge.io_servicegrids.yaml",
 	}}}}
+
+// MetricsServerKit is metrics-server, which the lab runs for `kubectl top`;
+// built only when asked for.
+var MetricsServerKit = Kit{steps: []step{{module: "metrics-server", pin: "sigs.k8s.io/metrics-server", label: "metrics-server",
+	names: []string{MetricsServer}}}}
 
 func (k Kit) stepList() []step {
 	if k.steps == nil {

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"sync"
 	"time"
 
@@ -82,8 +83,10 @@ type edge struct {
 	kubeProxyBin   string
 	kubeProxyAll   bool
 	kubeProxyToken string
-	// tunnelAgents is sitegrid-tunnel's agent address (tunnel.go).
-	tunnelAgents string
+	// tunnelAgents are the tunnel replicas' agent addresses (tunnel.go);
+	// tunnelTurn counts the nodes given them, to spread them.
+	tunnelAgents []string
+	tunnelTurn   atomic.Int64
 	real         realOptions
 	superEdge    superEdgeOptions
 	// apiserver is host:port of the cloud apiserver, what links relay to.
@@ -109,11 +112,12 @@ type edgeNode struct {
 	name, site, ip string
 	dir            string
 	link           *link.Link
-	// tunnelLink carries the hub's tunnel session to sitegrid-tunnel; it
-	// is cut and healed with link. kubeletRelay is where the hub, which
-	// runs beside the node's namespace, reaches the node's kubelet in it
-	// (tunnel.go).
-	tunnelLink, kubeletRelay *link.Link
+	// tunnelLinks carry the hub's tunnel session to each tunnel replica;
+	// they are cut and healed with link. kubeletRelay is where the hub,
+	// which runs beside the node's namespace, reaches the node's kubelet
+	// in it (tunnel.go).
+	tunnelLinks  []*link.Link
+	kubeletRelay *link.Link
 	hubConfig                string
 	hubAPI                   string // host:port the node's components talk to
 	hubHealth                string
@@ -160,8 +164,9 @@ type edgeOptions struct {
 	// superEdge, when enabled, boots real nodes on SuperEdge's agents
 	// (superedge.go).
 	superEdge superEdgeOptions
-	// tunnelAgents is where sitegrid-tunnel takes agents ("": no tunnel).
-	tunnelAgents string
+	// tunnelAgents is where the tunnel replicas take agents (none: no
+	// tunnel).
+	tunnelAgents []string
 }
 
 func newEdge(ctx context.Context, cp *controlplane.ControlPlane, opts edgeOptions) (*edge, error) {
@@ -263,8 +268,8 @@ func (e *edge) add(ctx context.Context, n controlplane.Node, site string, real b
 	if en.link, err = link.Listen("127.0.0.1:0", e.apiserver); err != nil {
 		return fmt.Errorf("uplink of %s: %w", n.Name, err)
 	}
-	if e.tunnelAgents != "" {
-		if err := en.linkTunnel(e.tunnelAgents); err != nil {
+	if len(e.tunnelAgents) > 0 {
+		if err := en.linkTunnel(e.tunnelAgents, int(e.tunnelTurn.Add(1)-1)); err != nil {
 			return err
 		}
 	}
@@ -361,7 +366,7 @@ func (e *edge) writeHubConfig(ctx context.Context, en *edgeNode) error {
 		// LAN), each at the address its Node's annotation names.
 		Health: config.Health{UnitKey: GroupName, BindAddress: en.gossip, ReportInterval: metav1.Duration{Duration: 2 * time.Second}},
 	}
-	if en.tunnelLink != nil {
+	if len(en.tunnelLinks) > 0 {
 		if err := e.tunnelKubelet(en, &hubCfg); err != nil {
 			return err
 		}
@@ -597,7 +602,7 @@ func (en *edgeNode) stop() {
 	if hub != nil {
 		hub.Stop(10 * time.Second)
 	}
-	for _, l := range []*link.Link{en.tunnelLink, en.kubeletRelay} {
+	for _, l := range append([]*link.Link{en.kubeletRelay}, en.tunnelLinks...) {
 		if l != nil {
 			l.Close()
 		}
@@ -704,7 +709,7 @@ func (e *edge) setLinks(targets []string, cut bool) ([]string, error) {
 		if en.link.IsCut() == cut {
 			continue
 		}
-		for _, l := range []*link.Link{en.link, en.tunnelLink} {
+		for _, l := range append([]*link.Link{en.link}, en.tunnelLinks...) {
 			switch {
 			case l == nil:
 			case cut:

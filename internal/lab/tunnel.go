@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -33,31 +34,127 @@ const (
 	tunnelIdentity  = "system:serviceaccount:sitegrid-system:sitegrid-tunnel"
 	tunnelSocket    = "tunnel.sock"
 	tunnelNamespace = "sitegrid-system"
-	// TunnelReplica names the lab's tunnel server in the tunnel's Leases.
+	// TunnelReplica names the lab's first tunnel replica in the tunnel's
+	// Leases and its components.
 	TunnelReplica = "sitegrid-tunnel-0"
+	// MaxTunnelReplicas bounds --tunnel-replicas.
+	MaxTunnelReplicas = 3
 )
 
-// tunnelServer is the lab's running sitegrid-tunnel.
+// TunnelReplicaName names replica i (from 0), as a StatefulSet would.
+func TunnelReplicaName(i int) string { return "sitegrid-tunnel-" + strconv.Itoa(i) }
+
+// tunnelService is the lab's sitegrid-tunnel replicas and, in front of
+// them, what a Service is in a cluster: the apiserver's egress socket and
+// metrics-server's proxy address, each relayed to the first live replica.
+type tunnelService struct {
+	replicas         []*tunnelServer
+	egress, kubelets *link.Link
+}
+
+// tunnelServer is one running sitegrid-tunnel replica.
 type tunnelServer struct {
 	proc *process.Process
-	// agents is where hubs connect; health serves /metrics.
-	agents, health string
+	// agents is where hubs connect; health serves /metrics; socket and
+	// kubelets are its CONNECT endpoints (the apiserver's, and the TCP one
+	// metrics-server uses as its HTTPS proxy).
+	agents, health, socket, kubelets string
 }
 
 // egressSocket is the unix socket the apiserver CONNECTs to, in the control
 // plane's folder; a socket path has at most 107 bytes.
 func egressSocket(workdir string) (string, error) {
-	p := filepath.Join(workdir, controlPlaneDir, tunnelSocket)
+	return socketIn(filepath.Join(workdir, controlPlaneDir), tunnelSocket)
+}
+
+func socketIn(dir, name string) (string, error) {
+	p := filepath.Join(dir, name)
 	if len(p) > 107 {
 		return "", fmt.Errorf("the tunnel's socket %s is %d bytes, over the 107 a unix socket path may have: use a shorter --workdir", p, len(p))
 	}
 	return p, nil
 }
 
-// startTunnel runs sitegrid-tunnel with the permissions config/rbac gives
-// it, serving agents on loopback with a certificate of the cluster CA.
-func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, bin, socket string) (*tunnelServer, error) {
-	kc, err := cp.WriteKubeconfig("sitegrid-tunnel", tunnelIdentity, "system:serviceaccounts", "system:serviceaccounts:sitegrid-system")
+// startTunnels runs n replicas and the relays in front of them; egress is
+// the socket the apiserver's egress configuration names.
+func startTunnels(ctx context.Context, cp *controlplane.ControlPlane, bin, egress string, n int) (_ *tunnelService, err error) {
+	ts := &tunnelService{}
+	defer func() {
+		if err != nil {
+			ts.stop()
+		}
+	}()
+	for i := range n {
+		r, err := startTunnel(ctx, cp, bin, i)
+		if err != nil {
+			return nil, err
+		}
+		ts.replicas = append(ts.replicas, r)
+	}
+	if err := os.Remove(egress); err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	el, err := net.Listen("unix", egress)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(egress, 0o600); err != nil {
+		_ = el.Close()
+		return nil, err
+	}
+	ts.egress = link.ServeDial(el, func() (net.Conn, error) {
+		return ts.firstLive(func(r *tunnelServer) (string, string) { return "unix", r.socket })
+	})
+	kl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ts.kubelets = link.ServeDial(kl, func() (net.Conn, error) {
+		return ts.firstLive(func(r *tunnelServer) (string, string) { return "tcp", r.kubelets })
+	})
+	return ts, nil
+}
+
+// firstLive dials the first replica that answers at the endpoint at picks.
+func (ts *tunnelService) firstLive(at func(*tunnelServer) (network, addr string)) (net.Conn, error) {
+	var errs []error
+	for _, r := range ts.replicas {
+		network, addr := at(r)
+		c, err := net.DialTimeout(network, addr, 5*time.Second)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// agents is every replica's agent address.
+func (ts *tunnelService) agents() []string {
+	out := make([]string, len(ts.replicas))
+	for i, r := range ts.replicas {
+		out[i] = r.agents
+	}
+	return out
+}
+
+func (ts *tunnelService) stop() {
+	for _, l := range []*link.Link{ts.egress, ts.kubelets} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	for _, r := range ts.replicas {
+		r.proc.Stop(10 * time.Second)
+	}
+}
+
+// startTunnel runs replica i of sitegrid-tunnel with the permissions
+// config/rbac gives it, serving agents on loopback with a certificate of
+// the cluster CA, which it also forwards to its peers with.
+func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, bin string, i int) (*tunnelServer, error) {
+	name := TunnelReplicaName(i)
+	kc, err := cp.WriteKubeconfig(name, tunnelIdentity, "system:serviceaccounts", "system:serviceaccounts:sitegrid-system")
 	if err != nil {
 		return nil, err
 	}
@@ -69,24 +166,34 @@ func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, bin, socket
 	if err != nil {
 		return nil, err
 	}
-	certFile, keyFile, err := pki.WriteKeyPair(dir, "tls", serving.Cert, serving.Key)
+	certFile, keyFile, err := pki.WriteKeyPair(dir, name, serving.Cert, serving.Key)
 	if err != nil {
 		return nil, err
 	}
-	ports := make([]int, 2)
+	socket, err := socketIn(dir, name+".sock")
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]int, 4)
 	for i := range ports {
 		if ports[i], err = controlplane.FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	ts := &tunnelServer{agents: "127.0.0.1:" + strconv.Itoa(ports[0]), health: "127.0.0.1:" + strconv.Itoa(ports[1])}
-	ts.proc, err = process.Start(process.Spec{Name: "sitegrid-tunnel", Path: bin, LogFile: filepath.Join(cp.Dir, "logs", "sitegrid-tunnel.log"), Args: []string{
-		"--kubeconfig=" + kc, "--namespace=sitegrid-system", "--replica=" + TunnelReplica,
+	at := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+	ts := &tunnelServer{agents: at(ports[0]), health: at(ports[1]), kubelets: at(ports[2]), socket: socket}
+	ts.proc, err = process.Start(process.Spec{Name: name, Path: bin, LogFile: filepath.Join(cp.Dir, "logs", name+".log"), Args: []string{
+		"--kubeconfig=" + kc, "--namespace=sitegrid-system", "--replica=" + name,
 		"--agent-address=" + ts.agents, "--health-address=" + ts.health,
 		"--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile, "--node-client-ca-file=" + cp.CAFile,
 		"--connect-socket=" + socket,
-		// Every lab node is an edge node: nothing is dialled around the tunnel.
-		"--direct=false",
+		// Over TCP, metrics-server only, and to kubelets only.
+		"--connect-address=" + ts.kubelets, "--connect-client-ca-file=" + cp.CAFile,
+		"--connect-client-names=", "--kubelet-client-names=" + metricsServerUser,
+		"--peer-address=" + at(ports[3]),
+		// What is no node is dialled directly, as in a cluster: here, the
+		// cloud's components on loopback (metrics-server's API).
+		"--direct=true",
 	}})
 	if err != nil {
 		return nil, err
@@ -95,7 +202,7 @@ func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, bin, socket
 	defer cancel()
 	if err := ts.proc.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(nil, "http://"+ts.health+"/readyz")); err != nil {
 		ts.proc.Stop(5 * time.Second)
-		return nil, fmt.Errorf("sitegrid-tunnel did not become ready (%w):\n%s", err, process.LogTail(ts.proc.Spec.LogFile, 15))
+		return nil, fmt.Errorf("%s did not become ready (%w):\n%s", name, err, process.LogTail(ts.proc.Spec.LogFile, 15))
 	}
 	return ts, nil
 }
@@ -123,10 +230,14 @@ func (e *edge) tunnelStates(ctx context.Context) map[string]string {
 // its hub reaches the kubelet by: on a real machine the hub runs on the
 // node and dials the kubelet itself; here it runs beside the node's network
 // namespace, which only this relay enters.
-func (en *edgeNode) linkTunnel(agents string) error {
-	var err error
-	if en.tunnelLink, err = link.Listen("127.0.0.1:0", agents); err != nil {
-		return fmt.Errorf("tunnel uplink of %s: %w", en.name, err)
+func (en *edgeNode) linkTunnel(agents []string, turn int) error {
+	// Each node has its own first replica, as a Service spreads them.
+	for j := range agents {
+		l, err := link.Listen("127.0.0.1:0", agents[(turn+j)%len(agents)])
+		if err != nil {
+			return fmt.Errorf("tunnel uplink of %s: %w", en.name, err)
+		}
+		en.tunnelLinks = append(en.tunnelLinks, l)
 	}
 	if en.real == nil {
 		return nil
@@ -151,7 +262,10 @@ func (en *edgeNode) linkTunnel(agents string) error {
 // node's, exec of commands on the lab's machine (as nobody when the lab
 // runs as root), port-forward to the node's hub's health port.
 func (e *edge) tunnelKubelet(en *edgeNode, hubCfg *config.HubConfiguration) error {
-	hubCfg.Tunnel = config.Tunnel{Servers: []string{en.tunnelLink.Addr()}}
+	hubCfg.Tunnel = config.Tunnel{}
+	for _, l := range en.tunnelLinks {
+		hubCfg.Tunnel.Servers = append(hubCfg.Tunnel.Servers, l.Addr())
+	}
 	if en.real != nil {
 		hubCfg.Tunnel.KubeletAddress, hubCfg.Tunnel.KubeletPort = en.kubeletRelay.Addr(), kubeletPort
 		return nil

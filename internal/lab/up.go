@@ -70,6 +70,13 @@ type UpOptions struct {
 	// lite-apiserver instead of sitegrid-hub; `lab join` replaces it
 	// (superedge.go).
 	SuperEdgeAgents bool
+	// TunnelReplicas is how many sitegrid-tunnel replicas run (1 to
+	// MaxTunnelReplicas); each node's hub knows them all, starting from its
+	// own turn's.
+	TunnelReplicas int
+	// MetricsServer runs metrics-server beside the control plane, scraping
+	// kubelets through the tunnel (metricsserver.go): `kubectl top`.
+	MetricsServer bool
 	// ManagerBinary, HubBinary and TunnelBinary override where
 	// sitegrid-manager, sitegrid-hub and sitegrid-tunnel are found.
 	ManagerBinary, HubBinary, TunnelBinary string
@@ -97,6 +104,12 @@ func (o *UpOptions) validate() error {
 	}
 	if o.Workdir == "" {
 		return errors.New("no workdir")
+	}
+	if o.TunnelReplicas == 0 {
+		o.TunnelReplicas = 1
+	}
+	if o.TunnelReplicas < 1 || o.TunnelReplicas > MaxTunnelReplicas {
+		return fmt.Errorf("--tunnel-replicas must be between 1 and %d, not %d", MaxTunnelReplicas, o.TunnelReplicas)
 	}
 	if o.SuperEdgeAgents && !o.RealNodes {
 		return errors.New("--superedge-agents runs SuperEdge's agents on real nodes: add --real-nodes")
@@ -169,6 +182,9 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	if opts.SuperEdgeAgents {
 		nsteps++
 	}
+	if opts.MetricsServer {
+		nsteps++
+	}
 	steps := newStepper(out, nsteps)
 	var bin kubebin.Set
 	if err := steps.run("find or build the Kubernetes binaries", func() error {
@@ -182,6 +198,16 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 		if err := steps.run("find or build SuperEdge's lite-apiserver", func() error {
 			se, err := kubebin.Ensure(ctx, kubebin.Options{Progress: out, Kit: kubebin.SuperEdge})
 			superEdge = superEdgeOptions{liteAPIServerBin: se.Path(kubebin.SuperEdgeLiteAPIServer)}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	var metricsServerBin string
+	if opts.MetricsServer {
+		if err := steps.run("find or build metrics-server", func() error {
+			ms, err := kubebin.Ensure(ctx, kubebin.Options{Progress: out, Kit: kubebin.MetricsServerKit})
+			metricsServerBin = ms.Path(kubebin.MetricsServer)
 			return err
 		}); err != nil {
 			return err
@@ -243,17 +269,30 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 			mgr.Stop(40 * time.Second)
 		}
 	}()
-	var tunnel *tunnelServer
+	var tunnel *tunnelService
 	defer func() {
 		if tunnel != nil {
-			tunnel.proc.Stop(10 * time.Second)
+			tunnel.stop()
 		}
 	}()
-	if err := steps.run("start sitegrid-manager and sitegrid-tunnel", func() error {
+	var metricsServer *process.Process
+	defer func() {
+		if metricsServer != nil {
+			metricsServer.Stop(10 * time.Second)
+		}
+	}()
+	cloud := "start sitegrid-manager and sitegrid-tunnel"
+	if opts.MetricsServer {
+		cloud = "start sitegrid-manager, sitegrid-tunnel and metrics-server"
+	}
+	if err := steps.run(cloud, func() error {
 		if mgr, err = startManager(ctx, cp, managerBin); err != nil {
 			return err
 		}
-		tunnel, err = startTunnel(ctx, cp, tunnelBin, socket)
+		if tunnel, err = startTunnels(ctx, cp, tunnelBin, socket, opts.TunnelReplicas); err != nil || !opts.MetricsServer {
+			return err
+		}
+		metricsServer, err = startMetricsServer(ctx, cp, metricsServerBin, tunnel.kubelets.Addr())
 		return err
 	}); err != nil {
 		return err
@@ -268,7 +307,7 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	}
 	if err := steps.run(fmt.Sprintf("create %d sites of %d edge nodes (each: uplink, sitegrid-hub, %s)", opts.Sites, opts.NodesPerSite, kubelet), func() error {
 		eo := edgeOptions{workdir: opts.Workdir, hubBin: hubBin, kubeProxyBin: bin.Path(kubebin.KubeProxy), kubeProxyAll: opts.KubeProxy,
-			real: realOptions{kubeletBin: bin.Path(kubebin.Kubelet)}, superEdge: superEdge, tunnelAgents: tunnel.agents}
+			real: realOptions{kubeletBin: bin.Path(kubebin.Kubelet)}, superEdge: superEdge, tunnelAgents: tunnel.agents()}
 		if nodes, err = newEdge(ctx, cp, eo); err != nil {
 			return err
 		}
@@ -290,8 +329,17 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	defer stopControl()
 	state.Ready = true
 	state.Components = cp.Components()
-	state.Components = append(state.Components, controlplane.Component{Name: "sitegrid-manager", PID: mgr.PID(), Log: mgr.Spec.LogFile},
-		controlplane.Component{Name: "sitegrid-tunnel", PID: tunnel.proc.PID(), Log: tunnel.proc.Spec.LogFile})
+	cloudProcs := []*process.Process{mgr}
+	if metricsServer != nil {
+		cloudProcs = append(cloudProcs, metricsServer)
+	}
+	var replicas []*process.Process
+	for _, r := range tunnel.replicas {
+		replicas = append(replicas, r.proc)
+	}
+	for _, p := range append(cloudProcs, replicas...) {
+		state.Components = append(state.Components, controlplane.Component{Name: p.Spec.Name, PID: p.PID(), Log: p.Spec.LogFile})
+	}
 	if err := writeState(opts.Workdir, state); err != nil {
 		return err
 	}
@@ -300,26 +348,37 @@ func Up(ctx context.Context, opts UpOptions) (err error) {
 	if opts.Ready != nil {
 		opts.Ready(state)
 	}
-	return supervise(ctx, cp, mgr, tunnel.proc)
+	return supervise(ctx, cp, cloudProcs, replicas)
 }
 
-// supervise waits for a signal or for a process of the lab to exit.
-func supervise(ctx context.Context, cp *controlplane.ControlPlane, mgr, tunnel *process.Process) error {
+// supervise waits for a signal, for a process of the lab to exit, or for
+// the last of the tunnel's replicas to: one of several exiting is what
+// the others are there for.
+func supervise(ctx context.Context, cp *controlplane.ControlPlane, procs, replicas []*process.Process) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-mgr.Done():
-			_, err := mgr.Exited()
-			return fmt.Errorf("sitegrid-manager exited (%v); see %s", err, mgr.Spec.LogFile)
-		case <-tunnel.Done():
-			_, err := tunnel.Exited()
-			return fmt.Errorf("sitegrid-tunnel exited (%v); see %s", err, tunnel.Spec.LogFile)
 		case <-tick.C:
 			if name, exited, err := cp.Exited(); exited {
 				return fmt.Errorf("%s exited (%v); see %s", name, err, filepath.Join(cp.Dir, "logs", name+".log"))
+			}
+			for _, p := range procs {
+				if exited, err := p.Exited(); exited {
+					return fmt.Errorf("%s exited (%v); see %s", p.Spec.Name, err, p.Spec.LogFile)
+				}
+			}
+			live := 0
+			for _, p := range replicas {
+				if exited, _ := p.Exited(); !exited {
+					live++
+				}
+			}
+			if live == 0 {
+				_, err := replicas[0].Exited()
+				return fmt.Errorf("every sitegrid-tunnel replica exited (%v); see %s", err, replicas[0].Spec.LogFile)
 			}
 		}
 	}

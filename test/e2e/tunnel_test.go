@@ -32,8 +32,9 @@ const tunnelNS = "default"
 // resolves nowhere on the host, through its egress selector to
 // sitegrid-tunnel; each real node's hub holds the node's tunnel session.
 // kubectl logs and logs -f, exec (a command, an interactive shell, and
-// 100 MB of output that arrives whole), attach and port-forward carrying
-// an HTTP request all work; a logs -f whose reader reads nothing for 30 s
+// 100 MB of output that arrives whole), attach, port-forward carrying
+// an HTTP request, and kubectl top (metrics-server scraping through the
+// tunnel) all work; a logs -f whose reader reads nothing for 30 s
 // delays no exec on the same node; partitioned, the node's streams fail
 // with a clear error, and after heal they work again.
 func TestTunnelRealNodes(t *testing.T) {
@@ -41,7 +42,7 @@ func TestTunnelRealNodes(t *testing.T) {
 	if why := lab.RealNodesAvailable(); why != nil {
 		t.Skipf("real nodes cannot run here (%v); CI runs this test as root", why)
 	}
-	l := upLab(t, "--sites", "2", "--nodes-per-site", "1", "--real-nodes", "--node-monitor-grace-period", "8s")
+	l := upLab(t, "--sites", "2", "--nodes-per-site", "1", "--real-nodes", "--metrics-server", "--node-monitor-grace-period", "8s")
 	kubeconfig, admin, c := l.clients()
 	ctx := context.Background()
 	node := lab.NodeName("site-1", 0)
@@ -126,6 +127,19 @@ func TestTunnelRealNodes(t *testing.T) {
 
 	// port-forward carrying an HTTP request
 	portForward(t, testenv.Binaries(t).Path(kubebin.Kubectl), kubeconfig, node)
+
+	// top: metrics-server scrapes the kubelets through the tunnel (its
+	// HTTPS proxy), and the apiserver reaches metrics-server through it.
+	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) error {
+		out, err := kubectl(ctx, nil, "top", "pod", "talker", "--no-headers")
+		if err != nil || !strings.HasPrefix(out, "talker ") {
+			return fmt.Errorf("kubectl top pod talker: %v %s", err, out)
+		}
+		if out, err = kubectl(ctx, nil, "top", "node", node, "--no-headers"); err != nil || !strings.HasPrefix(out, node+" ") {
+			return fmt.Errorf("kubectl top node %s: %v %s", node, err, out)
+		}
+		return nil
+	})
 
 	// A logs -f reader that reads nothing for 30 s delays no exec.
 	stalled := exec.Command(testenv.Binaries(t).Path(kubebin.Kubectl), "--kubeconfig", kubeconfig, "-n", tunnelNS, "logs", "-f", "flood")
@@ -214,9 +228,12 @@ func portForward(t *testing.T, kubectlBin, kubeconfig, node string) {
 // the kubelet API over HTTPS only to its hub's agent, and the apiserver
 // reaches it by name through sitegrid-tunnel: logs, exec (100 MB whole, and
 // interactive), attach, port-forward (to the node's hub's health port) work;
-// partitioned, a clear error; healed, working again.
+// partitioned, a clear error; healed, working again. Two tunnel replicas,
+// each holding one node's session: the replica the apiserver reaches
+// forwards to the other; SIGKILL of it, and every node is reachable again
+// through the other.
 func TestTunnelKwokNodes(t *testing.T) {
-	l := upLab(t, "--sites", "2", "--nodes-per-site", "1")
+	l := upLab(t, "--sites", "2", "--nodes-per-site", "1", "--tunnel-replicas", "2")
 	kubeconfig, admin, c := l.clients()
 	ctx := context.Background()
 	node := lab.NodeName("site-2", 0)
@@ -229,18 +246,30 @@ func TestTunnelKwokNodes(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	createAll(t, c, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "sim", Namespace: tunnelNS},
-		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "sim", Image: "simulated"}},
-			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}})
+	// A pod on each node: "sim" on node, "sim-other" on the other.
+	other := lab.NodeName("site-1", 0)
+	pods := map[string]string{node: "sim", other: "sim-other"}
+	for n, name := range pods {
+		createAll(t, c, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: tunnelNS},
+			Spec: corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: "sim", Image: "simulated"}},
+				Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}})
+	}
 	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
-		p, err := admin.CoreV1().Pods(tunnelNS).Get(ctx, "sim", metav1.GetOptions{})
-		if err != nil || p.Status.Phase != corev1.PodRunning {
-			return fmt.Errorf("pod sim not running: %v", err)
+		for _, name := range pods {
+			p, err := admin.CoreV1().Pods(tunnelNS).Get(ctx, name, metav1.GetOptions{})
+			if err != nil || p.Status.Phase != corev1.PodRunning {
+				return fmt.Errorf("pod %s not running: %v", name, err)
+			}
 		}
 		return nil
 	})
-	if st := edgeNode(t, l.workdir, node); st.Tunnel != lab.TunnelReplica {
-		t.Errorf("lab status: %s's tunnel is %q, want %s", node, st.Tunnel, lab.TunnelReplica)
+	// Each node's hub starts from a replica of its own.
+	holders := map[string]string{}
+	for n := range pods {
+		holders[n] = edgeNode(t, l.workdir, n).Tunnel
+	}
+	if holders[node] == holders[other] || !strings.HasPrefix(holders[node], "sitegrid-tunnel-") || !strings.HasPrefix(holders[other], "sitegrid-tunnel-") {
+		t.Errorf("lab status: tunnels %v, want each node held by a replica of its own", holders)
 	}
 	if out, err := kubectl(ctx, nil, "logs", "sim"); err != nil || !strings.Contains(out, "simulated container on "+node) {
 		t.Errorf("kubectl logs: %v %q", err, out)
@@ -318,4 +347,37 @@ func TestTunnelKwokNodes(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Both nodes answer, whichever replica holds them: the apiserver
+	// reaches the first live replica, which forwards to the holder.
+	execAll := func(ctx context.Context) error {
+		for n, name := range pods {
+			if out, err := kubectl(ctx, nil, "exec", name, "--", "echo", n); err != nil || strings.TrimSpace(out) != n {
+				return fmt.Errorf("exec on %s: %v %s", n, err, out)
+			}
+		}
+		return nil
+	}
+	testenv.Eventually(t, 30*time.Second, execAll)
+	// SIGKILL of the replica the apiserver reaches (which may hold
+	// sessions too): the other takes the apiserver's CONNECTs and every
+	// session.
+	first, second := lab.TunnelReplicaName(0), lab.TunnelReplicaName(1)
+	pid := labPIDs(t, l.workdir)[first]
+	if pid == 0 {
+		t.Fatalf("lab state has no %s", first)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		for n := range pods {
+			if h := edgeNode(t, l.workdir, n).Tunnel; h != second {
+				return fmt.Errorf("%s's tunnel is %q, want %s", n, h, second)
+			}
+		}
+		return execAll(ctx)
+	})
+	t.Logf("every node reachable through %s %s after SIGKILL of %s", second, time.Since(killed).Round(100*time.Millisecond), first)
 }

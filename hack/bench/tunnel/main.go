@@ -8,7 +8,11 @@
 // Node of the apiserver with its own certificate), and with -streams idle
 // streams open. Medians of -rounds rounds; docs/tunnel.md has the figures.
 //
-//	go run ./hack/bench/tunnel [-nodes 1000] [-streams 1000] [-bytes 268435456] [-samples 300] [-rounds 3]
+// Then the same two paths over a shaped uplink (-wan-mbit each way,
+// -wan-rtt round trip), as a site's: the direct path crosses it to the
+// kubelet, the tunnel's crosses it in the agent's session.
+//
+//	go run ./hack/bench/tunnel [-nodes 1000] [-streams 1000] [-bytes 268435456] [-samples 300] [-rounds 3] [-wan-mbit 100] [-wan-rtt 40ms]
 package main
 
 import (
@@ -47,19 +51,29 @@ func main() {
 	size := flag.Int("bytes", 256<<20, "bytes per throughput transfer")
 	samples := flag.Int("samples", 300, "first-byte samples per path and round")
 	rounds := flag.Int("rounds", 3, "rounds; medians are reported")
+	wanMbit := flag.Float64("wan-mbit", 100, "the shaped uplink's rate, Mbit/s each way (0: no WAN comparison)")
+	wanRTT := flag.Duration("wan-rtt", 40*time.Millisecond, "the shaped uplink's round trip")
+	wanBytes := flag.Int("wan-bytes", 32<<20, "bytes per throughput transfer over the shaped uplink")
 	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	_ = klogFlags.Set("v", "0")
 	_ = klogFlags.Set("logtostderr", "false")
 	klog.SetOutput(io.Discard)
 	flag.Parse()
-	if err := run(*nodes, *streams, *size, *samples, *rounds); err != nil {
+	w := wanConfig{mbit: *wanMbit, rtt: *wanRTT, bytes: *wanBytes}
+	if err := run(*nodes, *streams, *size, *samples, *rounds, w); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 }
 
-func run(nodes, streams, size, samples, rounds int) error {
+type wanConfig struct {
+	mbit  float64
+	rtt   time.Duration
+	bytes int
+}
+
+func run(nodes, streams, size, samples, rounds int, wc wanConfig) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "bench-tunnel-")
 	if err != nil {
@@ -176,6 +190,63 @@ func run(nodes, streams, size, samples, rounds int) error {
 		fmt.Fprintf(os.Stderr, "round %d: direct %.0f MB/s, tunnel %.0f MB/s\n", r+1, thrDirect[r], thrTunnel[r])
 	}
 
+	// Over a shaped uplink: the direct path crosses it to the kubelet; the
+	// tunnel's crosses it in the agent's session (the agent is at the
+	// site, beside the kubelet).
+	var wanDirect, wanTunnel, wanFBDirect, wanFBTunnel []float64
+	if wc.mbit > 0 {
+		toKubelet, err := startWAN(kubelet.Addr().String(), wc.mbit, wc.rtt)
+		if err != nil {
+			return err
+		}
+		defer toKubelet.Close()
+		toServer, err := startWAN(srv.agents, wc.mbit, wc.rtt)
+		if err != nil {
+			return err
+		}
+		defer toServer.Close()
+		name := fmt.Sprintf("bench-node-%d", nodes)
+		if err := createNode(ctx, admin, name, port); err != nil {
+			return err
+		}
+		kp, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + name, Client: true})
+		if err != nil {
+			return err
+		}
+		cert := &tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+		a, err := agent.New(agent.Config{NodeName: name, Servers: []string{toServer.Addr()}, ServerCAs: pool,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+			KubeletAddress:       kubelet.Addr().String()})
+		if err != nil {
+			return err
+		}
+		go func() { _ = a.Run(actx) }()
+		if err := waitFor(time.Minute, func() bool { return a.Connected() != "" }); err != nil {
+			return fmt.Errorf("agent over the shaped uplink not connected: %w", err)
+		}
+		wanTarget := fmt.Sprintf("%s:%d", name, port)
+		for r := range rounds {
+			for _, path := range []struct {
+				dial    func() (net.Conn, error)
+				thr, fb *[]float64
+			}{
+				{func() (net.Conn, error) { return kubeletTLS(net.Dial("tcp", toKubelet.Addr())) }, &wanDirect, &wanFBDirect},
+				{func() (net.Conn, error) { return kubeletTLS(connectVia(srv.socket, wanTarget)) }, &wanTunnel, &wanFBTunnel},
+			} {
+				mbps, err := throughput(path.dial, wc.bytes)
+				if err != nil {
+					return err
+				}
+				p50, _, err := firstByte(path.dial, 20)
+				if err != nil {
+					return err
+				}
+				*path.thr, *path.fb = append(*path.thr, mbps), append(*path.fb, p50)
+			}
+			fmt.Fprintf(os.Stderr, "shaped round %d: direct %.1f MB/s, tunnel %.1f MB/s\n", r+1, wanDirect[r], wanTunnel[r])
+		}
+	}
+
 	// Idle streams spread over the nodes, held open.
 	var open []net.Conn
 	for i := range streams {
@@ -196,6 +267,13 @@ func run(nodes, streams, size, samples, rounds int) error {
 	fmt.Printf("| direct (TLS to the kubelet) | %.0f MB/s | %.3f ms | %.3f ms |\n", median(thrDirect), median(fbDirect50), median(fbDirect99))
 	fmt.Printf("| through the tunnel (the same TLS inside) | %.0f MB/s (%.0f %% of direct) | %.3f ms (+%.3f) | %.3f ms (+%.3f) |\n",
 		median(thrTunnel), 100*median(thrTunnel)/median(thrDirect), median(fbTunnel50), median(fbTunnel50)-median(fbDirect50), median(fbTunnel99), median(fbTunnel99)-median(fbDirect99))
+	if wc.mbit > 0 {
+		fmt.Printf("over a shaped uplink (%.0f Mbit/s each way, %s round trip; %d MiB per transfer, 20 first-byte samples)\n", wc.mbit, wc.rtt, wc.bytes>>20)
+		fmt.Printf("| path | throughput | first byte p50 |\n| --- | --- | --- |\n")
+		fmt.Printf("| direct (TLS to the kubelet across the uplink) | %.1f MB/s | %.1f ms |\n", median(wanDirect), median(wanFBDirect))
+		fmt.Printf("| through the tunnel (its session across the uplink) | %.1f MB/s (%.0f %% of direct) | %.1f ms (+%.1f) |\n",
+			median(wanTunnel), 100*median(wanTunnel)/median(wanDirect), median(wanFBTunnel), median(wanFBTunnel)-median(wanFBDirect))
+	}
 	fmt.Printf("server RSS: idle %.1f MiB; %d nodes connected %.1f MiB (%.1f MiB per 1,000); plus %d idle streams %.1f MiB (%.1f MiB per 1,000 streams)\n",
 		idle, nodes, connected, (connected-idle)*1000/float64(nodes), streams, withStreams, (withStreams-connected)*1000/float64(streams))
 	return nil
