@@ -12,8 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -116,14 +116,14 @@ type edgeNode struct {
 	// they are cut and healed with link. kubeletRelay is where the hub,
 	// which runs beside the node's namespace, reaches the node's kubelet
 	// in it (tunnel.go).
-	tunnelLinks  []*link.Link
-	kubeletRelay *link.Link
-	hubConfig                string
-	hubAPI                   string // host:port the node's components talk to
-	hubHealth                string
-	gossip                   string // where the hub gossips with its unit
-	kubeletConfig            string
-	viaHubConfig             string
+	tunnelLinks   []*link.Link
+	kubeletRelay  *link.Link
+	hubConfig     string
+	hubAPI        string // host:port the node's components talk to
+	hubHealth     string
+	gossip        string // where the hub gossips with its unit
+	kubeletConfig string
+	viaHubConfig  string
 	// ownNetwork: the node has a network namespace of its own and runs
 	// kube-proxy in it; netns is that namespace, hubRelays relay the hub's
 	// addresses inside it to the hub.
