@@ -36,13 +36,14 @@ const tunnelNS = "default"
 // an HTTP request, and kubectl top (metrics-server scraping through the
 // tunnel) all work; a logs -f whose reader reads nothing for 30 s
 // delays no exec on the same node; partitioned, the node's streams fail
-// with a clear error, and after heal they work again.
+// with a clear error, and after heal they work again; SIGKILL of the tunnel
+// replica holding the node's session, and they work through the other.
 func TestTunnelRealNodes(t *testing.T) {
 	testenv.Binaries(t)
 	if why := lab.RealNodesAvailable(); why != nil {
 		t.Skipf("real nodes cannot run here (%v); CI runs this test as root", why)
 	}
-	l := upLab(t, "--sites", "2", "--nodes-per-site", "1", "--real-nodes", "--metrics-server", "--node-monitor-grace-period", "8s")
+	l := upLab(t, "--sites", "2", "--nodes-per-site", "1", "--real-nodes", "--metrics-server", "--tunnel-replicas", "2", "--node-monitor-grace-period", "8s")
 	kubeconfig, admin, c := l.clients()
 	ctx := context.Background()
 	node := lab.NodeName("site-1", 0)
@@ -88,8 +89,8 @@ func TestTunnelRealNodes(t *testing.T) {
 		}
 		return nil
 	})
-	if st := edgeNode(t, l.workdir, node); st.Tunnel != lab.TunnelReplica {
-		t.Errorf("lab status: %s's tunnel is %q, want connected to %s", node, st.Tunnel, lab.TunnelReplica)
+	if st := edgeNode(t, l.workdir, node); !strings.HasPrefix(st.Tunnel, "sitegrid-tunnel-") {
+		t.Errorf("lab status: %s's tunnel is %q, want held by a replica", node, st.Tunnel)
 	}
 
 	// logs, logs -f
@@ -193,6 +194,45 @@ func TestTunnelRealNodes(t *testing.T) {
 		return nil
 	})
 	t.Logf("exec works again %s after heal", time.Since(healed).Round(100*time.Millisecond))
+
+	// SIGKILL of the replica holding the node's session: it reconnects to
+	// the other, and exec works again.
+	var holder string
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		if holder = edgeNode(t, l.workdir, node).Tunnel; !strings.HasPrefix(holder, "sitegrid-tunnel-") {
+			return fmt.Errorf("%s's tunnel is %q", node, holder)
+		}
+		return nil
+	})
+	survivor := lab.TunnelReplicaName(0)
+	if holder == survivor {
+		survivor = lab.TunnelReplicaName(1)
+	}
+	killed := killReplica(t, l.workdir, holder)
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		if h := edgeNode(t, l.workdir, node).Tunnel; h != survivor {
+			return fmt.Errorf("%s's tunnel is %q, want %s", node, h, survivor)
+		}
+		out, err := kubectl(ctx, nil, "exec", "talker", "--", "echo", "back")
+		if err != nil || strings.TrimSpace(out) != "back" {
+			return fmt.Errorf("after SIGKILL of %s: %v %s", holder, err, out)
+		}
+		return nil
+	})
+	t.Logf("exec works again through %s %s after SIGKILL of %s", survivor, time.Since(killed).Round(100*time.Millisecond), holder)
+}
+
+// killReplica SIGKILLs the lab's tunnel replica name and says when.
+func killReplica(t *testing.T, workdir, name string) time.Time {
+	t.Helper()
+	pid := labPIDs(t, workdir)[name]
+	if pid == 0 {
+		t.Fatalf("lab state has no %s", name)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	return time.Now()
 }
 
 var forwarding = regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+)`)
@@ -363,14 +403,7 @@ func TestTunnelKwokNodes(t *testing.T) {
 	// sessions too): the other takes the apiserver's CONNECTs and every
 	// session.
 	first, second := lab.TunnelReplicaName(0), lab.TunnelReplicaName(1)
-	pid := labPIDs(t, l.workdir)[first]
-	if pid == 0 {
-		t.Fatalf("lab state has no %s", first)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
+	killed := killReplica(t, l.workdir, first)
 	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
 		for n := range pods {
 			if h := edgeNode(t, l.workdir, n).Tunnel; h != second {

@@ -43,6 +43,10 @@ func (w *wan) serve() {
 			return
 		}
 		go func() {
+			// A connection across the link takes a round trip to set up
+			// (SYN, SYN-ACK) before the first byte goes: the client's first
+			// bytes wait here for it.
+			time.Sleep(2 * w.oneWay)
 			out, err := net.Dial("tcp", w.target)
 			if err != nil {
 				in.Close()
