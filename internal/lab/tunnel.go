@@ -21,6 +21,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
+	"github.com/sitegrid/sitegrid/internal/tunnel"
 	tunnelserver "github.com/sitegrid/sitegrid/internal/tunnel/server"
 )
 
@@ -91,15 +92,8 @@ func startTunnels(ctx context.Context, cp *controlplane.ControlPlane, bin, egres
 		}
 		ts.replicas = append(ts.replicas, r)
 	}
-	if err := os.Remove(egress); err != nil && !os.IsNotExist(err) {
-		return nil, err
-	}
-	el, err := net.Listen("unix", egress)
+	el, err := tunnel.ListenSocket(egress)
 	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(egress, 0o600); err != nil {
-		_ = el.Close()
 		return nil, err
 	}
 	ts.egress = link.ServeDial(el, func() (net.Conn, error) {

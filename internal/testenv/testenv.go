@@ -25,46 +25,42 @@ import (
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 )
 
-var (
-	binOnce sync.Once
-	binSet  kubebin.Set
-	binErr  error
-)
+// kits are the kits built once per test binary, on first use.
+var kits = struct {
+	kube, superEdge func() (kubebin.Set, error)
+}{
+	kube:      ensureOnce(kubebin.Kit{}),
+	superEdge: ensureOnce(kubebin.SuperEdge),
+}
+
+func ensureOnce(kit kubebin.Kit) func() (kubebin.Set, error) {
+	return sync.OnceValues(func() (kubebin.Set, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		return kubebin.Ensure(ctx, kubebin.Options{Progress: os.Stderr, Kit: kit})
+	})
+}
 
 // Binaries returns the built Kubernetes binaries, building them on first use
 // (`make kube-bin` does that ahead of the tests, with progress).
 func Binaries(t testing.TB) kubebin.Set {
 	t.Helper()
-	binOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		defer cancel()
-		binSet, binErr = kubebin.Ensure(ctx, kubebin.Options{Progress: os.Stderr})
-	})
-	if binErr != nil {
-		t.Fatalf("kubernetes binaries: %v", binErr)
+	set, err := kits.kube()
+	if err != nil {
+		t.Fatalf("kubernetes binaries: %v", err)
 	}
-	return binSet
+	return set
 }
-
-var (
-	superEdgeOnce sync.Once
-	superEdgeSet  kubebin.Set
-	superEdgeErr  error
-)
 
 // SuperEdgeBinaries returns SuperEdge's controllers and agents built from
 // its module (kubebin.SuperEdge), building them on first use.
 func SuperEdgeBinaries(t testing.TB) kubebin.Set {
 	t.Helper()
-	superEdgeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		defer cancel()
-		superEdgeSet, superEdgeErr = kubebin.Ensure(ctx, kubebin.Options{Progress: os.Stderr, Kit: kubebin.SuperEdge})
-	})
-	if superEdgeErr != nil {
-		t.Fatalf("SuperEdge binaries: %v", superEdgeErr)
+	set, err := kits.superEdge()
+	if err != nil {
+		t.Fatalf("SuperEdge binaries: %v", err)
 	}
-	return superEdgeSet
+	return set
 }
 
 // RepoRoot returns the root of the checkout the test runs in.

@@ -127,24 +127,13 @@ func run(nodes, streams, size, samples, rounds int, wc wanConfig) error {
 	actx, stopAgents := context.WithCancel(ctx)
 	defer stopAgents()
 	agents := make([]*agent.Agent, 0, nodes)
+	sim := simulator{ctx: actx, cp: cp, admin: admin, pool: pool, kubelet: kubelet.Addr().String(), port: port}
 	for i := range nodes {
-		name := fmt.Sprintf("bench-node-%d", i)
-		if err := createNode(ctx, admin, name, port); err != nil {
-			return err
-		}
-		kp, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + name, Client: true})
-		if err != nil {
-			return err
-		}
-		cert := &tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
-		a, err := agent.New(agent.Config{NodeName: name, Servers: []string{srv.agents}, ServerCAs: pool,
-			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
-			KubeletAddress:       kubelet.Addr().String()})
+		a, err := sim.node(fmt.Sprintf("bench-node-%d", i), srv.agents)
 		if err != nil {
 			return err
 		}
 		agents = append(agents, a)
-		go func() { _ = a.Run(actx) }()
 	}
 	if err := waitFor(2*time.Minute, func() bool {
 		return !slices.ContainsFunc(agents, func(a *agent.Agent) bool { return a.Connected() == "" })
@@ -206,21 +195,10 @@ func run(nodes, streams, size, samples, rounds int, wc wanConfig) error {
 		}
 		defer toServer.Close()
 		name := fmt.Sprintf("bench-node-%d", nodes)
-		if err := createNode(ctx, admin, name, port); err != nil {
-			return err
-		}
-		kp, err := cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + name, Client: true})
+		a, err := sim.node(name, toServer.Addr())
 		if err != nil {
 			return err
 		}
-		cert := &tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
-		a, err := agent.New(agent.Config{NodeName: name, Servers: []string{toServer.Addr()}, ServerCAs: pool,
-			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
-			KubeletAddress:       kubelet.Addr().String()})
-		if err != nil {
-			return err
-		}
-		go func() { _ = a.Run(actx) }()
 		if err := waitFor(time.Minute, func() bool { return a.Connected() != "" }); err != nil {
 			return fmt.Errorf("agent over the shaped uplink not connected: %w", err)
 		}
@@ -312,6 +290,37 @@ func startServer(ctx context.Context, cp *controlplane.ControlPlane, bin, dir st
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	return s, s.proc.WaitReady(wctx, 100*time.Millisecond, process.HTTPReady(nil, "http://"+health+"/readyz"))
+}
+
+// simulator makes simulated nodes: a Node whose kubelet is the stand-in,
+// and an agent with the node's own certificate, running until ctx ends.
+type simulator struct {
+	ctx     context.Context
+	cp      *controlplane.ControlPlane
+	admin   kubernetes.Interface
+	pool    *x509.CertPool
+	kubelet string
+	port    int
+}
+
+// node creates the node name and starts its agent, dialling server.
+func (sim simulator) node(name, server string) (*agent.Agent, error) {
+	if err := createNode(sim.ctx, sim.admin, name, sim.port); err != nil {
+		return nil, err
+	}
+	kp, err := sim.cp.IssueCert(pki.LeafRequest{CommonName: "sitegrid-hub:" + name, Client: true})
+	if err != nil {
+		return nil, err
+	}
+	cert := &tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+	a, err := agent.New(agent.Config{NodeName: name, Servers: []string{server}, ServerCAs: sim.pool,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+		KubeletAddress:       sim.kubelet})
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = a.Run(sim.ctx) }()
+	return a, nil
 }
 
 func createNode(ctx context.Context, cs kubernetes.Interface, name string, port int) error {

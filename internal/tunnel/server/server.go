@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -26,6 +24,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/sitegrid/sitegrid/internal/tunnel"
 )
 
 // Config configures a tunnel server.
@@ -112,7 +112,7 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	if cfg.ConnectSocket != "" {
-		if s.socketL, err = listenSocket(cfg.ConnectSocket); err != nil {
+		if s.socketL, err = tunnel.ListenSocket(cfg.ConnectSocket); err != nil {
 			return nil, err
 		}
 	}
@@ -246,24 +246,6 @@ func serveHTTP(ctx context.Context, hs *http.Server, l net.Listener) error {
 		_ = hs.Shutdown(sctx)
 		return nil
 	}
-}
-
-func listenSocket(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return nil, err
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		_ = l.Close()
-		return nil, err
-	}
-	return l, nil
 }
 
 func (s *Server) closeListeners() {
