@@ -42,6 +42,9 @@ func setupSite(mgr ctrl.Manager, opts Options) error {
 	if err := site.IndexNodeLabels(context.Background(), mgr); err != nil {
 		return err
 	}
+	if err := site.IndexUnitCandidates(context.Background(), mgr); err != nil {
+		return err
+	}
 	nodes, err := kubernetes.NewForConfig(mgr.GetConfig())
 	if err != nil {
 		return err

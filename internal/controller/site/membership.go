@@ -24,7 +24,9 @@ import (
 // FieldManager owns every field sitegrid sets on nodes.
 const FieldManager = "sitegrid-site"
 
-// Snapshot is the set of units and groups the decisions are made from.
+// Snapshot is the set of units and groups the decisions are made from. For
+// a node's decisions, Units needs only the units that have the node and the
+// automatic units its groups would name for it; more does no harm.
 type Snapshot struct {
 	Units  []*sitev1.NodeUnit
 	Groups []*sitev1.NodeGroup

@@ -53,7 +53,7 @@ func (r *NodeReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 	if err := r.Client.Get(ctx, req.NamespacedName, node); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	snap, err := loadSnapshot(ctx, r.Client)
+	snap, err := loadSnapshot(ctx, r.Client, node)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -227,23 +227,39 @@ func (r *NodeReconciler) reportRefused(snap Snapshot, node *corev1.Node, err err
 	}
 }
 
-// loadSnapshot lists units and groups from the cache without copying them:
-// the snapshot is read-only, and a node reconcile must not copy every unit.
-func loadSnapshot(ctx context.Context, c client.Client) (Snapshot, error) {
-	var units sitev1.NodeUnitList
-	if err := c.List(ctx, &units, client.UnsafeDisableDeepCopy); err != nil {
-		return Snapshot{}, err
-	}
+// loadSnapshot reads from the cache what the decisions for node are made
+// from, copying no list: every group (groups are few), the units that have
+// the node as a member (through UnitCandidateIndex, not a scan of every
+// unit), and the automatic units its groups name for it that exist (one of
+// those that does not have the node keeps its name off the node's list).
+func loadSnapshot(ctx context.Context, c client.Client, node *corev1.Node) (Snapshot, error) {
 	var groups sitev1.NodeGroupList
 	if err := c.List(ctx, &groups, client.UnsafeDisableDeepCopy); err != nil {
 		return Snapshot{}, err
 	}
-	s := Snapshot{Units: make([]*sitev1.NodeUnit, len(units.Items)), Groups: make([]*sitev1.NodeGroup, len(groups.Items))}
-	for i := range units.Items {
-		s.Units[i] = &units.Items[i]
+	units, err := unitsOfNode(ctx, c, node)
+	if err != nil {
+		return Snapshot{}, err
 	}
+	s := Snapshot{Units: units, Groups: make([]*sitev1.NodeGroup, len(groups.Items))}
 	for i := range groups.Items {
-		s.Groups[i] = &groups.Items[i]
+		g := &groups.Items[i]
+		s.Groups[i] = g
+		values, ok := sitev1.AutoValues(g, node)
+		if !ok {
+			continue
+		}
+		name := sitev1.AutoUnitName(g.Name, values)
+		if slices.ContainsFunc(s.Units, func(u *sitev1.NodeUnit) bool { return u.Name == name }) {
+			continue
+		}
+		u := &sitev1.NodeUnit{}
+		switch err := c.Get(ctx, types.NamespacedName{Name: name}, u); {
+		case err == nil:
+			s.Units = append(s.Units, u)
+		case !apierrors.IsNotFound(err):
+			return Snapshot{}, err
+		}
 	}
 	return s, nil
 }

@@ -221,11 +221,11 @@ func (r *NodeGroupReconciler) memberStatus(ctx context.Context, group *sitev1.No
 }
 
 // SetupWithManager registers the controller: a group is reconciled when it
-// changes, when a unit changes, and when nodes come, go or are relabelled.
-// Groups are few, so every group is looked at.
+// changes, when one of its units changes, and when a node change can change
+// its automatic units or its status (groupsForNode): a node event costs the
+// groups it concerns, not every group over every node.
 func (r *NodeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	c := mgr.GetClient()
-	all := handler.EnqueueRequestsFromMapFunc(requestsForAll(c, func() client.ObjectList { return &sitev1.NodeGroupList{} }))
 	membershipChanged := predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
@@ -239,7 +239,124 @@ func (r *NodeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Its automatic units: re-made when deleted or edited; their status
 		// (ready rates) does not concern the group.
 		Owns(&sitev1.NodeUnit{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&sitev1.NodeUnit{}, all, builder.WithPredicates(membershipChanged)).
-		Watches(&corev1.Node{}, all, builder.WithPredicates(membershipChanged)).
+		Watches(&sitev1.NodeUnit{}, groupsOfUnit(c), builder.WithPredicates(membershipChanged)).
+		Watches(&corev1.Node{}, groupsForNode(c), builder.WithPredicates(membershipChanged)).
 		Complete(r)
+}
+
+// groupsOfUnit enqueues the groups a unit belongs or belonged to.
+func groupsOfUnit(c client.Client) handler.EventHandler {
+	enqueue := func(ctx context.Context, q workqueueOfRequests, units ...*sitev1.NodeUnit) {
+		var groups sitev1.NodeGroupList
+		if err := c.List(ctx, &groups, client.UnsafeDisableDeepCopy); err != nil {
+			log.FromContext(ctx).Error(err, "list groups")
+			return
+		}
+		for i := range groups.Items {
+			g := &groups.Items[i]
+			if slices.ContainsFunc(units, func(u *sitev1.NodeUnit) bool { return sitev1.GroupHasUnit(g, u) }) {
+				q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
+			}
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueueOfRequests) {
+			enqueue(ctx, q, e.Object.(*sitev1.NodeUnit))
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueueOfRequests) {
+			enqueue(ctx, q, e.ObjectOld.(*sitev1.NodeUnit), e.ObjectNew.(*sitev1.NodeUnit))
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueueOfRequests) {
+			if u, ok := e.Object.(*sitev1.NodeUnit); ok {
+				enqueue(ctx, q, u)
+			}
+		},
+	}
+}
+
+// groupsForNode enqueues, for a node's change, the groups it concerns: a
+// group whose autoFindNodeKeys values on the node changed (its automatic
+// units), the groups of the units the node joined or left (their members
+// and conflicts), and a group whose label on a node it has a conflict for
+// changed (which unit the node keeps). sitegrid's own labelling of nodes
+// concerns none of them.
+func groupsForNode(c client.Client) handler.EventHandler {
+	enqueue := func(ctx context.Context, q workqueueOfRequests, old, cur *corev1.Node) {
+		var groups sitev1.NodeGroupList
+		if err := c.List(ctx, &groups, client.UnsafeDisableDeepCopy); err != nil {
+			log.FromContext(ctx).Error(err, "list groups")
+			return
+		}
+		before, after := nodeUnits(ctx, c, old), nodeUnits(ctx, c, cur)
+		var changed []*sitev1.NodeUnit
+		for _, u := range before {
+			if !slices.ContainsFunc(after, func(a *sitev1.NodeUnit) bool { return a.Name == u.Name }) {
+				changed = append(changed, u)
+			}
+		}
+		for _, u := range after {
+			if !slices.ContainsFunc(before, func(b *sitev1.NodeUnit) bool { return b.Name == u.Name }) {
+				changed = append(changed, u)
+			}
+		}
+		for i := range groups.Items {
+			g := &groups.Items[i]
+			inGroup := func(u *sitev1.NodeUnit) bool { return sitev1.GroupHasUnit(g, u) }
+			concerned := slices.ContainsFunc(g.Spec.AutoFindNodeKeys, func(k string) bool { return labelChanged(old, cur, k) }) ||
+				slices.ContainsFunc(changed, inGroup) ||
+				(labelChanged(old, cur, g.Name) && countFunc(after, inGroup) > 1)
+			if concerned {
+				q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
+			}
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueueOfRequests) {
+			enqueue(ctx, q, nil, e.Object.(*corev1.Node))
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueueOfRequests) {
+			enqueue(ctx, q, e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node))
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueueOfRequests) {
+			if n, ok := e.Object.(*corev1.Node); ok {
+				enqueue(ctx, q, n, nil)
+			}
+		},
+	}
+}
+
+// nodeUnits is unitsOfNode for a node that may be absent (nil: none).
+func nodeUnits(ctx context.Context, c client.Reader, n *corev1.Node) []*sitev1.NodeUnit {
+	if n == nil {
+		return nil
+	}
+	units, err := unitsOfNode(ctx, c, n)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "list the units of a node", "node", n.Name)
+	}
+	return units
+}
+
+// labelChanged says whether label key differs between old and cur (a nil
+// node has no labels).
+func labelChanged(old, cur *corev1.Node, key string) bool {
+	var ov, cv string
+	var oh, ch bool
+	if old != nil {
+		ov, oh = old.Labels[key]
+	}
+	if cur != nil {
+		cv, ch = cur.Labels[key]
+	}
+	return oh != ch || ov != cv
+}
+
+func countFunc[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, v := range s {
+		if f(v) {
+			n++
+		}
+	}
+	return n
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -134,11 +135,20 @@ func (r *NodeUnitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			},
 			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueueOfRequests) {
 				o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
-				if nodeReady(o) == nodeReady(n) && maps.Equal(o.Labels, n.Labels) && maps.Equal(o.Annotations, n.Annotations) {
+				readiness := nodeReady(o) != nodeReady(n)
+				if !readiness && maps.Equal(o.Labels, n.Labels) && maps.Equal(o.Annotations, n.Annotations) {
 					return
 				}
-				addAll(q, unitsHaving(ctx, c, o))
-				addAll(q, unitsHaving(ctx, c, n))
+				// A unit's status is its members and their readiness: a
+				// relabel concerns only the units the node joined or left.
+				before := unitsHaving(ctx, c, o)
+				after := unitsHaving(ctx, c, n)
+				if readiness {
+					addAll(q, before)
+					addAll(q, after)
+					return
+				}
+				addAll(q, symmetricDifference(before, after))
 			},
 			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueueOfRequests) {
 				if n, ok := e.Object.(*corev1.Node); ok {
@@ -150,17 +160,32 @@ func (r *NodeUnitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // unitsHaving returns requests for the units that have node as a member.
-func unitsHaving(ctx context.Context, c client.Client, node *corev1.Node) []reconcile.Request {
-	var units sitev1.NodeUnitList
-	if err := c.List(ctx, &units, client.UnsafeDisableDeepCopy); err != nil {
-		log.FromContext(ctx).Error(err, "list units")
+func unitsHaving(ctx context.Context, c client.Reader, node *corev1.Node) []reconcile.Request {
+	units, err := unitsOfNode(ctx, c, node)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "list the units of a node", "node", node.Name)
 		return nil
 	}
-	var reqs []reconcile.Request
-	for i := range units.Items {
-		if sitev1.UnitHasNode(&units.Items[i], node) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: units.Items[i].Name}})
-		}
+	reqs := make([]reconcile.Request, 0, len(units))
+	for _, u := range units {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: u.Name}})
 	}
 	return reqs
+}
+
+// symmetricDifference is the requests in exactly one of a and b.
+func symmetricDifference(a, b []reconcile.Request) []reconcile.Request {
+	in := func(r reconcile.Request, list []reconcile.Request) bool { return slices.Contains(list, r) }
+	var out []reconcile.Request
+	for _, r := range a {
+		if !in(r, b) {
+			out = append(out, r)
+		}
+	}
+	for _, r := range b {
+		if !in(r, a) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
