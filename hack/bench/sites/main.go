@@ -2,8 +2,8 @@
 // a real etcd and kube-apiserver, -nodes nodes spread over -units sites, and
 // sitegrid-manager in this process. It reports the time from creating the
 // NodeGroup to every node labelled and every unit in place, the API writes
-// the manager made meanwhile, and the writes it made in a following idle
-// period, which must be zero.
+// the manager made meanwhile, the writes it made in a following idle
+// period, which must be zero, and the reconciles one node's relabel costs.
 //
 //	go run ./hack/bench/sites -nodes 5000 -units 500 -idle 1m
 package main
@@ -12,13 +12,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/go-logr/logr"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sort"
 	"strings"
 	"sync"
@@ -26,13 +24,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 	"github.com/sitegrid/sitegrid/config"
@@ -246,7 +248,76 @@ func run(ctx context.Context, nNodes, nUnits int, idle time.Duration) error {
 	if idleTotal != convergeWrites {
 		return fmt.Errorf("%d writes while idle, want 0", idleTotal-convergeWrites)
 	}
+	return relabelOne(ctx, cs, nUnits)
+}
+
+// relabelOne moves one node to another site and counts the reconciles each
+// controller ran until it carries its new unit: what one relabel costs,
+// which must not grow with the cluster.
+func relabelOne(ctx context.Context, cs kubernetes.Interface, nUnits int) error {
+	before, err := reconciles()
+	if err != nil {
+		return err
+	}
+	to := fmt.Sprintf("s%03d", 1%nUnits)
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, siteKey, to)
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, "node-00000", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return err
+	}
+	want := sitev1.AutoUnitName("sites", []string{to})
+	for {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "node-00000", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if n.Labels["sites"] == want {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// Let the units' and the group's reconciles of it run out.
+	time.Sleep(3 * time.Second)
+	after, err := reconciles()
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(after))
+	for c := range after {
+		names = append(names, c)
+	}
+	sort.Strings(names)
+	fmt.Printf("relabel of one node, reconciles until settled:")
+	for _, c := range names {
+		fmt.Printf(" %s %.0f", c, after[c]-before[c])
+	}
+	fmt.Println()
 	return nil
+}
+
+// reconciles is controller-runtime's reconcile count of each controller.
+func reconciles() (map[string]float64, error) {
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" {
+					out[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 func createNodes(ctx context.Context, cs kubernetes.Interface, nNodes, nUnits int) error {
