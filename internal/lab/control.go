@@ -17,14 +17,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sitegrid/sitegrid/internal/controlplane"
+	"github.com/sitegrid/sitegrid/internal/unixsock"
 )
 
 // The lab owner (`lab up`) holds every edge node's link and processes; the
 // other lab commands reach it through a unix socket in the workdir. The
 // workdir is 0700 and the socket 0600, so only the lab's user can drive it.
-
-// maxSocketPath is the longest unix socket path Linux accepts.
-const maxSocketPath = 107
 
 func socketPath(workdir string) string { return filepath.Join(workdir, socketFile) }
 
@@ -49,16 +47,8 @@ type controlReply struct {
 // serveControl answers the other lab commands until ctx ends.
 func serveControl(ctx context.Context, workdir string, e *edge) (func(), error) {
 	path := socketPath(workdir)
-	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("the workdir path %s is too long for the lab's control socket (at most %d bytes with %q): use a shorter --workdir", workdir, maxSocketPath, socketFile)
-	}
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen(path)
 	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		_ = ln.Close()
 		return nil, err
 	}
 	mux := http.NewServeMux()

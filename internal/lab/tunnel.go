@@ -21,8 +21,8 @@ import (
 	"github.com/sitegrid/sitegrid/internal/link"
 	"github.com/sitegrid/sitegrid/internal/pki"
 	"github.com/sitegrid/sitegrid/internal/process"
-	"github.com/sitegrid/sitegrid/internal/tunnel"
 	tunnelserver "github.com/sitegrid/sitegrid/internal/tunnel/server"
+	"github.com/sitegrid/sitegrid/internal/unixsock"
 )
 
 // The lab's cloud-to-edge tunnel (docs/tunnel.md): kube-apiserver's egress
@@ -63,17 +63,10 @@ type tunnelServer struct {
 }
 
 // egressSocket is the unix socket the apiserver CONNECTs to, in the control
-// plane's folder; a socket path has at most 107 bytes.
+// plane's folder.
 func egressSocket(workdir string) (string, error) {
-	return socketIn(filepath.Join(workdir, controlPlaneDir), tunnelSocket)
-}
-
-func socketIn(dir, name string) (string, error) {
-	p := filepath.Join(dir, name)
-	if len(p) > 107 {
-		return "", fmt.Errorf("the tunnel's socket %s is %d bytes, over the 107 a unix socket path may have: use a shorter --workdir", p, len(p))
-	}
-	return p, nil
+	p := filepath.Join(workdir, controlPlaneDir, tunnelSocket)
+	return p, unixsock.CheckPath(p)
 }
 
 // startTunnels runs n replicas and the relays in front of them; egress is
@@ -92,7 +85,7 @@ func startTunnels(ctx context.Context, cp *controlplane.ControlPlane, bin, egres
 		}
 		ts.replicas = append(ts.replicas, r)
 	}
-	el, err := tunnel.ListenSocket(egress)
+	el, err := unixsock.Listen(egress)
 	if err != nil {
 		return nil, err
 	}
@@ -164,8 +157,8 @@ func startTunnel(ctx context.Context, cp *controlplane.ControlPlane, bin string,
 	if err != nil {
 		return nil, err
 	}
-	socket, err := socketIn(dir, name+".sock")
-	if err != nil {
+	socket := filepath.Join(dir, name+".sock")
+	if err := unixsock.CheckPath(socket); err != nil {
 		return nil, err
 	}
 	ports := make([]int, 4)

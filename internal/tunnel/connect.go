@@ -1,8 +1,7 @@
 package tunnel
 
-// The CONNECT endpoint's two ends outside the server: its unix socket, and
-// a client of it (tools, benchmarks and tests) speaking as the apiserver's
-// HTTPConnect egress does.
+// A client of the CONNECT endpoint (tools, benchmarks and tests) speaking
+// as the apiserver's HTTPConnect egress does.
 
 import (
 	"bufio"
@@ -10,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 )
 
 // Connect sends a CONNECT for target to a tunnel server's unix socket, as
@@ -40,24 +37,4 @@ func ConnectOn(c net.Conn, target string) (net.Conn, error) {
 		return nil, errors.New(resp.Status)
 	}
 	return c, nil
-}
-
-// ListenSocket listens on a unix socket at path that only its owner can
-// use (mode 0600), replacing one a previous run left.
-func ListenSocket(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return nil, err
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		_ = l.Close()
-		return nil, err
-	}
-	return l, nil
 }

@@ -25,7 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
-	"github.com/sitegrid/sitegrid/internal/tunnel"
+	"github.com/sitegrid/sitegrid/internal/unixsock"
 )
 
 // Config configures a tunnel server.
@@ -112,7 +112,7 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	if cfg.ConnectSocket != "" {
-		if s.socketL, err = tunnel.ListenSocket(cfg.ConnectSocket); err != nil {
+		if s.socketL, err = unixsock.Listen(cfg.ConnectSocket); err != nil {
 			return nil, err
 		}
 	}
