@@ -287,18 +287,8 @@ func groupsForNode(c client.Client) handler.EventHandler {
 			log.FromContext(ctx).Error(err, "list groups")
 			return
 		}
-		before, after := nodeUnits(ctx, c, old), nodeUnits(ctx, c, cur)
-		var changed []*sitev1.NodeUnit
-		for _, u := range before {
-			if !slices.ContainsFunc(after, func(a *sitev1.NodeUnit) bool { return a.Name == u.Name }) {
-				changed = append(changed, u)
-			}
-		}
-		for _, u := range after {
-			if !slices.ContainsFunc(before, func(b *sitev1.NodeUnit) bool { return b.Name == u.Name }) {
-				changed = append(changed, u)
-			}
-		}
+		after := nodeUnits(ctx, c, cur)
+		changed := unitsJoinedOrLeft(nodeUnits(ctx, c, old), after)
 		for i := range groups.Items {
 			g := &groups.Items[i]
 			inGroup := func(u *sitev1.NodeUnit) bool { return sitev1.GroupHasUnit(g, u) }
@@ -323,18 +313,6 @@ func groupsForNode(c client.Client) handler.EventHandler {
 			}
 		},
 	}
-}
-
-// nodeUnits is unitsOfNode for a node that may be absent (nil: none).
-func nodeUnits(ctx context.Context, c client.Reader, n *corev1.Node) []*sitev1.NodeUnit {
-	if n == nil {
-		return nil
-	}
-	units, err := unitsOfNode(ctx, c, n)
-	if err != nil {
-		log.FromContext(ctx).Error(err, "list the units of a node", "node", n.Name)
-	}
-	return units
 }
 
 // labelChanged says whether label key differs between old and cur (a nil

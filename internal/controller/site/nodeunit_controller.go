@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"slices"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -131,7 +130,7 @@ func (r *NodeUnitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&sitev1.NodeUnit{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Node{}, handler.Funcs{
 			CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueueOfRequests) {
-				addAll(q, unitsHaving(ctx, c, e.Object.(*corev1.Node)))
+				addUnits(q, nodeUnits(ctx, c, e.Object.(*corev1.Node)))
 			},
 			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueueOfRequests) {
 				o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
@@ -141,51 +140,26 @@ func (r *NodeUnitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				}
 				// A unit's status is its members and their readiness: a
 				// relabel concerns only the units the node joined or left.
-				before := unitsHaving(ctx, c, o)
-				after := unitsHaving(ctx, c, n)
+				before, after := nodeUnits(ctx, c, o), nodeUnits(ctx, c, n)
 				if readiness {
-					addAll(q, before)
-					addAll(q, after)
+					addUnits(q, before)
+					addUnits(q, after)
 					return
 				}
-				addAll(q, symmetricDifference(before, after))
+				addUnits(q, unitsJoinedOrLeft(before, after))
 			},
 			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueueOfRequests) {
 				if n, ok := e.Object.(*corev1.Node); ok {
-					addAll(q, unitsHaving(ctx, c, n))
+					addUnits(q, nodeUnits(ctx, c, n))
 				}
 			},
 		}).
 		Complete(r)
 }
 
-// unitsHaving returns requests for the units that have node as a member.
-func unitsHaving(ctx context.Context, c client.Reader, node *corev1.Node) []reconcile.Request {
-	units, err := unitsOfNode(ctx, c, node)
-	if err != nil {
-		log.FromContext(ctx).Error(err, "list the units of a node", "node", node.Name)
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(units))
+// addUnits enqueues units.
+func addUnits(q workqueueOfRequests, units []*sitev1.NodeUnit) {
 	for _, u := range units {
-		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: u.Name}})
+		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: u.Name}})
 	}
-	return reqs
-}
-
-// symmetricDifference is the requests in exactly one of a and b.
-func symmetricDifference(a, b []reconcile.Request) []reconcile.Request {
-	in := func(r reconcile.Request, list []reconcile.Request) bool { return slices.Contains(list, r) }
-	var out []reconcile.Request
-	for _, r := range a {
-		if !in(r, b) {
-			out = append(out, r)
-		}
-	}
-	for _, r := range b {
-		if !in(r, a) {
-			out = append(out, r)
-		}
-	}
-	return out
 }

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	sitev1 "github.com/sitegrid/sitegrid/api/site/v1alpha2"
 )
@@ -78,4 +79,37 @@ func unitsOfNode(ctx context.Context, c client.Reader, node *corev1.Node) ([]*si
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// unitsJoinedOrLeft is the units in exactly one of before and after (by
+// name): what a node's change made it join or leave.
+func unitsJoinedOrLeft(before, after []*sitev1.NodeUnit) []*sitev1.NodeUnit {
+	has := func(list []*sitev1.NodeUnit, u *sitev1.NodeUnit) bool {
+		return slices.ContainsFunc(list, func(o *sitev1.NodeUnit) bool { return o.Name == u.Name })
+	}
+	var out []*sitev1.NodeUnit
+	for _, u := range before {
+		if !has(after, u) {
+			out = append(out, u)
+		}
+	}
+	for _, u := range after {
+		if !has(before, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// nodeUnits is unitsOfNode for event handlers: a node that may be absent
+// (nil: none), an error logged (none).
+func nodeUnits(ctx context.Context, c client.Reader, n *corev1.Node) []*sitev1.NodeUnit {
+	if n == nil {
+		return nil
+	}
+	units, err := unitsOfNode(ctx, c, n)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "list the units of a node", "node", n.Name)
+	}
+	return units
 }
