@@ -88,23 +88,27 @@ func startMetricsServer(ctx context.Context, cp *controlplane.ControlPlane, bin,
 	if err != nil {
 		return nil, err
 	}
-	ca, err := pki.ReadPool(cp.CAFile)
-	if err == nil {
-		hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca}}}
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		// livez, not readyz: it is ready once it has scraped a node, and
-		// the nodes come later.
-		err = p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(hc, fmt.Sprintf("https://127.0.0.1:%d/livez", port)))
-		if err != nil {
-			err = fmt.Errorf("metrics-server did not become live (%w):\n%s", err, process.LogTail(p.Spec.LogFile, 15))
-		}
-	}
-	if err != nil {
+	if err := waitLive(ctx, cp, p, port); err != nil {
 		p.Stop(10 * time.Second)
 		return nil, err
 	}
 	return p, nil
+}
+
+// waitLive waits for metrics-server's /livez, not /readyz: it is ready once
+// it has scraped a node, and the nodes come later.
+func waitLive(ctx context.Context, cp *controlplane.ControlPlane, p *process.Process, port int) error {
+	ca, err := pki.ReadPool(cp.CAFile)
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca}}}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := p.WaitReady(wctx, 200*time.Millisecond, process.HTTPReady(hc, fmt.Sprintf("https://127.0.0.1:%d/livez", port))); err != nil {
+		return fmt.Errorf("metrics-server did not become live (%w):\n%s", err, process.LogTail(p.Spec.LogFile, 15))
+	}
+	return nil
 }
 
 // registerMetricsAPI installs metrics-server's RBAC and Service and its
