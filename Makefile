@@ -76,7 +76,7 @@ test-e2e: kube-bin build ## End-to-end tests on a full local control plane.
 
 LAB_FLAGS ?=
 .PHONY: lab
-lab: build kube-bin ## Run the local lab (Ctrl-C stops it).
+lab: build ## Run the local lab (Ctrl-C stops it); it builds the Kubernetes binaries it needs itself.
 	$(BIN)/sitegridctl lab up $(LAB_FLAGS)
 
 .PHONY: help

@@ -128,33 +128,39 @@ func (r *NodeUnitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("site-nodeunit").
 		For(&sitev1.NodeUnit{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Node{}, handler.Funcs{
-			CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueueOfRequests) {
-				addUnits(q, nodeUnits(ctx, c, e.Object.(*corev1.Node)))
-			},
-			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueueOfRequests) {
-				o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
-				readiness := nodeReady(o) != nodeReady(n)
-				if !readiness && maps.Equal(o.Labels, n.Labels) && maps.Equal(o.Annotations, n.Annotations) {
-					return
-				}
-				// A unit's status is its members and their readiness: a
-				// relabel concerns only the units the node joined or left.
-				before, after := nodeUnits(ctx, c, o), nodeUnits(ctx, c, n)
-				if readiness {
-					addUnits(q, before)
-					addUnits(q, after)
-					return
-				}
-				addUnits(q, unitsJoinedOrLeft(before, after))
-			},
-			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueueOfRequests) {
-				if n, ok := e.Object.(*corev1.Node); ok {
-					addUnits(q, nodeUnits(ctx, c, n))
-				}
-			},
-		}).
+		Watches(&corev1.Node{}, unitWatch(c)).
 		Complete(r)
+}
+
+// unitWatch enqueues, for a node's change, the units whose status it can
+// change: a unit's status is its members and their readiness.
+func unitWatch(c client.Reader) handler.Funcs {
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueueOfRequests) {
+			addUnits(q, nodeUnits(ctx, c, e.Object.(*corev1.Node)))
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueueOfRequests) {
+			o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
+			readiness := nodeReady(o) != nodeReady(n)
+			if !readiness && maps.Equal(o.Labels, n.Labels) && maps.Equal(o.Annotations, n.Annotations) {
+				return
+			}
+			// A unit's status is its members and their readiness: a
+			// relabel concerns only the units the node joined or left.
+			before, after := nodeUnits(ctx, c, o), nodeUnits(ctx, c, n)
+			if readiness {
+				addUnits(q, before)
+				addUnits(q, after)
+				return
+			}
+			addUnits(q, unitsJoinedOrLeft(before, after))
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueueOfRequests) {
+			if n, ok := e.Object.(*corev1.Node); ok {
+				addUnits(q, nodeUnits(ctx, c, n))
+			}
+		},
+	}
 }
 
 // addUnits enqueues units.
