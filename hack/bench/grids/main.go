@@ -13,25 +13,29 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/go-logr/logr"
+	"maps"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	gridv1 "github.com/sitegrid/sitegrid/api/superedge/v1"
 	"github.com/sitegrid/sitegrid/config"
@@ -43,11 +47,14 @@ import (
 	"github.com/sitegrid/sitegrid/internal/process"
 )
 
+var plainWorkers int
+
 func main() {
 	grids := flag.Int("grids", 50, "DeploymentGrids")
 	units := flag.Int("units", 200, "unit values (one node each)")
 	idle := flag.Duration("idle", time.Minute, "idle period after convergence in which the manager's writes are counted")
 	qps := flag.Int("qps", 1000, "the manager's --kube-api-qps")
+	flag.IntVar(&plainWorkers, "plain-workers", 32, "parallel creates of the plain client")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard()) // the numbers are the output
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -105,9 +112,22 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 			apiPID0 = comp.PID
 		}
 	}
+	// The plain client is the manager as a client: its identity (RBAC and
+	// owner-reference checks cost the apiserver the same) and its wire
+	// encoding (protobuf, as controller-runtime's for built-in types).
+	kc, err := cp.WriteKubeconfig("sitegrid-manager", lab.ManagerIdentity, "system:serviceaccounts", "system:serviceaccounts:sitegrid-system")
+	if err != nil {
+		return err
+	}
+	plainCfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		return err
+	}
+	plainCfg.QPS, plainCfg.Burst = -1, 0
+	plainCfg.ContentType = runtime.ContentTypeProtobuf
 	plainAPICPU := process.CPUSeconds(apiPID0)
 	start := time.Now()
-	if err := createPlain(ctx, cs, total, nUnits); err != nil {
+	if err := createPlain(ctx, kubernetes.NewForConfigOrDie(plainCfg), total, nUnits); err != nil {
 		return err
 	}
 	plain := time.Since(start)
@@ -116,7 +136,7 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 		return err
 	}
 
-	mgr, metricsURL, err := startManager(cp, managerBin, dir, qps)
+	mgr, metricsURL, err := startManager(kc, managerBin, dir, qps)
 	if err != nil {
 		return err
 	}
@@ -138,6 +158,10 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 		case controlplane.Etcd:
 			etcdPID = comp.PID
 		}
+	}
+	served0, err := apiRequests(ctx, cs)
+	if err != nil {
+		return err
 	}
 	mgrCPU0, apiCPU0, etcdCPU0 := process.CPUSeconds(mgr.PID()), process.CPUSeconds(apiPID), process.CPUSeconds(etcdPID)
 	start = time.Now()
@@ -164,6 +188,16 @@ func run(ctx context.Context, nGrids, nUnits int, idle time.Duration, qps int) e
 	fmt.Printf("grids converged in %s: %d Deployments (%.2fx the plain client)\n", converge.Round(time.Millisecond), len(children.Items), converge.Seconds()/plain.Seconds())
 	fmt.Printf("manager API writes until then: %d\n", after-before)
 	fmt.Printf("CPU used until then: manager %.1fs, kube-apiserver %.1fs, etcd %.1fs\n", process.CPUSeconds(mgr.PID())-mgrCPU0, process.CPUSeconds(apiPID)-apiCPU0, process.CPUSeconds(etcdPID)-etcdCPU0)
+	served, err := apiRequests(ctx, cs)
+	if err != nil {
+		return err
+	}
+	fmt.Println("requests kube-apiserver served until then (from all clients, 10 or more):")
+	for _, k := range slices.Sorted(maps.Keys(served)) {
+		if n := served[k] - served0[k]; n >= 10 {
+			fmt.Printf("    %-50s %.0f\n", k, n)
+		}
+	}
 	time.Sleep(idle)
 	idleWrites, err := writes(ctx, metricsURL)
 	if err != nil {
@@ -228,7 +262,7 @@ func createPlain(ctx context.Context, cs kubernetes.Interface, total, nUnits int
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
-	for w := 0; w < 32; w++ {
+	for w := 0; w < plainWorkers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -252,17 +286,17 @@ func createPlain(ctx context.Context, cs kubernetes.Interface, total, nUnits int
 	return firstErr
 }
 
-func startManager(cp *controlplane.ControlPlane, path, dir string, qps int) (*process.Process, string, error) {
-	kc, err := cp.WriteKubeconfig("sitegrid-manager", lab.ManagerIdentity, "system:serviceaccounts", "system:serviceaccounts:sitegrid-system")
-	if err != nil {
-		return nil, "", err
-	}
+func startManager(kc, path, dir string, qps int) (*process.Process, string, error) {
 	port, err := controlplane.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
+	probePort, err := controlplane.FreePort()
+	if err != nil {
+		return nil, "", err
+	}
 	p, err := process.Start(process.Spec{Name: "sitegrid-manager", Path: path, LogFile: filepath.Join(dir, "manager.log"), Args: []string{
-		"--kubeconfig=" + kc, "--leader-elect=false", "--health-probe-bind-address=0",
+		"--kubeconfig=" + kc, "--leader-elect=false", "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort),
 		"--metrics-secure=false", "--metrics-bind-address=127.0.0.1:" + strconv.Itoa(port),
 		"--kube-api-qps=" + strconv.Itoa(qps), "--kube-api-burst=" + strconv.Itoa(2*qps),
 	}})
@@ -272,11 +306,68 @@ func startManager(cp *controlplane.ControlPlane, path, dir string, qps int) (*pr
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := p.WaitReady(ctx, 200*time.Millisecond, func(ctx context.Context) error { _, err := writes(ctx, url); return err }); err != nil {
+	// Ready: its caches have synced (the nodes of every unit), so the
+	// grids meet a running manager, not one starting up.
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)
+	if err := p.WaitReady(ctx, 200*time.Millisecond, func(ctx context.Context) error {
+		if _, err := writes(ctx, url); err != nil {
+			return err
+		}
+		return ready(ctx, readyz)
+	}); err != nil {
 		p.Stop(5 * time.Second)
 		return nil, "", err
 	}
 	return p, url, nil
+}
+
+// apiRequests is kube-apiserver's count of requests served, by verb,
+// resource and subresource (apiserver_request_total).
+func apiRequests(ctx context.Context, cs kubernetes.Interface) (map[string]float64, error) {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels := map[string]string{}
+		for _, kv := range strings.Split(line[len("apiserver_request_total{"):strings.LastIndexByte(line, '}')], ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				labels[k] = strings.Trim(v, `"`)
+			}
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return nil, err
+		}
+		key := labels["verb"] + " " + labels["resource"]
+		if sub := labels["subresource"]; sub != "" {
+			key += "/" + sub
+		}
+		out[key] += v
+	}
+	return out, nil
+}
+
+// ready is nil once url answers 200.
+func ready(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+	}
+	return nil
 }
 
 // writes sums the manager's non-GET requests from client-go's metrics.

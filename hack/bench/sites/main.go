@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -42,6 +44,7 @@ import (
 	"github.com/sitegrid/sitegrid/internal/kubebin"
 	"github.com/sitegrid/sitegrid/internal/lab"
 	"github.com/sitegrid/sitegrid/internal/manager"
+	"github.com/sitegrid/sitegrid/internal/process"
 )
 
 const siteKey = "bench.sitegrid.io/site"
@@ -49,6 +52,11 @@ const siteKey = "bench.sitegrid.io/site"
 var (
 	managerQPS  float32
 	stopProfile = func() {}
+	// apiServerProfile, when set, is where a CPU profile of kube-apiserver
+	// over the first apiServerProfileFor of the labelling is written.
+	apiServerProfile    string
+	apiServerProfileFor time.Duration
+	heapProfile         string
 )
 
 func main() {
@@ -56,7 +64,10 @@ func main() {
 	units := flag.Int("units", 500, "sites (NodeUnits) the nodes are spread over")
 	idle := flag.Duration("idle", time.Minute, "idle period after convergence in which writes are counted")
 	qps := flag.Float64("qps", 500, "the manager's client QPS (sitegrid-manager --kube-api-qps)")
+	flag.StringVar(&heapProfile, "memprofile", "", "write a heap profile of this process (the manager and the benchmark's node watch) once converged")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the manager) until convergence")
+	flag.StringVar(&apiServerProfile, "apiserver-cpuprofile", "", "write a CPU profile of kube-apiserver (started with --profiling) over the start of the labelling")
+	flag.DurationVar(&apiServerProfileFor, "apiserver-profile-for", 30*time.Second, "how long -apiserver-cpuprofile profiles")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard()) // the numbers are the output
 	managerQPS = float32(*qps)
@@ -138,7 +149,11 @@ func run(ctx context.Context, nNodes, nUnits int, idle time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: dir, Bin: bin, APIServerOnly: true})
+	cpCfg := controlplane.Config{Dir: dir, Bin: bin, APIServerOnly: true}
+	if apiServerProfile != "" {
+		cpCfg.APIServerArgs = []string{"--profiling=true"}
+	}
+	cp, err := controlplane.Start(ctx, cpCfg)
 	if err != nil {
 		return err
 	}
@@ -148,7 +163,11 @@ func run(ctx context.Context, nNodes, nUnits int, idle time.Duration) error {
 	}
 	admin := cp.RESTConfig()
 	admin.QPS, admin.Burst = 2000, 4000
-	cs := kubernetes.NewForConfigOrDie(admin)
+	// This process's own watch of the nodes in protobuf, as the manager's
+	// and every node component's: the apiserver encodes each change once.
+	watcher := rest.CopyConfig(admin)
+	watcher.ContentType = apiruntime.ContentTypeProtobuf
+	cs := kubernetes.NewForConfigOrDie(watcher)
 
 	start := time.Now()
 	if err := createNodes(ctx, cs, nNodes, nUnits); err != nil {
@@ -196,15 +215,30 @@ func run(ctx context.Context, nNodes, nUnits int, idle time.Duration) error {
 		return err
 	}
 	group := &sitev1.NodeGroup{ObjectMeta: metav1.ObjectMeta{Name: "sites"}, Spec: sitev1.NodeGroupSpec{AutoFindNodeKeys: []string{siteKey}}}
+	cpu := cpuMeter{cp: cp}
+	cpu.begin()
 	start = time.Now()
 	if err := c.Create(ctx, group); err != nil {
 		return err
 	}
+	profiled := make(chan error, 1)
+	if apiServerProfile != "" {
+		go func() { profiled <- profileAPIServer(ctx, cs, apiServerProfile, apiServerProfileFor) }()
+	} else {
+		profiled <- nil
+	}
+	// The curve: how many nodes are labelled every 30 s, to see whether
+	// the rate holds up as the run goes on.
+	lastReport := time.Now()
 	for labelled.Load() < int64(nNodes) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Since(lastReport) >= 30*time.Second {
+			lastReport = time.Now()
+			fmt.Printf("  %4.0fs: %d nodes labelled\n", time.Since(start).Seconds(), labelled.Load())
 		}
 	}
 	labelsDone := time.Since(start)
@@ -229,7 +263,14 @@ func run(ctx context.Context, nNodes, nUnits int, idle time.Duration) error {
 		}
 	}
 	unitsDone := time.Since(start)
+	cpuUsed := cpu.used()
 	stopProfile()
+	if err := writeHeapProfile(); err != nil {
+		return err
+	}
+	if err := <-profiled; err != nil {
+		return fmt.Errorf("kube-apiserver profile: %w", err)
+	}
 	// Let the last status writes land before counting the idle period.
 	time.Sleep(2 * time.Second)
 	convergeWrites, byKind := writes.snapshot()
@@ -237,6 +278,7 @@ func run(ctx context.Context, nNodes, nUnits int, idle time.Duration) error {
 	fmt.Printf("all %d nodes labelled        %s after the NodeGroup was created\n", nNodes, labelsDone.Round(time.Millisecond))
 	fmt.Printf("all %d units with a status  %s\n", nUnits, unitsDone.Round(time.Millisecond))
 	fmt.Printf("API writes until then        %d (%.2f per node)\n%s", convergeWrites, float64(convergeWrites)/float64(nNodes), byKind)
+	fmt.Printf("CPU until then               %s\n", cpuUsed.per(convergeWrites))
 
 	time.Sleep(idle)
 	idleTotal, idleKinds := writes.snapshot()
@@ -357,6 +399,78 @@ func createNodes(ctx context.Context, cs kubernetes.Interface, nNodes, nUnits in
 	default:
 		return nil
 	}
+}
+
+// cpuMeter measures the CPU time the control plane's processes and this
+// one (the manager) spend over a period: on a shared machine it shows which
+// of them sets the pace, and whether one's cost per write grows with the
+// cluster.
+type cpuMeter struct {
+	cp *controlplane.ControlPlane
+	t0 map[string]float64
+}
+
+type cpuUse map[string]float64
+
+func (m *cpuMeter) sample() map[string]float64 {
+	out := map[string]float64{"manager (this process)": process.CPUSeconds(os.Getpid())}
+	for _, c := range m.cp.Components() {
+		out[c.Name] = process.CPUSeconds(c.PID)
+	}
+	return out
+}
+
+func (m *cpuMeter) begin() { m.t0 = m.sample() }
+
+func (m *cpuMeter) used() cpuUse {
+	now, out := m.sample(), cpuUse{}
+	for k, v := range now {
+		out[k] = v - m.t0[k]
+	}
+	return out
+}
+
+// per prints each process's CPU seconds and its milliseconds per write.
+func (u cpuUse) per(writes int64) string {
+	names := make([]string, 0, len(u))
+	for k := range u {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, k := range names {
+		fmt.Fprintf(&b, "%s %.1fs (%.2f ms/write); ", k, u[k], 1000*u[k]/float64(max(writes, 1)))
+	}
+	return strings.TrimSuffix(b.String(), "; ")
+}
+
+// writeHeapProfile writes the live heap, after a collection, to
+// heapProfile if it is set.
+func writeHeapProfile() error {
+	if heapProfile == "" {
+		return nil
+	}
+	f, err := os.Create(heapProfile)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// profileAPIServer writes kube-apiserver's CPU profile over the next d to
+// path.
+func profileAPIServer(ctx context.Context, cs kubernetes.Interface, path string, d time.Duration) error {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+		Param("seconds", strconv.Itoa(int(d.Seconds()))).Timeout(d + time.Minute).DoRaw(ctx)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o644)
 }
 
 func sampleHeap(ctx context.Context, peak *atomic.Uint64) {
