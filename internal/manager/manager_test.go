@@ -43,9 +43,7 @@ func TestManagerAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(runCtx) }()
+	stop, done := run(mgr)
 	defer func() { stop(); <-done }()
 
 	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
@@ -115,6 +113,14 @@ func TestManagerAgainstAPIServer(t *testing.T) {
 	if lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "" {
 		t.Errorf("lease still held by %q after a graceful stop", *lease.Spec.HolderIdentity)
 	}
+}
+
+// run starts mgr; stop ends it, and done receives what Start returned.
+func run(mgr interface{ Start(context.Context) error }) (stop context.CancelFunc, done chan error) {
+	ctx, stop := context.WithCancel(context.Background())
+	done = make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return stop, done
 }
 
 func TestNewRefusesLeaderElectionWithoutNamespace(t *testing.T) {

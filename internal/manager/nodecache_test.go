@@ -47,9 +47,7 @@ func TestNodeCacheKeepsWhatControllersRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(runCtx) }()
+	stop, done := run(mgr)
 	defer func() { stop(); <-done }()
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		t.Fatal("cache did not sync")
