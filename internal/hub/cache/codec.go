@@ -42,6 +42,36 @@ func decompress(v []byte) ([]byte, error) {
 	return out, nil
 }
 
+// encodeItem stores a list's item: its length, as a uvarint, then the
+// compressed object. The lengths let a protobuf list be answered with its
+// size up front without decompressing it twice (ListMeta.ItemBytes).
+func encodeItem(raw []byte) []byte {
+	out := binary.AppendUvarint(nil, uint64(len(raw)))
+	return append(out, compress(raw)...)
+}
+
+// itemLength is the length of a stored item's object, uncompressed, and
+// the size of its uvarint.
+func itemLength(v []byte) (uint64, int, error) {
+	n, size := binary.Uvarint(v)
+	if size <= 0 {
+		return 0, 0, errors.New("cached item: length truncated")
+	}
+	return n, size, nil
+}
+
+func decodeItem(v []byte) ([]byte, error) {
+	n, size, err := itemLength(v)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := decompress(v[size:])
+	if err == nil && uint64(len(raw)) != n {
+		err = fmt.Errorf("cached item: %d bytes, its length says %d", len(raw), n)
+	}
+	return raw, err
+}
+
 // encodeObject stores a GET answer: its resource version, length-prefixed,
 // then the compressed body.
 func encodeObject(resourceVersion string, raw []byte) []byte {

@@ -58,6 +58,23 @@ type Key struct {
 	// selectors written differently share an entry.
 	LabelSelector string
 	FieldSelector string
+	// Encoding is how the answer is encoded: EncodingJSON (empty) or
+	// EncodingProtobuf. The apiserver answers a client in the encoding it
+	// prefers, and protobuf cannot be turned into JSON without the types,
+	// so each encoding of a read has an entry of its own.
+	Encoding string
+}
+
+// Encodings of a cached answer.
+const (
+	EncodingJSON     = ""
+	EncodingProtobuf = "protobuf"
+)
+
+// As is k for an answer in encoding.
+func (k Key) As(encoding string) Key {
+	k.Encoding = encoding
+	return k
 }
 
 // ErrNotCacheable means the request is not a read of a resource.
@@ -135,7 +152,7 @@ func isDiscovery(path string) bool {
 }
 
 func (k Key) fields() []string {
-	return []string{k.Identity, k.Verb, k.Group, k.Version, k.Resource, k.Subresource, k.Namespace, k.Name, k.LabelSelector, k.FieldSelector}
+	return []string{k.Identity, k.Verb, k.Group, k.Version, k.Resource, k.Subresource, k.Namespace, k.Name, k.LabelSelector, k.FieldSelector, k.Encoding}
 }
 
 // Bytes encodes the key: each field length-prefixed, so no two keys share an
@@ -151,7 +168,7 @@ func (k Key) Bytes() []byte {
 
 // ParseKey decodes Bytes.
 func ParseKey(b []byte) (Key, error) {
-	var parts [10]string
+	var parts [11]string
 	for i := range parts {
 		n, size := binary.Uvarint(b)
 		if size <= 0 || uint64(len(b)-size) < n {
@@ -164,9 +181,13 @@ func ParseKey(b []byte) (Key, error) {
 		return Key{}, errors.New("cache key: trailing bytes")
 	}
 	return Key{Identity: parts[0], Verb: parts[1], Group: parts[2], Version: parts[3], Resource: parts[4], Subresource: parts[5],
-		Namespace: parts[6], Name: parts[7], LabelSelector: parts[8], FieldSelector: parts[9]}, nil
+		Namespace: parts[6], Name: parts[7], LabelSelector: parts[8], FieldSelector: parts[9], Encoding: parts[10]}, nil
 }
 
 func (k Key) String() string {
-	return fmt.Sprintf("%s %s %s/%s/%s/%s ns=%q name=%q labels=%q fields=%q", k.Identity, k.Verb, k.Group, k.Version, k.Resource, k.Subresource, k.Namespace, k.Name, k.LabelSelector, k.FieldSelector)
+	s := fmt.Sprintf("%s %s %s/%s/%s/%s ns=%q name=%q labels=%q fields=%q", k.Identity, k.Verb, k.Group, k.Version, k.Resource, k.Subresource, k.Namespace, k.Name, k.LabelSelector, k.FieldSelector)
+	if k.Encoding != EncodingJSON {
+		s += " " + k.Encoding
+	}
+	return s
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/sitegrid/sitegrid/internal/hub/kubeproto"
 )
 
 // Store is the cache file. bbolt commits copy-on-write with a checksummed
@@ -35,8 +37,9 @@ var (
 	// (an older hub's) is emptied on Open: it is a cache.
 	bucketFormat = []byte("format")
 	formatKey    = []byte("version")
-	// format 2: zstd-compressed values, objects as version + body.
-	currentFormat = []byte("2")
+	// format 2: zstd-compressed values, objects as version + body; format
+	// 3: keys name their encoding, items are length + compressed object.
+	currentFormat = []byte("3")
 	metaKey       = []byte{0} // sorts before every "namespace/name" item key
 )
 
@@ -49,6 +52,12 @@ type ListMeta struct {
 	APIVersion string `json:"apiVersion,omitempty"`
 	// Count is the number of items, kept in the same transaction as they are.
 	Count int `json:"count"`
+	// ItemBytes is the items' size uncompressed, and LengthBytes what
+	// their lengths take as varints: what a protobuf list needs to write
+	// its length before its items. Counted by StreamList when it reads the
+	// list, not stored.
+	ItemBytes   int64 `json:"-"`
+	LengthBytes int64 `json:"-"`
 }
 
 // Item is one object of a list.
@@ -194,7 +203,7 @@ func (w *ListWriter) put(b *bolt.Bucket) error {
 		if b.Get(key) == nil {
 			w.count++
 		}
-		if err := b.Put(key, compress(it.Raw)); err != nil {
+		if err := b.Put(key, encodeItem(it.Raw)); err != nil {
 			return err
 		}
 	}
@@ -311,7 +320,7 @@ func applyEvent(b *bolt.Bucket, meta *ListMeta, ev Event) error {
 	switch ev.Type {
 	case Added, Modified:
 		had := b.Get(key) != nil
-		if err := b.Put(key, compress(ev.Item.Raw)); err != nil {
+		if err := b.Put(key, encodeItem(ev.Item.Raw)); err != nil {
 			return err
 		}
 		if !had {
@@ -370,6 +379,9 @@ func (s *Store) StreamList(k Key, begin func(ListMeta) error, each func(Item) er
 				if meta, err = getMeta(b); err != nil {
 					return err
 				}
+				if meta.ItemBytes, meta.LengthBytes, err = itemSizes(b); err != nil {
+					return err
+				}
 			}
 			c := b.Cursor()
 			key, v := c.First()
@@ -386,7 +398,7 @@ func (s *Store) StreamList(k Key, begin func(ListMeta) error, each func(Item) er
 				if err != nil {
 					return err
 				}
-				raw, err := decompress(v)
+				raw, err := decodeItem(v)
 				if err != nil {
 					return err
 				}
@@ -413,6 +425,23 @@ func (s *Store) StreamList(k Key, begin func(ListMeta) error, each func(Item) er
 			return nil
 		}
 	}
+}
+
+// itemSizes adds up the lengths of a list's items, which lead their
+// stored values: no item is decompressed.
+func itemSizes(b *bolt.Bucket) (items, lengths int64, err error) {
+	c := b.Cursor()
+	for key, v := c.First(); key != nil; key, v = c.Next() {
+		if len(key) == 1 && key[0] == 0 {
+			continue
+		}
+		n, size, err := itemLength(v)
+		if err != nil {
+			return 0, 0, err
+		}
+		items, lengths = items+int64(n), lengths+int64(size)
+	}
+	return items, lengths, nil
 }
 
 func splitItemKey(key []byte) (string, string, error) {
@@ -496,8 +525,12 @@ func (s *Store) Check() error {
 					return nil
 				}
 				n++
-				if raw, err := decompress(v); err != nil || !json.Valid(raw) {
-					return fmt.Errorf("list %s: item %s is not JSON (%v)", k, key, err)
+				raw, err := decodeItem(v)
+				if err == nil {
+					err = validItem(k.Encoding, raw)
+				}
+				if err != nil {
+					return fmt.Errorf("list %s: item %s: %w", k, key, err)
 				}
 				return nil
 			}); err != nil {
@@ -512,11 +545,14 @@ func (s *Store) Check() error {
 			return err
 		}
 		return tx.Bucket(bucketObjects).ForEach(func(key, v []byte) error {
-			if _, err := ParseKey(key); err != nil {
+			k, err := ParseKey(key)
+			if err != nil {
 				return err
 			}
 			_, raw, err := decodeObject(v)
-			if err == nil && !json.Valid(raw) {
+			if err == nil && k.Encoding == EncodingProtobuf {
+				_, _, err = kubeproto.Unwrap(raw)
+			} else if err == nil && !json.Valid(raw) {
 				err = errors.New("not JSON")
 			}
 			if err != nil {
@@ -525,4 +561,16 @@ func (s *Store) Check() error {
 			return nil
 		})
 	})
+}
+
+// validItem checks that a list's item is an object of its encoding.
+func validItem(encoding string, raw []byte) error {
+	if encoding == EncodingProtobuf {
+		_, _, err := kubeproto.Strip(raw)
+		return err
+	}
+	if !json.Valid(raw) {
+		return errors.New("not JSON")
+	}
+	return nil
 }

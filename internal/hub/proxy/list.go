@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/kubeproto"
 )
 
 // teeList passes a LIST answer to the client as it arrives while the hub
@@ -30,7 +31,11 @@ func (p *Proxy) teeList(resp *http.Response, k cache.Key) {
 		defer unlock()
 		defer pipe.CloseRead()
 		cached, _ := p.cfg.Cache.Meta(k)
-		if err := decodeList(pipe, w, cached.ResourceVersion); err != nil {
+		decode := decodeList
+		if k.Encoding == cache.EncodingProtobuf {
+			decode = decodeProtoList
+		}
+		if err := decode(pipe, w, cached.ResourceVersion); err != nil {
 			w.Abort()
 		}
 		p.release.releaseAfterLargeList(w.Received())
@@ -106,6 +111,31 @@ func decodeList(r io.Reader, w *cache.ListWriter, cachedVersion string) error {
 		}
 	}
 	if err := expectDelim(dec, '}'); err != nil {
+		return err
+	}
+	if meta.Kind == "" || meta.ResourceVersion == "" {
+		return errors.New("list answer without kind or resourceVersion")
+	}
+	return w.Commit(meta)
+}
+
+// decodeProtoList is decodeList for a protobuf list answer.
+func decodeProtoList(r io.Reader, w *cache.ListWriter, cachedVersion string) error {
+	var meta cache.ListMeta
+	err := kubeproto.ReadList(r, func(tm kubeproto.TypeMeta, rv string) error {
+		if rv != "" && rv == cachedVersion {
+			return errListUnchanged
+		}
+		meta = cache.ListMeta{ResourceVersion: rv, Kind: tm.Kind, APIVersion: tm.APIVersion}
+		return nil
+	}, func(raw []byte) error {
+		stripped, m, err := kubeproto.Strip(raw)
+		if err != nil {
+			return err
+		}
+		return w.Add([]cache.Item{{Namespace: m.Namespace, Name: m.Name, Raw: stripped}})
+	})
+	if err != nil {
 		return err
 	}
 	if meta.Kind == "" || meta.ResourceVersion == "" {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"io"
-	"mime"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -12,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/kubeproto"
 )
 
 // forward sends req to the cloud apiserver at endpoint. The answer is kept
@@ -41,7 +41,7 @@ func (p *Proxy) forward(w http.ResponseWriter, req *request, endpoint string) Se
 				// apiserver accept JSON whatever else they prefer. Without
 				// the client's Accept-Encoding, the transport asks for gzip
 				// itself and hands the hub the plain body.
-				if !req.table {
+				if !req.table && !req.asIs {
 					r.Out.Header.Set("Accept", "application/json")
 				}
 				r.Out.Header.Del("Accept-Encoding")
@@ -74,9 +74,11 @@ func endpointOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
 // filtered component. The cache keeps what the cloud said; a filtered
 // component sees its node's share of it.
 func (p *Proxy) received(resp *http.Response, req *request) error {
-	ok := resp.StatusCode == http.StatusOK && isJSON(resp)
+	enc, keepable := encodingOf(resp)
+	ok := resp.StatusCode == http.StatusOK && keepable
+	isJSON := keepable && enc == cache.EncodingJSON
 	switch {
-	case req.write == requestToken && resp.StatusCode == http.StatusCreated && isJSON(resp):
+	case req.write == requestToken && resp.StatusCode == http.StatusCreated && isJSON:
 		body, err := readBack(resp)
 		if err != nil {
 			return err
@@ -84,18 +86,18 @@ func (p *Proxy) received(resp *http.Response, req *request) error {
 		if err := p.keepToken(req.key, body); err != nil {
 			klog.V(2).InfoS("token not kept", "namespace", req.key.Namespace, "serviceAccount", req.key.Name, "err", err)
 		}
-	case req.read == watchRead && resp.StatusCode == http.StatusOK:
-		p.teeWatch(resp, req.key)
-	case req.read == objectRead && ok && req.table:
+	case req.read == watchRead && ok:
+		p.teeWatch(resp, req.key.As(enc))
+	case req.read == objectRead && isJSON && req.table:
 		if err := p.store(resp, req.tableKey()); err != nil {
 			return err
 		}
 	case req.read == objectRead && ok:
-		if err := p.store(resp, req.key); err != nil {
+		if err := p.store(resp, req.key.As(enc)); err != nil {
 			return err
 		}
 	}
-	if req.transform != nil && ok {
+	if req.transform != nil && ok && isJSON {
 		if req.read == watchRead {
 			resp.Body = p.filteredWatch(resp.Body, req.key, req.transform)
 		} else {
@@ -107,14 +109,9 @@ func (p *Proxy) received(resp *http.Response, req *request) error {
 	return nil
 }
 
-// isJSON reports whether an answer is JSON, the only form the hub keeps.
-func isJSON(resp *http.Response) bool {
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	return mt == "application/json"
-}
-
-// store keeps a successful JSON answer under k: a LIST as it streams
-// through (teeList), an object or discovery document whole.
+// store keeps a successful answer under k (whose encoding is the
+// answer's): a LIST as it streams through (teeList), an object or
+// discovery document whole.
 func (p *Proxy) store(resp *http.Response, k cache.Key) error {
 	if k.Verb == cache.VerbList {
 		p.teeList(resp, k)
@@ -155,9 +152,12 @@ func (p *Proxy) putObject(k cache.Key, body []byte) error {
 	if k.Verb == cache.VerbDiscovery {
 		return p.cfg.Cache.PutObject(k, "", body)
 	}
-	it, m, err := itemOf(body)
+	o, err := keep(k.Encoding, body, false)
 	if err != nil {
 		return err
 	}
-	return p.cfg.Cache.PutObject(k, m.ResourceVersion, it.Raw)
+	if k.Encoding == cache.EncodingProtobuf {
+		return p.cfg.Cache.PutObject(k, o.meta.ResourceVersion, kubeproto.Wrap(o.typ, o.item.Raw))
+	}
+	return p.cfg.Cache.PutObject(k, o.meta.ResourceVersion, o.item.Raw)
 }

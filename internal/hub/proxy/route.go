@@ -32,6 +32,13 @@ type request struct {
 	// transform, when set, filters the answer's objects for the caller
 	// (service topology).
 	transform *topology.Transform
+	// asIs is a kept read that goes up with the client's own Accept, so
+	// the cloud answers in the encoding the client prefers and the hub
+	// keeps that (encoding.go); other kept reads go up asking for JSON.
+	// encodings are the encodings the client may be answered in from the
+	// cache, preferred first (req.key is the JSON one's key).
+	asIs      bool
+	encodings []string
 	// write is a kubelet write the hub answers offline; body is its body,
 	// read on arrival so that the request that finds the cloud gone can be
 	// answered too, after its body went to the cloud.
@@ -90,6 +97,15 @@ func (p *Proxy) route(r *http.Request, caller Caller) *request {
 		req.transform = t
 	}
 	req.table = req.read == objectRead && req.transform == nil && wantsTable(r)
+	req.encodings = []string{cache.EncodingJSON}
+	// JSON still for a filtered component's reads (the filter rewrites
+	// JSON) and for the kubelet's: the hub answers the kubelet's writes
+	// offline by patching its cached node and pods, which it reads as JSON.
+	if _, kubelet := caller.Kubelet(); req.read != noRead && info.IsResourceRequest && !req.table && req.transform == nil && !kubelet {
+		if encs, ok := acceptedEncodings(r.Header.Get("Accept")); ok {
+			req.asIs, req.encodings = true, encs
+		}
+	}
 	if node, ok := caller.Kubelet(); ok && p.cfg.Cache != nil && info.IsResourceRequest {
 		req.kubeletWrite(node, info, r.Header.Get("Content-Type"))
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sitegrid/sitegrid/internal/hub/cache"
+	"github.com/sitegrid/sitegrid/internal/hub/kubeproto"
 	"github.com/sitegrid/sitegrid/internal/hub/topology"
 )
 
@@ -49,17 +50,18 @@ func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
 				staged.Abort()
 			}
 		}()
-		dec := json.NewDecoder(pipe)
+		next := eventReader(k.Encoding, pipe)
 		for {
-			var ev watchEvent
-			if err := dec.Decode(&ev); err != nil {
+			evType, obj, err := next()
+			if err != nil {
 				return
 			}
-			item, m, err := itemOf(ev.Object)
+			typ := cache.EventType(evType)
+			o, err := keep(k.Encoding, obj, initial && typ == cache.Bookmark)
 			if err != nil {
 				continue
 			}
-			typ := cache.EventType(ev.Type)
+			item, m := o.item, o.meta
 			if !initial {
 				switch typ {
 				case cache.Added, cache.Modified, cache.Deleted, cache.Bookmark:
@@ -76,13 +78,8 @@ func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
 			}
 			switch {
 			case typ == cache.Bookmark && m.Annotations[initialEventsEnd] == "true":
-				var tm struct {
-					Kind       string `json:"kind"`
-					APIVersion string `json:"apiVersion"`
-				}
-				_ = json.Unmarshal(ev.Object, &tm)
 				unlock := p.keys.lock(k.Bytes())
-				_ = staged.Commit(cache.ListMeta{ResourceVersion: m.ResourceVersion, Kind: tm.Kind + "List", APIVersion: tm.APIVersion})
+				_ = staged.Commit(cache.ListMeta{ResourceVersion: m.ResourceVersion, Kind: o.typ.Kind + "List", APIVersion: o.typ.APIVersion})
 				unlock()
 				p.release.releaseAfterLargeList(staged.Received())
 				initial, staged = false, nil
@@ -93,6 +90,20 @@ func (p *Proxy) teeWatch(resp *http.Response, k cache.Key) {
 			}
 		}
 	}()
+}
+
+// eventReader reads a watch stream's events in encoding: each call the next
+// event's type and object (for protobuf, the object's envelope).
+func eventReader(encoding string, r io.Reader) func() (string, []byte, error) {
+	if encoding == cache.EncodingProtobuf {
+		return func() (string, []byte, error) { return kubeproto.ReadEvent(r) }
+	}
+	dec := json.NewDecoder(r)
+	return func() (string, []byte, error) {
+		var ev watchEvent
+		err := dec.Decode(&ev)
+		return ev.Type, ev.Object, err
+	}
 }
 
 // maxBatch bounds the events written in one transaction.
@@ -134,28 +145,42 @@ func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key, t
 	if err != nil {
 		return false
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", contentType(k.Encoding, true))
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	if flusher != nil {
 		flusher.Flush()
 	}
 	bookmarks := r.URL.Query().Get("allowWatchBookmarks") == "true"
-	send := func(ev watchEvent) {
+	proto := k.Encoding == cache.EncodingProtobuf
+	itemType := func() kubeproto.TypeMeta {
+		return kubeproto.TypeMeta{APIVersion: meta.APIVersion, Kind: strings.TrimSuffix(meta.Kind, "List")}
+	}
+	// send writes one event; a protobuf object is the item's message,
+	// sent in its envelope.
+	send := func(typ string, obj []byte) {
 		var buf bytes.Buffer
-		_ = json.NewEncoder(&buf).Encode(ev)
+		if proto {
+			buf.Write(kubeproto.AppendEvent(nil, typ, kubeproto.Wrap(itemType(), obj)))
+		} else {
+			_ = json.NewEncoder(&buf).Encode(watchEvent{Type: typ, Object: obj})
+		}
 		_, _ = w.Write(buf.Bytes())
 		if flusher != nil {
 			flusher.Flush()
 		}
 	}
 	bookmark := func(annotations map[string]string) {
+		if proto {
+			send("BOOKMARK", kubeproto.Stub(meta.ResourceVersion, annotations))
+			return
+		}
 		md := map[string]any{"resourceVersion": meta.ResourceVersion}
 		if annotations != nil {
 			md["annotations"] = annotations
 		}
-		obj, _ := json.Marshal(map[string]any{"kind": strings.TrimSuffix(meta.Kind, "List"), "apiVersion": meta.APIVersion, "metadata": md})
-		send(watchEvent{Type: "BOOKMARK", Object: obj})
+		obj, _ := json.Marshal(map[string]any{"kind": itemType().Kind, "apiVersion": meta.APIVersion, "metadata": md})
+		send("BOOKMARK", obj)
 	}
 	if r.URL.Query().Get("sendInitialEvents") == "true" {
 		// A watch-list: the cached list as ADDED events, then the marked
@@ -170,7 +195,7 @@ func (p *Proxy) holdWatch(w http.ResponseWriter, r *http.Request, k cache.Key, t
 					return err
 				}
 			}
-			send(watchEvent{Type: string(cache.Added), Object: it.Raw})
+			send(string(cache.Added), it.Raw)
 			return nil
 		})
 		if err != nil {
