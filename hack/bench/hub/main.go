@@ -138,6 +138,11 @@ func run(ctx context.Context, sz sizes, requests int) error {
 			return err
 		}
 	}
+	// The apiserver's own watches (its loopback informers), before the hub.
+	baseWatches, err := longRunningWatches(ctx, admin)
+	if err != nil {
+		return err
+	}
 	hub, err := startHub(ctx, cp, dir, sz.health, tunnelAgents)
 	if err != nil {
 		return err
@@ -153,14 +158,26 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	if err != nil {
 		return err
 	}
-	clientFor := func(host, userAgent string) *kubernetes.Clientset {
-		return kubernetes.NewForConfigOrDie(&rest.Config{Host: host, BearerToken: token, QPS: -1, UserAgent: userAgent, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}})
+	// Clients in protobuf (client-go's clientset default for built-in
+	// types, how the kubelet, kube-proxy and CoreDNS talk) and in JSON
+	// (kubectl, clients of custom resources).
+	clientFor := func(host, userAgent, contentType string) *kubernetes.Clientset {
+		return kubernetes.NewForConfigOrDie(&rest.Config{Host: host, BearerToken: token, QPS: -1, UserAgent: userAgent, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
+			ContentConfig: rest.ContentConfig{ContentType: contentType, AcceptContentTypes: contentType}})
 	}
-	direct, viaHub := clientFor(cp.Endpoint, ""), clientFor("https://"+hub.api, "")
+	const protobuf = "application/vnd.kubernetes.protobuf"
+	encodings := []struct {
+		name           string
+		direct, viaHub *kubernetes.Clientset
+	}{
+		{"protobuf", clientFor(cp.Endpoint, "", protobuf), clientFor("https://"+hub.api, "", protobuf)},
+		{"json", clientFor(cp.Endpoint, "", "application/json"), clientFor("https://"+hub.api, "", "application/json")},
+	}
+	viaHub := encodings[0].viaHub
 	informed := viaHub
 	if sz.units > 0 {
 		// The hub runs on node-0, in unit-0; kube-proxy's view is filtered.
-		informed = clientFor("https://"+hub.api, "kube-proxy/bench")
+		informed = clientFor("https://"+hub.api, "kube-proxy/bench", protobuf)
 	}
 
 	// Node components' informers, through the hub: everything gets cached.
@@ -202,16 +219,18 @@ func run(ctx context.Context, sz sizes, requests int) error {
 			time.Sleep(time.Second)
 		}
 	}
-	// Plain LISTs too (what kubectl and a restarted kubelet do), so the
-	// offline measurements below read list entries.
-	for _, list := range []func() error{
-		func() error { _, err := viaHub.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); return err },
-		func() error {
-			_, err := viaHub.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
+	watches, err := longRunningWatches(ctx, admin)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("watches the node holds on the cloud: %d (its clients' informers: 4; the rest the hub's own)\n", watches-baseWatches)
+	// Plain LISTs too, in both encodings (what kubectl and a restarted
+	// kubelet do), so the offline measurements below read list entries.
+	for _, e := range encodings {
+		if _, err := e.viaHub.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err != nil {
 			return err
-		},
-	} {
-		if err := list(); err != nil {
+		}
+		if _, err := e.viaHub.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{}); err != nil {
 			return err
 		}
 	}
@@ -266,39 +285,52 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		}
 	}
 
-	// Latency, direct and through the hub, same client, same requests.
-	fmt.Printf("\nlatency over %d requests each    p50       p90       p99\n", requests)
+	// Latency, direct and through the hub, same client, same requests, in
+	// both encodings.
+	fmt.Printf("\nlatency over %d requests each (LIST all: a tenth)    p50       p90       p99     p50 hub/direct\n", requests)
 	podNS := "ns-0"
-	for _, m := range []struct {
-		name string
-		call func(*kubernetes.Clientset) error
-	}{
-		{"GET node", func(cs *kubernetes.Clientset) error {
-			_, err := cs.CoreV1().Nodes().Get(ctx, "node-0", metav1.GetOptions{})
-			return err
-		}},
-		{fmt.Sprintf("LIST pods of a namespace (%d)", sz.pods/10), func(cs *kubernetes.Clientset) error {
-			_, err := cs.CoreV1().Pods(podNS).List(ctx, metav1.ListOptions{})
-			return err
-		}},
-		{fmt.Sprintf("LIST all services (%d)", sz.services), func(cs *kubernetes.Clientset) error {
-			_, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-			return err
-		}},
-	} {
-		n := requests
-		if strings.HasPrefix(m.name, "LIST all") {
-			n = requests / 10
-		}
-		for _, side := range []struct {
+	for _, e := range encodings {
+		for _, m := range []struct {
 			name string
-			cs   *kubernetes.Clientset
-		}{{"direct", direct}, {"hub", viaHub}} {
-			d, err := percentiles(n, func() error { return m.call(side.cs) })
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", m.name, side.name, err)
+			call func(*kubernetes.Clientset) error
+		}{
+			{"GET node", func(cs *kubernetes.Clientset) error {
+				_, err := cs.CoreV1().Nodes().Get(ctx, "node-0", metav1.GetOptions{})
+				return err
+			}},
+			{fmt.Sprintf("LIST pods of a namespace (%d)", sz.pods/10), func(cs *kubernetes.Clientset) error {
+				_, err := cs.CoreV1().Pods(podNS).List(ctx, metav1.ListOptions{})
+				return err
+			}},
+			{fmt.Sprintf("LIST all pods (%d)", sz.pods), func(cs *kubernetes.Clientset) error {
+				_, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+				return err
+			}},
+			{fmt.Sprintf("LIST all services (%d)", sz.services), func(cs *kubernetes.Clientset) error {
+				_, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+				return err
+			}},
+		} {
+			n := requests
+			if strings.HasPrefix(m.name, "LIST all") {
+				n = requests / 10
 			}
-			fmt.Printf("  %-34s %-6s %s  %s  %s\n", m.name, side.name, ms(d[0]), ms(d[1]), ms(d[2]))
+			var p50 [2]time.Duration
+			for i, side := range []struct {
+				name string
+				cs   *kubernetes.Clientset
+			}{{"direct", e.direct}, {"hub", e.viaHub}} {
+				d, err := percentiles(n, func() error { return m.call(side.cs) })
+				if err != nil {
+					return fmt.Errorf("%s %s %s: %w", e.name, m.name, side.name, err)
+				}
+				p50[i] = d[0]
+				ratio := ""
+				if i == 1 {
+					ratio = fmt.Sprintf("  %.2fx (%+.2f ms)", float64(p50[1])/float64(p50[0]), float64(p50[1]-p50[0])/float64(time.Millisecond))
+				}
+				fmt.Printf("  %-8s %-30s %-6s %s  %s  %s%s\n", e.name, m.name, side.name, ms(d[0]), ms(d[1]), ms(d[2]), ratio)
+			}
 		}
 	}
 
@@ -315,34 +347,32 @@ func run(ctx context.Context, sz sizes, requests int) error {
 		}
 	}
 	fmt.Printf("\nfrom the cut to the first answer from the cache: %s\n", ms(time.Since(cut)))
-	for _, m := range []struct {
-		name string
-		call func() error
-	}{
-		{fmt.Sprintf("LIST all pods (%d)", sz.pods), func() error {
-			l, err := viaHub.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-			if err == nil && len(l.Items) != sz.pods {
-				err = fmt.Errorf("%d pods", len(l.Items))
+	for _, e := range encodings {
+		for _, m := range []struct {
+			name string
+			call func() error
+		}{
+			{fmt.Sprintf("LIST all pods (%d)", sz.pods), func() error {
+				l, err := e.viaHub.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+				if err == nil && len(l.Items) != sz.pods {
+					err = fmt.Errorf("%d pods", len(l.Items))
+				}
+				return err
+			}},
+			{fmt.Sprintf("LIST all EndpointSlices (%d)", sz.services), func() error {
+				l, err := e.viaHub.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
+				if err == nil && len(l.Items) < sz.services {
+					err = fmt.Errorf("%d slices", len(l.Items))
+				}
+				return err
+			}},
+		} {
+			d, err := percentiles(20, m.call)
+			if err != nil {
+				return fmt.Errorf("offline %s %s: %w", e.name, m.name, err)
 			}
-			return err
-		}},
-		{fmt.Sprintf("LIST all EndpointSlices (%d)", sz.services), func() error {
-			l, err := viaHub.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
-			if err == nil && len(l.Items) < sz.services {
-				err = fmt.Errorf("%d slices", len(l.Items))
-			}
-			return err
-		}},
-	} {
-		n := 20
-		start := time.Now()
-		for i := 0; i < n; i++ {
-			if err := m.call(); err != nil {
-				return fmt.Errorf("offline %s: %w", m.name, err)
-			}
+			fmt.Printf("offline %-8s %-30s p50 %s, p90 %s\n", e.name, m.name, ms(d[0]), ms(d[1]))
 		}
-		per := time.Since(start) / time.Duration(n)
-		fmt.Printf("offline %-30s %s each, %.1f/s\n", m.name, ms(per), float64(time.Second)/float64(per))
 	}
 	mem, err := process.Status(hub.proc.PID())
 	if err != nil {
@@ -350,6 +380,26 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	}
 	fmt.Printf("hub memory after the offline LISTs: RSS %s (anonymous %s), peak RSS %s\n", mib(mem["VmRSS"]), mib(mem["RssAnon"]), mib(mem["VmHWM"]))
 	return nil
+}
+
+// longRunningWatches reads the apiserver's count of open watches; less the
+// apiserver's own, in this benchmark every one comes from the hub, for its
+// clients or itself.
+func longRunningWatches(ctx context.Context, admin kubernetes.Interface) (int, error) {
+	raw, err := admin.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	total := 0.0
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "apiserver_longrunning_requests{") && strings.Contains(line, `verb="WATCH"`) {
+			if f := strings.Fields(line); len(f) == 2 {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				total += v
+			}
+		}
+	}
+	return int(total), nil
 }
 
 // populate creates the cluster: nodes, pods spread over them in ten

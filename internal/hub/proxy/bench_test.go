@@ -11,18 +11,22 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// BenchmarkGet compares a kubelet's GET of its node directly against the
-// apiserver and through the hub (online, so forwarded and stored).
+// BenchmarkGet compares a GET of the node directly against the apiserver
+// and through the hub (online, so forwarded and stored): the kubelet's
+// (JSON upstream, impersonated) and a protobuf token client's (passed
+// through).
 func BenchmarkGet(b *testing.B) {
 	store := openStore(b)
 	f := startHub(b, store)
 	client := func(host string) kubernetes.Interface {
 		return f.certClient("system:node:"+node, []string{"system:nodes"}, func(c *rest.Config) { c.Host, c.QPS = host, -1 })
 	}
+	token := f.readerToken()
 	for _, tc := range []struct {
 		name string
 		cs   kubernetes.Interface
-	}{{"direct", client(f.cp.Endpoint)}, {"through hub", client(f.hubURL)}} {
+	}{{"kubelet direct", client(f.cp.Endpoint)}, {"kubelet through hub", client(f.hubURL)},
+		{"protobuf token direct", f.clientOf(f.cp.Endpoint, token, true)}, {"protobuf token through hub", f.clientOf(f.hubURL, token, true)}} {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := context.Background()
 			for i := 0; i < b.N; i++ {
@@ -85,4 +89,33 @@ func TestFirstAnswerAfterCloudLoss(t *testing.T) {
 		t.Fatalf("first request after the cut: %v", err)
 	}
 	t.Logf("first answer %s after the uplink was cut", time.Since(cut).Round(time.Microsecond))
+}
+
+// BenchmarkList compares a protobuf LIST of 200 pods (a ServiceAccount
+// token client, as kube-proxy) directly against the apiserver and through
+// the hub (online: passed through and kept).
+func BenchmarkList(b *testing.B) {
+	store := openStore(b)
+	f := startHub(b, store)
+	ctx := context.Background()
+	for i := 0; i < 200; i++ {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	token := f.readerToken()
+	for _, tc := range []struct {
+		name string
+		cs   kubernetes.Interface
+	}{{"direct", f.clientOf(f.cp.Endpoint, token, true)}, {"through hub", f.clientOf(f.hubURL, token, true)}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if l, err := tc.cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) != 200 {
+					b.Fatalf("%d pods, %v", len(l.Items), err)
+				}
+			}
+		})
+	}
 }

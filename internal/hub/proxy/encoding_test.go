@@ -63,7 +63,9 @@ func (f *hubFixture) hubTransport() http.RoundTripper {
 // clientOf is a token client of host in protobuf (falling back to JSON, as
 // kube-proxy and the kubelet ask) or JSON.
 func (f *hubFixture) clientOf(host, token string, proto bool) kubernetes.Interface {
-	cfg := &rest.Config{Host: host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: f.caPEM}}
+	cfg := &rest.Config{Host: host, BearerToken: token, QPS: -1, TLSClientConfig: rest.TLSClientConfig{CAData: f.caPEM}}
+	// client-go's clientsets default to protobuf: a JSON client says so.
+	cfg.ContentType, cfg.AcceptContentTypes = "application/json", "application/json"
 	if proto {
 		cfg.ContentType, cfg.AcceptContentTypes = protobuf, protobuf+","+"application/json"
 	}
@@ -196,10 +198,9 @@ func TestProtobufClientsThroughTheHub(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var body []byte
-		if resp.StatusCode != http.StatusOK {
-			body, _ = io.ReadAll(resp.Body)
-		}
+		// Read whole: a client that hangs up mid-list leaves the hub
+		// nothing to keep.
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("LIST with Accept %q: %s: %s", accept, resp.Status, body)
@@ -266,5 +267,50 @@ func TestProtobufClientsThroughTheHub(t *testing.T) {
 	same("after the heal")
 	if err := store.Check(); err != nil {
 		t.Errorf("cache file: %v", err)
+	}
+}
+
+// TestCompressedListKept: a large list passes through the hub compressed
+// as the apiserver sent it (the client asked for gzip), and the hub keeps
+// its own copy, decompressed, for offline.
+func TestCompressedListKept(t *testing.T) {
+	store := openStore(t)
+	f := startHub(t, store)
+	ctx := context.Background()
+	token := f.readerToken()
+	// 100 pods of over 2 KiB each: more than the 128 KiB from which the
+	// apiserver compresses.
+	big := strings.Repeat("x", 2048)
+	for i := range 100 {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%03d", i), Namespace: "default", Annotations: map[string]string{"pad": big}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, f.hubURL+"/api/v1/namespaces/default/pods", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", protobuf)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := (&http.Client{Transport: f.hubTransport()}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("LIST through the hub: %s, Content-Encoding %q; want it gzipped as the apiserver sent it", resp.Status, resp.Header.Get("Content-Encoding"))
+	}
+	// client-go asks for gzip too.
+	cs := f.clientOf(f.hubURL, token, true)
+	online, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	if err != nil || len(online.Items) != 100 {
+		t.Fatalf("online LIST: %v, %d pods", err, len(online.Items))
+	}
+	f.uplink.Cut()
+	f.waitOffline()
+	offline, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	if err != nil || len(offline.Items) != 100 || offline.ResourceVersion != online.ResourceVersion || offline.Items[99].Annotations["pad"] != big {
+		t.Fatalf("offline LIST: %v, %d pods at %q (online %q)", err, len(offline.Items), offline.ResourceVersion, online.ResourceVersion)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,17 +26,27 @@ func (p *Proxy) teeList(resp *http.Response, k cache.Key) {
 		return
 	}
 	pipe := newChunkPipe()
+	gzipped := resp.Header.Get("Content-Encoding") == "gzip"
 	unlock := p.keys.lock(k.Bytes())
 	resp.Body = &streamTee{ReadCloser: resp.Body, tee: io.TeeReader(resp.Body, pipe), pipe: pipe}
 	go func() {
 		defer unlock()
 		defer pipe.CloseRead()
 		cached, _ := p.cfg.Cache.Meta(k)
+		var body io.Reader = pipe
+		if gzipped {
+			zr, err := gzip.NewReader(pipe)
+			if err != nil {
+				w.Abort()
+				return
+			}
+			body = zr
+		}
 		decode := decodeList
 		if k.Encoding == cache.EncodingProtobuf {
 			decode = decodeProtoList
 		}
-		if err := decode(pipe, w, cached.ResourceVersion); err != nil {
+		if err := decode(body, w, cached.ResourceVersion); err != nil {
 			w.Abort()
 		}
 		p.release.releaseAfterLargeList(w.Received())

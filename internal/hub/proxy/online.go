@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"compress/gzip"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -37,14 +38,20 @@ func (p *Proxy) forward(w http.ResponseWriter, req *request, endpoint string) Se
 			r.Out.Host = target.Host
 			req.caller.present(r.Out.Header)
 			if req.read != noRead || req.write == requestToken {
-				// JSON answers can be stored and rebuilt; clients of the
-				// apiserver accept JSON whatever else they prefer. Without
-				// the client's Accept-Encoding, the transport asks for gzip
-				// itself and hands the hub the plain body.
+				// Reads the hub filters or patches go up in JSON (clients of
+				// the apiserver accept JSON whatever else they prefer);
+				// the others in the client's encoding (encoding.go).
 				if !req.table && !req.asIs {
 					r.Out.Header.Set("Accept", "application/json")
 				}
-				r.Out.Header.Del("Accept-Encoding")
+				// A plain read passes through as compressed as the client
+				// asked: the hub decompresses its copy off the client's path
+				// (and not at all for a list it holds already). Otherwise,
+				// without the client's Accept-Encoding, the transport asks
+				// for gzip itself and hands the hub the plain body.
+				if req.read != objectRead || !req.asIs {
+					r.Out.Header.Del("Accept-Encoding")
+				}
 			}
 		},
 		Transport: p.transport(req.caller),
@@ -118,6 +125,9 @@ func (p *Proxy) store(resp *http.Response, k cache.Key) error {
 		return nil
 	}
 	body, err := readBack(resp)
+	if err == nil && resp.Header.Get("Content-Encoding") == "gzip" {
+		body, err = gunzip(body)
+	}
 	if err != nil {
 		return err
 	}
@@ -131,6 +141,14 @@ func (p *Proxy) store(resp *http.Response, k cache.Key) error {
 		}
 	}()
 	return nil
+}
+
+func gunzip(b []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(zr)
 }
 
 // readBack reads a whole answer and puts it back for the client.
