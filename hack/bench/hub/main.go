@@ -310,6 +310,11 @@ func run(ctx context.Context, sz sizes, requests int) error {
 				_, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 				return err
 			}},
+			// What the offline EndpointSlice LIST below compares with.
+			{fmt.Sprintf("LIST all EndpointSlices (%d)", sz.services), func(cs *kubernetes.Clientset) error {
+				_, err := cs.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
+				return err
+			}},
 		} {
 			n := requests
 			if strings.HasPrefix(m.name, "LIST all") {

@@ -44,7 +44,7 @@ type TypeMeta struct{ APIVersion, Kind string }
 // Meta is what the hub reads of an object's metadata.
 type Meta struct {
 	Namespace, Name, ResourceVersion string
-	Annotations                      map[string]string
+	Labels, Annotations              map[string]string
 }
 
 // Field numbers.
@@ -61,6 +61,7 @@ const (
 	metaName            protowire.Number = 1
 	metaNamespace       protowire.Number = 3
 	metaResourceVersion protowire.Number = 6
+	metaLabels          protowire.Number = 11
 	metaAnnotations     protowire.Number = 12
 	metaManagedFields   protowire.Number = 17
 
@@ -186,15 +187,19 @@ func Strip(raw []byte) ([]byte, Meta, error) {
 					m.Namespace = string(g.value)
 				case metaResourceVersion:
 					m.ResourceVersion = string(g.value)
-				case metaAnnotations:
+				case metaLabels, metaAnnotations:
 					k, v, err := mapEntry(g.value)
 					if err != nil {
 						return err
 					}
-					if m.Annotations == nil {
-						m.Annotations = map[string]string{}
+					into := &m.Annotations
+					if g.num == metaLabels {
+						into = &m.Labels
 					}
-					m.Annotations[k] = v
+					if *into == nil {
+						*into = map[string]string{}
+					}
+					(*into)[k] = v
 				case metaManagedFields:
 					stripped = true
 					return nil

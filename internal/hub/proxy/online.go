@@ -163,6 +163,7 @@ type objectMeta struct {
 	Namespace       string            `json:"namespace"`
 	Name            string            `json:"name"`
 	ResourceVersion string            `json:"resourceVersion"`
+	Labels          map[string]string `json:"labels"`
 	Annotations     map[string]string `json:"annotations"`
 }
 
