@@ -44,13 +44,7 @@ func BenchmarkOfflineList(b *testing.B) {
 	store := openStore(b)
 	f := startHub(b, store)
 	ctx := context.Background()
-	for i := 0; i < 2000; i++ {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: "default"},
-			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
-		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	createPods(b, f, 2000)
 	kubelet := f.certClient("system:node:"+node, []string{"system:nodes"}, func(c *rest.Config) { c.QPS = -1 })
 	onNode := metav1.ListOptions{FieldSelector: "spec.nodeName=" + node}
 	if _, err := kubelet.CoreV1().Pods("").List(ctx, onNode); err != nil {
@@ -98,13 +92,7 @@ func BenchmarkList(b *testing.B) {
 	store := openStore(b)
 	f := startHub(b, store)
 	ctx := context.Background()
-	for i := 0; i < 200; i++ {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: "default"},
-			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
-		if _, err := f.admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	createPods(b, f, 200)
 	token := f.readerToken()
 	for _, tc := range []struct {
 		name string
@@ -117,5 +105,17 @@ func BenchmarkList(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// createPods creates n pods on the hub's node in namespace default.
+func createPods(b *testing.B, f *hubFixture, n int) {
+	b.Helper()
+	for range n {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+		if _, err := f.admin.CoreV1().Pods("default").Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
