@@ -30,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -223,7 +224,8 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("watches the node holds on the cloud: %d (its clients' informers: 4; the rest the hub's own)\n", watches-baseWatches)
+	total, byResource := watchesAdded(baseWatches, watches)
+	fmt.Printf("watches the node holds on the cloud: %d (%s; its clients' informers: nodes, pods, services, endpointslices; the rest the hub's own)\n", total, byResource)
 	// Plain LISTs too, in both encodings (what kubectl and a restarted
 	// kubelet do), so the offline measurements below read list entries.
 	for _, e := range encodings {
@@ -387,24 +389,43 @@ func run(ctx context.Context, sz sizes, requests int) error {
 	return nil
 }
 
-// longRunningWatches reads the apiserver's count of open watches; less the
-// apiserver's own, in this benchmark every one comes from the hub, for its
-// clients or itself.
-func longRunningWatches(ctx context.Context, admin kubernetes.Interface) (int, error) {
+// longRunningWatches reads the apiserver's count of open watches by
+// resource; less the apiserver's own, in this benchmark every one comes from
+// the hub, for its clients or itself.
+func longRunningWatches(ctx context.Context, admin kubernetes.Interface) (map[string]int, error) {
 	raw, err := admin.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	total := 0.0
+	out := map[string]int{}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "apiserver_longrunning_requests{") && strings.Contains(line, `verb="WATCH"`) {
-			if f := strings.Fields(line); len(f) == 2 {
-				v, _ := strconv.ParseFloat(f[1], 64)
-				total += v
-			}
+		if !strings.HasPrefix(line, "apiserver_longrunning_requests{") || !strings.Contains(line, `verb="WATCH"`) {
+			continue
+		}
+		f := strings.Fields(line)
+		_, rest, ok := strings.Cut(line, `resource="`)
+		if len(f) != 2 || !ok {
+			continue
+		}
+		resource, _, _ := strings.Cut(rest, `"`)
+		v, _ := strconv.ParseFloat(f[1], 64)
+		out[resource] += int(v)
+	}
+	return out, nil
+}
+
+// watchesAdded is what after holds more than before, per resource, and in
+// all.
+func watchesAdded(before, after map[string]int) (int, string) {
+	total := 0
+	var parts []string
+	for _, r := range slices.Sorted(maps.Keys(after)) {
+		if d := after[r] - before[r]; d != 0 {
+			total += d
+			parts = append(parts, fmt.Sprintf("%s %d", r, d))
 		}
 	}
-	return int(total), nil
+	return total, strings.Join(parts, ", ")
 }
 
 // populate creates the cluster: nodes, pods spread over them in ten
