@@ -44,7 +44,7 @@ type TypeMeta struct{ APIVersion, Kind string }
 // Meta is what the hub reads of an object's metadata.
 type Meta struct {
 	Namespace, Name, ResourceVersion string
-	Labels, Annotations              map[string]string
+	Annotations                      map[string]string
 }
 
 // Field numbers.
@@ -61,7 +61,6 @@ const (
 	metaName            protowire.Number = 1
 	metaNamespace       protowire.Number = 3
 	metaResourceVersion protowire.Number = 6
-	metaLabels          protowire.Number = 11
 	metaAnnotations     protowire.Number = 12
 	metaManagedFields   protowire.Number = 17
 
@@ -187,19 +186,15 @@ func Strip(raw []byte) ([]byte, Meta, error) {
 					m.Namespace = string(g.value)
 				case metaResourceVersion:
 					m.ResourceVersion = string(g.value)
-				case metaLabels, metaAnnotations:
+				case metaAnnotations:
 					k, v, err := mapEntry(g.value)
 					if err != nil {
 						return err
 					}
-					into := &m.Annotations
-					if g.num == metaLabels {
-						into = &m.Labels
+					if m.Annotations == nil {
+						m.Annotations = map[string]string{}
 					}
-					if *into == nil {
-						*into = map[string]string{}
-					}
-					(*into)[k] = v
+					m.Annotations[k] = v
 				case metaManagedFields:
 					stripped = true
 					return nil

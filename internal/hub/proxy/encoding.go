@@ -100,7 +100,7 @@ func keep(encoding string, obj []byte, withType bool) (kept, error) {
 			return kept{}, err
 		}
 		return kept{item: cache.Item{Namespace: m.Namespace, Name: m.Name, Raw: raw},
-			meta: objectMeta{Namespace: m.Namespace, Name: m.Name, ResourceVersion: m.ResourceVersion, Labels: m.Labels, Annotations: m.Annotations}, typ: tm}, nil
+			meta: objectMeta{Namespace: m.Namespace, Name: m.Name, ResourceVersion: m.ResourceVersion, Annotations: m.Annotations}, typ: tm}, nil
 	}
 	it, m, err := itemOf(obj)
 	if err != nil || !withType {

@@ -125,18 +125,23 @@ func (p *Proxy) store(resp *http.Response, k cache.Key) error {
 		return nil
 	}
 	body, err := readBack(resp)
-	if err == nil && resp.Header.Get("Content-Encoding") == "gzip" {
-		body, err = gunzip(body)
-	}
 	if err != nil {
 		return err
 	}
+	gzipped := resp.Header.Get("Content-Encoding") == "gzip"
 	// Stored off the client's path; the key's lock keeps an older answer
 	// from overwriting a newer one.
 	unlock := p.keys.lock(k.Bytes())
 	go func() {
 		defer unlock()
-		if err := p.putObject(k, body); err != nil {
+		var err error
+		if gzipped { // decompressed here, off the client's path
+			body, err = gunzip(body)
+		}
+		if err == nil {
+			err = p.putObject(k, body)
+		}
+		if err != nil {
 			klog.V(2).InfoS("not cached", "key", k.String(), "err", err)
 		}
 	}()
@@ -163,7 +168,6 @@ type objectMeta struct {
 	Namespace       string            `json:"namespace"`
 	Name            string            `json:"name"`
 	ResourceVersion string            `json:"resourceVersion"`
-	Labels          map[string]string `json:"labels"`
 	Annotations     map[string]string `json:"annotations"`
 }
 
